@@ -1,0 +1,32 @@
+"""joinflow — the relational workflow model, compatible with DataJoint 2.x.
+
+``import joinflow as dj`` gives the DataJoint 2.x API: tables are workflow steps, rows
+are artifacts, foreign keys prescribe execution order.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import errors
+from .condition import AndList, Not
+from .connection import Connection, conn
+from .errors import DataJointError, ThreadSafetyError
+from .expression import QueryExpression
+from .instance import Instance
+from .schemas import Schema, VirtualModule, list_schemas, virtual_schema
+from .settings import config
+from .table import FreeTable, Table
+from .user_tables import Compute, Computed, Entry, Imported, Ingest, Lookup, Manual, Part
+
+__version__ = "0.1.0"
+__author__ = "joinflow developers"
+
+logger = logging.getLogger("joinflow")
+
+__all__ = [
+    "__version__", "config", "conn", "Connection", "Instance", "Schema", "VirtualModule", "virtual_schema",
+    "list_schemas", "Table", "FreeTable", "Manual", "Entry", "Lookup", "Imported", "Ingest", "Computed",
+    "Compute", "Part", "Not", "AndList", "QueryExpression", "errors", "DataJointError", "ThreadSafetyError",
+    "logger",
+]

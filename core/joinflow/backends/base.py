@@ -1,0 +1,377 @@
+"""What every backend provides.  Nothing outside backends/ branches on the dialect."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+
+from ..errors import (
+    AccessError,
+    DataJointError,
+    DataTypeError,
+    DuplicateError,
+    IntegrityError,
+    LostConnectionError,
+    MissingAttributeError,
+    MissingTableError,
+    QueryError,
+    QuerySyntaxError,
+)
+from ..heading import Attribute
+from ..types import int_range
+
+Encoder = Callable[[Any], Any]
+
+
+@dataclass
+class ColumnInfo:
+    """One column as the catalog reports it."""
+
+    name: str
+    native_type: str
+    nullable: bool
+    default: str | None
+    comment: str
+    in_key: bool
+    key_position: int = 0
+    autoincrement: bool = False
+
+
+@dataclass
+class ForeignKeyInfo:
+    """One foreign key as the catalog reports it (full table names, quoted per backend)."""
+
+    child: str
+    parent: str
+    columns: list[tuple[str, str]]  # (child column, parent column), in key order
+    name: str = ""
+
+
+ERROR_CLASSES = {
+    "duplicate": DuplicateError,
+    "foreign_key": IntegrityError,
+    "not_null": MissingAttributeError,
+    "check": DataTypeError,
+    "data": DataTypeError,
+    "syntax": QuerySyntaxError,
+    "missing_table": MissingTableError,
+    "lost": LostConnectionError,
+    "access": AccessError,
+    "unknown_column": QueryError,
+}
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _scalar(value: Any) -> Any:
+    """numpy scalars -> Python scalars (drivers do not know numpy)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def to_uuid(value: Any) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 16:
+        return uuid.UUID(bytes=bytes(value))
+    if isinstance(value, str):
+        return uuid.UUID(value)
+    raise DataTypeError(f"cannot interpret {value!r} as a UUID")
+
+
+class Backend:
+    """Dialect-specific behaviour.  Subclasses: sqlite, postgresql, mysql."""
+
+    name = "base"
+    drivername = ""
+    default_port: int | None = None
+    max_name_length = 64
+    begin_statement = "BEGIN"
+    transactional_ddl = False
+    supports_schemas_natively = True
+
+    # -- engine -----------------------------------------------------------------------
+    def make_url(self, cfg) -> sa.engine.URL:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def engine_kwargs(self, cfg) -> dict:
+        return {}
+
+    def install_events(self, engine: sa.engine.Engine) -> None:
+        """Per-connection set-up (pragmas, session variables)."""
+
+    def database_name(self, engine: sa.engine.Engine) -> str:
+        return engine.url.database or ""
+
+    # -- names --------------------------------------------------------------------------
+    def quote(self, name: str) -> str:
+        return self.dialect.identifier_preparer.quote_identifier(name)
+
+    def full_table_name(self, schema: str, table: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(table)}"
+
+    def split_full_name(self, full_name: str) -> tuple[str, str]:
+        """Inverse of full_table_name; also accepts unquoted ``schema.table``."""
+        text = full_name.strip()
+        q = self.dialect.identifier_preparer.initial_quote
+        if text.startswith(q):
+            end = text.index(q, 1)
+            schema = text[1:end]
+            rest = text[end + 1 :].lstrip(".")
+            return schema, rest.strip(q)
+        schema, _, table = text.partition(".")
+        if not table:
+            raise DataJointError(f"Table name {full_name!r} must be written as `schema.table`.")
+        return schema, table.strip(q)
+
+    def table_clause(self, schema: str, table: str, columns: Sequence[str]) -> sa.TableClause:
+        return sa.table(table, *[sa.column(c) for c in columns], schema=schema)
+
+    # -- types and values -----------------------------------------------------------------
+    def column_type(self, attr: Attribute, schema: str, table: str) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def bool_to_db(self, value: Any) -> Any:
+        return 1 if value else 0
+
+    def uuid_to_db(self, value: uuid.UUID) -> Any:
+        return value.bytes
+
+    def date_to_db(self, value: Any, category: str) -> Any:
+        return value
+
+    def decimal_to_db(self, value: Any) -> Any:
+        return value
+
+    def json_to_db(self, value: Any) -> Any:
+        return json.dumps(value)
+
+    def encoder(self, attr: Attribute) -> Encoder | None:
+        """A function that turns a user value into a driver parameter, or None (as is)."""
+        cat = attr.category
+        name = attr.name
+        if cat in ("int", "float", "decimal"):
+            to_db = self.decimal_to_db if cat == "decimal" else None
+
+            def number(v, to_db=to_db):
+                if v is None:
+                    return None
+                if isinstance(v, np.generic):
+                    v = v.item()
+                if isinstance(v, float) and v != v:
+                    return None
+                if isinstance(v, str) and v == "":
+                    return None
+                if isinstance(v, bool) and cat != "int":
+                    v = int(v)
+                return to_db(v) if to_db else v
+
+            return number
+        if cat == "bool":
+            to_db = self.bool_to_db
+
+            def boolean(v):
+                v = _scalar(v)
+                if v is None or _is_nan(v):
+                    return None
+                if isinstance(v, str):
+                    low = v.strip().lower()
+                    if low in ("true", "1", "yes", "t", "y"):
+                        return to_db(True)
+                    if low in ("false", "0", "no", "f", "n"):
+                        return to_db(False)
+                    raise DataTypeError(f"attribute `{name}` is bool; cannot interpret {v!r}")
+                return to_db(bool(v))
+
+            return boolean
+        if cat == "uuid":
+            to_db = self.uuid_to_db
+
+            def uuid_(v):
+                if v is None:
+                    return None
+                try:
+                    return to_db(to_uuid(v))
+                except (ValueError, DataTypeError):
+                    raise DataTypeError(
+                        f"attribute `{name}` is uuid; {v!r} is not a UUID (give a uuid.UUID or its string)"
+                    ) from None
+
+            return uuid_
+        if cat == "json":
+            to_db = self.json_to_db
+
+            def json_(v):
+                return None if v is None else to_db(v)
+
+            return json_
+        if cat in ("date", "datetime"):
+            to_db = self.date_to_db
+
+            def temporal(v):
+                if v is None or _is_nan(v):
+                    return None
+                if isinstance(v, np.datetime64):
+                    v = v.astype("datetime64[us]").item()
+                    if cat == "date" and isinstance(v, datetime.datetime):
+                        v = v.date()
+                elif hasattr(v, "to_pydatetime"):  # pandas Timestamp
+                    v = v.to_pydatetime()
+                return to_db(v, cat)
+
+            return temporal
+        if cat == "bytes":
+
+            def binary(v):
+                if v is None:
+                    return None
+                if isinstance(v, (bytearray, memoryview)):
+                    return bytes(v)
+                if not isinstance(v, bytes):
+                    raise DataTypeError(
+                        f"attribute `{name}` holds bytes; got {type(v).__name__}. Encode the value "
+                        "first (for arrays use a <blob> attribute)."
+                    )
+                return v
+
+            return binary
+        if cat in ("string", "enum"):
+
+            def text(v):
+                if v is None or type(v) is str:
+                    return v
+                if _is_nan(v):
+                    return None
+                v = _scalar(v)
+                if isinstance(v, (bytes, dict, list, tuple, set)):
+                    raise DataTypeError(
+                        f"attribute `{name}` is {attr.type}; got {type(v).__name__} {v!r:.40}"
+                    )
+                return str(v)
+
+            return text
+        return None
+
+    def decoder(self, attr: Attribute) -> Encoder | None:
+        """A function that turns a driver value into the user's value, or None (as is)."""
+        cat = attr.category
+        if cat == "json":
+            return lambda v: json.loads(v) if isinstance(v, (str, bytes)) else v
+        if cat == "uuid":
+            return to_uuid
+        if cat == "bool":
+            return lambda v: None if v is None else bool(v)
+        if cat == "bytes":
+            return lambda v: bytes(v) if isinstance(v, memoryview) else v
+        return None
+
+    def literal_default(self, attr: Attribute) -> Any:
+        """Python value of a literal SQL default (used when a row gives None for it)."""
+        text = attr.default
+        if text is None or text.upper() == "NULL":
+            return None
+        if text.upper().startswith("CURRENT_TIMESTAMP"):
+            return datetime.datetime.now()
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            return text[1:-1].replace(text[0] * 2, text[0])
+        return text
+
+    # -- DDL --------------------------------------------------------------------------------
+    def default_sql(self, attr: Attribute) -> str:
+        if attr.nullable and (attr.default is None or attr.default.upper() == "NULL"):
+            return " DEFAULT NULL"
+        if attr.default is None:
+            return ""
+        return f" DEFAULT {attr.default}"
+
+    def schema_exists(self, conn, schema: str) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+    def create_schema(self, conn, schema: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def drop_schema(self, conn, schema: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def list_schemas(self, conn) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def list_tables(self, conn, schema: str) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def create_table(self, conn, schema: str, table: str, spec) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def drop_table(self, conn, schema: str, table: str) -> None:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {self.full_table_name(schema, table)}"))
+
+    # -- catalog ---------------------------------------------------------------------------------
+    def load_columns(self, conn, schema: str, table: str) -> tuple[list[ColumnInfo], str] | None:
+        raise NotImplementedError  # pragma: no cover
+
+    def load_foreign_keys(self, conn, schemas: Sequence[str] | None = None) -> list[ForeignKeyInfo]:
+        raise NotImplementedError  # pragma: no cover
+
+    def load_indexes(self, conn, schema: str, table: str) -> list[tuple[bool, list[str]]]:
+        """Secondary indexes: (unique, columns), excluding the primary key."""
+        raise NotImplementedError  # pragma: no cover
+
+    # -- statements ------------------------------------------------------------------------------
+    def insert(self, table: sa.TableClause, columns: Sequence[str], primary_key: Sequence[str], mode: str | None):
+        """INSERT statement; mode None (plain), 'skip' (skip duplicates) or 'replace' (upsert)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def lock_suffix(self) -> str:
+        return " FOR UPDATE"
+
+    # -- errors ------------------------------------------------------------------------------------
+    def classify_error(self, exc: BaseException) -> tuple[str | None, str]:
+        """(kind, server message) for a driver exception; kind is a key of ERROR_CLASSES."""
+        return None, str(exc)
+
+    def translate_error(self, exc: BaseException, table: str | None = None) -> DataJointError:
+        orig = getattr(exc, "orig", exc)
+        kind, message = self.classify_error(orig)
+        where = f" in table {table}" if table else ""
+        if kind == "duplicate":
+            return DuplicateError(
+                f"Duplicate entry{where}: {message}. To ignore duplicate entries in insert, set "
+                "skip_duplicates=True; to overwrite them, set replace=True."
+            )
+        if kind == "foreign_key":
+            return IntegrityError(
+                f"Foreign key constraint failed{where}: {message}. Insert the referenced parent rows "
+                "first, or delete the dependent rows first (delete() cascades)."
+            )
+        if kind == "not_null":
+            return MissingAttributeError(
+                f"Missing value{where}: {message}. Give a value for every attribute that has no "
+                "default, or declare it `= null`."
+            )
+        cls = ERROR_CLASSES.get(kind or "", QueryError)
+        return cls(f"{message}{where}" if kind else f"{type(orig).__name__}: {message}{where}")
+
+
+def int_check(attr: Attribute) -> tuple[int, int] | None:
+    return int_range(attr.type) if attr.core else None
+
+
+__all__ = [
+    "Backend",
+    "ColumnInfo",
+    "ForeignKeyInfo",
+    "to_uuid",
+    "int_check",
+]
+
+# re-exported for backends
+Decimal = decimal.Decimal

@@ -1,0 +1,348 @@
+"""PostgreSQL (psycopg 3), laid out as DataJoint 2.x lays it out.
+
+A joinflow schema is a PostgreSQL schema inside one database (``database.name``,
+default ``postgres``); enums are named types ``enum_<md5(sorted values)[:8]>`` in that
+schema; comments go through ``COMMENT ON``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from ..heading import Attribute
+from .base import Backend, ColumnInfo, ForeignKeyInfo
+
+TYPES = {
+    "int8": "smallint",
+    "int16": "smallint",
+    "int32": "integer",
+    "int64": "bigint",
+    "float32": "real",
+    "float64": "double precision",
+    "bool": "boolean",
+    "date": "date",
+    "uuid": "uuid",
+    "json": "jsonb",
+    "jsonb": "jsonb",
+    "bytes": "bytea",
+}
+
+SYSTEM_SCHEMAS = ("information_schema", "public")
+
+
+def enum_type_name(values: Sequence[str]) -> str:
+    return "enum_" + hashlib.md5("_".join(sorted(values)).encode()).hexdigest()[:8]
+
+
+class PostgreSQLBackend(Backend):
+    name = "postgresql"
+    drivername = "postgresql+psycopg"
+    default_port = 5432
+    max_name_length = 63
+    begin_statement = "BEGIN"
+    transactional_ddl = True
+
+    def make_url(self, cfg) -> sa.engine.URL:
+        return sa.engine.URL.create(
+            self.drivername,
+            username=cfg["database.user"] or "postgres",
+            password=cfg["database.password"] or None,
+            host=cfg["database.host"] or "localhost",
+            port=int(cfg["database.port"] or self.default_port),
+            database=cfg["database.name"] or "postgres",
+        )
+
+    def engine_kwargs(self, cfg) -> dict:
+        tls = cfg["database.use_tls"]
+        args = {} if tls is None else {"sslmode": "require" if tls else "disable"}
+        return {"connect_args": args}
+
+    # -- values --------------------------------------------------------------------------
+    def bool_to_db(self, value: Any) -> Any:
+        return bool(value)
+
+    def uuid_to_db(self, value) -> Any:
+        return value
+
+    # -- DDL --------------------------------------------------------------------------------
+    def column_type(self, attr: Attribute, schema: str, table: str) -> str:
+        if not attr.core:
+            return attr.type
+        info = attr.typeinfo
+        if attr.type in TYPES:
+            return TYPES[attr.type]
+        if attr.category == "decimal":
+            return f"numeric({info.precision},{info.scale})"
+        if attr.category == "datetime":
+            return f"timestamp({info.precision})" if "(" in attr.type else "timestamp"
+        if attr.category == "enum":
+            return f"{self.quote(schema)}.{self.quote(enum_type_name(info.enum_values))}"
+        return attr.type  # char(n), varchar(n)
+
+    def default_sql(self, attr: Attribute) -> str:
+        text = super().default_sql(attr)
+        if attr.category == "datetime" and attr.default and attr.default.startswith("CURRENT_TIMESTAMP"):
+            return " DEFAULT CURRENT_TIMESTAMP"
+        return text
+
+    def create_table(self, conn, schema: str, table: str, spec) -> None:
+        full = self.full_table_name(schema, table)
+        statements = []
+        for attr in spec.attributes:
+            if attr.core and attr.category == "enum":
+                name = enum_type_name(attr.enum_values)
+                exists = conn.execute(
+                    sa.text(
+                        "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                        "WHERE n.nspname = :s AND t.typname = :t"
+                    ),
+                    {"s": schema, "t": name},
+                ).first()
+                if not exists:
+                    members = ", ".join("'" + v.replace("'", "''") + "'" for v in attr.enum_values)
+                    statements.append(
+                        f"CREATE TYPE {self.quote(schema)}.{self.quote(name)} AS ENUM ({members})"
+                    )
+        lines = []
+        for attr in spec.attributes:
+            line = f"{self.quote(attr.name)} {self.column_type(attr, schema, table)}"
+            if not attr.nullable:
+                line += " NOT NULL"
+            lines.append(line + self.default_sql(attr))
+        lines.append("PRIMARY KEY (" + ", ".join(self.quote(k) for k in spec.primary_key) + ")")
+        for fk in spec.foreign_keys:
+            lines.append(
+                f"FOREIGN KEY ({', '.join(self.quote(c) for c in fk.attr_map)}) REFERENCES "
+                f"{self.full_table_name(fk.parent_schema, fk.parent_table)} "
+                f"({', '.join(self.quote(p) for p in fk.attr_map.values())}) "
+                "ON UPDATE CASCADE ON DELETE RESTRICT"
+            )
+        statements.append(f"CREATE TABLE IF NOT EXISTS {full} (\n  " + ",\n  ".join(lines) + "\n)")
+        declared = [cols for _u, cols in spec.indexes]
+        for unique, cols in spec.indexes:
+            statements.append(
+                f"CREATE {'UNIQUE ' if unique else ''}INDEX ON {full} ({', '.join(self.quote(c) for c in cols)})"
+            )
+        for fk in spec.foreign_keys:  # PostgreSQL does not index foreign keys by itself
+            cols = list(fk.attr_map)
+            if spec.primary_key[: len(cols)] == cols or any(d[: len(cols)] == cols for d in declared):
+                continue
+            statements.append(f"CREATE INDEX ON {full} ({', '.join(self.quote(c) for c in cols)})")
+        if spec.comment:
+            statements.append(f"COMMENT ON TABLE {full} IS {self._literal(spec.comment)}")
+        for attr in spec.attributes:
+            text = (f":{attr.type}:" if attr.core else "") + attr.comment
+            if text:
+                statements.append(
+                    f"COMMENT ON COLUMN {full}.{self.quote(attr.name)} IS {self._literal(text)}"
+                )
+        for sql in statements:
+            conn.ddl(sql)
+
+    @staticmethod
+    def _literal(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    def drop_table(self, conn, schema: str, table: str) -> None:
+        super().drop_table(conn, schema, table)
+        # enum types no other column uses any more
+        rows = conn.execute(
+            sa.text(
+                "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = :s AND t.typtype = 'e' AND t.typname LIKE 'enum\\_%' AND NOT EXISTS "
+                "(SELECT 1 FROM pg_attribute a WHERE a.atttypid = t.oid AND NOT a.attisdropped)"
+            ),
+            {"s": schema},
+        ).fetchall()
+        for (name,) in rows:
+            conn.execute(sa.text(f"DROP TYPE IF EXISTS {self.quote(schema)}.{self.quote(name)}"))
+
+    # -- schemas ------------------------------------------------------------------------------
+    def schema_exists(self, conn, schema: str) -> bool:
+        return bool(
+            conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}).first()
+        )
+
+    def create_schema(self, conn, schema: str) -> None:
+        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}"))
+
+    def drop_schema(self, conn, schema: str) -> None:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {self.quote(schema)} CASCADE"))
+
+    def list_schemas(self, conn) -> list[str]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                "AND nspname NOT IN ('information_schema', 'public') ORDER BY nspname"
+            )
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def list_tables(self, conn, schema: str) -> list[str]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :s AND c.relkind IN ('r', 'p') ORDER BY c.relname"
+            ),
+            {"s": schema},
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- catalog ---------------------------------------------------------------------------------
+    def load_columns(self, conn, schema: str, table: str):
+        rows = conn.execute(
+            sa.text(
+                """
+                SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+                       pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum),
+                       array_position(pk.indkey::int2[], a.attnum), a.attidentity <> '' OR
+                       coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false),
+                       obj_description(c.oid, 'pg_class'), t.typtype
+                FROM pg_class c
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                JOIN pg_type t ON t.oid = a.atttypid
+                LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+                LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
+                WHERE n.nspname = :s AND c.relname = :t
+                ORDER BY a.attnum
+                """
+            ),
+            {"s": schema, "t": table},
+        ).fetchall()
+        if not rows:
+            return None
+        columns = []
+        for name, ntype, nullable, default, comment, pkpos, autoinc, table_comment, typtype in rows:
+            if typtype == "e":
+                ntype = "enum"
+            columns.append(
+                ColumnInfo(
+                    name=name,
+                    native_type=ntype,
+                    nullable=bool(nullable),
+                    default=None if autoinc else self._default(default),
+                    comment=comment or "",
+                    in_key=pkpos is not None,
+                    key_position=pkpos or 0,
+                    autoincrement=bool(autoinc),
+                )
+            )
+        return columns, rows[0][7] or ""
+
+    @staticmethod
+    def _default(text: str | None) -> str | None:
+        if text is None:
+            return None
+        text = re.sub(r"::[\w\s.\"()\[\]]+$", "", text.strip())
+        low = text.lower()
+        if low == "null":
+            return None
+        if low.startswith("current_timestamp") or low.startswith("now()"):
+            return "CURRENT_TIMESTAMP"
+        if low in ("true", "false"):
+            return "'1'" if low == "true" else "'0'"
+        if not text.startswith("'"):
+            text = "'" + text.strip("()") + "'"
+        return text
+
+    def load_foreign_keys(self, conn, schemas=None) -> list[ForeignKeyInfo]:
+        sql = """
+            SELECT con.oid, cn.nspname, cc.relname, pn.nspname, pc.relname, ca.attname, pa.attname
+            FROM pg_constraint con
+            JOIN pg_class cc ON cc.oid = con.conrelid
+            JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+            JOIN pg_class pc ON pc.oid = con.confrelid
+            JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+            CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(ck, pk, ord)
+            JOIN pg_attribute ca ON ca.attrelid = con.conrelid AND ca.attnum = k.ck
+            JOIN pg_attribute pa ON pa.attrelid = con.confrelid AND pa.attnum = k.pk
+            WHERE con.contype = 'f' {where}
+            ORDER BY con.oid, k.ord
+        """
+        params: dict[str, Any] = {}
+        where = "AND cn.nspname NOT LIKE 'pg\\_%' AND cn.nspname <> 'information_schema'"
+        if schemas:
+            where = "AND cn.nspname IN :schemas"
+            params["schemas"] = tuple(schemas)
+        stmt = sa.text(sql.format(where=where))
+        if schemas:
+            stmt = stmt.bindparams(sa.bindparam("schemas", expanding=True))
+        found: dict[int, ForeignKeyInfo] = {}
+        for oid, cs, ct, ps, pt, ccol, pcol in conn.execute(stmt, params).fetchall():
+            if oid not in found:
+                found[oid] = ForeignKeyInfo(self.full_table_name(cs, ct), self.full_table_name(ps, pt), [], str(oid))
+            found[oid].columns.append((ccol, pcol))
+        return list(found.values())
+
+    def load_indexes(self, conn, schema: str, table: str):
+        rows = conn.execute(
+            sa.text(
+                """
+                SELECT i.indexrelid, i.indisunique, a.attname
+                FROM pg_index i
+                JOIN pg_class c ON c.oid = i.indrelid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                WHERE n.nspname = :s AND c.relname = :t AND NOT i.indisprimary
+                ORDER BY i.indexrelid, k.ord
+                """
+            ),
+            {"s": schema, "t": table},
+        ).fetchall()
+        indexes: dict[int, tuple[bool, list[str]]] = {}
+        for oid, unique, col in rows:
+            indexes.setdefault(oid, (bool(unique), []))[1].append(col)
+        return list(indexes.values())
+
+    # -- statements ---------------------------------------------------------------------------------
+    def insert(self, table, columns, primary_key, mode):
+        stmt = pg_insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(columns)})
+        if mode == "skip":
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(primary_key))
+        elif mode == "replace":
+            updates = {c: stmt.excluded[c] for c in columns if c not in primary_key}
+            stmt = (
+                stmt.on_conflict_do_update(index_elements=list(primary_key), set_=updates)
+                if updates
+                else stmt.on_conflict_do_nothing(index_elements=list(primary_key))
+            )
+        return stmt
+
+    def lock_suffix(self) -> str:
+        return " FOR UPDATE SKIP LOCKED"
+
+    def classify_error(self, exc):
+        state = getattr(exc, "sqlstate", None) or ""
+        diag = getattr(exc, "diag", None)
+        message = (getattr(diag, "message_primary", None) or str(exc)).strip()
+        detail = getattr(diag, "message_detail", None)
+        if detail:
+            message = f"{message} ({detail})"
+        if state == "23505":
+            return "duplicate", message
+        if state == "23503":
+            return "foreign_key", message
+        if state == "23502":
+            return "not_null", message
+        if state == "23514":
+            return "check", message
+        if state.startswith("22"):
+            return "data", message
+        if state == "42601":
+            return "syntax", message
+        if state == "42P01":
+            return "missing_table", message
+        if state == "42703":
+            return "unknown_column", message
+        if state.startswith("08") or state == "57P01":
+            return "lost", message
+        if state == "42501":
+            return "access", message
+        return None, message

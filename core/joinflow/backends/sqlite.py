@@ -1,0 +1,379 @@
+"""SQLite: the zero-set-up default.
+
+All schemas share one database file.  The table ``#rig`` of schema ``lab`` is the table
+named ``lab.#rig`` (a single quoted identifier), so foreign keys work across schemas, which
+they cannot across attached databases.  Tables are STRICT (values must fit their column's
+storage class) and carry CHECK constraints for lengths, enum members and integer ranges.
+SQLite has no column comments: the declared type and comment of every column (and the
+table comment) live in the hidden table ``~joinflow_comments``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import os
+import re
+import sqlite3
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..errors import DataJointError, DataTypeError
+from ..heading import Attribute
+from .base import Backend, ColumnInfo, ForeignKeyInfo, int_check
+
+COMMENTS = "~joinflow_comments"
+_LINEAGE = "~lineage"
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+    drivername = "sqlite"
+    begin_statement = "BEGIN IMMEDIATE"
+    transactional_ddl = True
+    supports_schemas_natively = False
+    max_name_length = 128
+
+    def make_url(self, cfg) -> sa.engine.URL:
+        path = cfg["database.name"] or "joinflow.db"
+        if path != ":memory:":
+            path = os.path.abspath(path)
+        return sa.engine.URL.create("sqlite", database=path)
+
+    def engine_kwargs(self, cfg) -> dict:
+        return {"connect_args": {"timeout": 60, "check_same_thread": False}}
+
+    def install_events(self, engine: sa.engine.Engine) -> None:
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.execute("PRAGMA busy_timeout = 60000")
+            if engine.url.database not in (None, "", ":memory:"):
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+
+    def database_name(self, engine) -> str:
+        return engine.url.database or ":memory:"
+
+    # -- names ------------------------------------------------------------------------------
+    def full_table_name(self, schema: str, table: str) -> str:
+        return self.quote(f"{schema}.{table}")
+
+    def split_full_name(self, full_name: str) -> tuple[str, str]:
+        text = full_name.strip().strip('"`')
+        schema, _, table = text.partition(".")
+        if not table:
+            raise DataJointError(f"Table name {full_name!r} must be written as `schema.table`.")
+        return schema, table
+
+    def table_clause(self, schema: str, table: str, columns: Sequence[str]) -> sa.TableClause:
+        return sa.table(f"{schema}.{table}", *[sa.column(c) for c in columns])
+
+    # -- values -------------------------------------------------------------------------------
+    def date_to_db(self, value: Any, category: str) -> Any:
+        if isinstance(value, str):
+            try:
+                value = (
+                    datetime.date.fromisoformat(value)
+                    if category == "date"
+                    else datetime.datetime.fromisoformat(value)
+                )
+            except ValueError:
+                raise DataTypeError(f"{value!r} is not an ISO {category} (YYYY-MM-DD[ HH:MM:SS])") from None
+        if category == "date":
+            if isinstance(value, datetime.datetime):
+                value = value.date()
+            if not isinstance(value, datetime.date):
+                raise DataTypeError(f"{value!r} is not a date")
+            return value.isoformat()
+        if isinstance(value, datetime.datetime):
+            return value.isoformat(sep=" ")
+        if isinstance(value, datetime.date):
+            return datetime.datetime(value.year, value.month, value.day).isoformat(sep=" ")
+        raise DataTypeError(f"{value!r} is not a datetime")
+
+    def decimal_to_db(self, value: Any) -> Any:
+        try:
+            return str(decimal.Decimal(str(value)))
+        except decimal.InvalidOperation:
+            raise DataTypeError(f"{value!r} is not a decimal number") from None
+
+    def decoder(self, attr: Attribute):
+        cat = attr.category
+        if cat == "date":
+            return lambda v: None if v is None else datetime.date.fromisoformat(v)
+        if cat == "datetime":
+            return lambda v: None if v is None else datetime.datetime.fromisoformat(v)
+        if cat == "decimal":
+            return lambda v: None if v is None else decimal.Decimal(v)
+        return super().decoder(attr)
+
+    # -- DDL ------------------------------------------------------------------------------------
+    STORAGE = {
+        "int": "INTEGER",
+        "bool": "INTEGER",
+        "float": "REAL",
+        "decimal": "TEXT",
+        "string": "TEXT",
+        "enum": "TEXT",
+        "date": "TEXT",
+        "datetime": "TEXT",
+        "time": "TEXT",
+        "uuid": "BLOB",
+        "json": "TEXT",
+        "bytes": "BLOB",
+    }
+
+    def column_type(self, attr: Attribute, schema: str, table: str) -> str:
+        return self.STORAGE.get(attr.category, "ANY")
+
+    def _checks(self, attr: Attribute) -> list[str]:
+        col = self.quote(attr.name)
+        info = attr.typeinfo
+        checks = []
+        if attr.category == "bool":
+            checks.append(f"{col} IN (0, 1)")
+        elif attr.category == "int" and int_check(attr):
+            lo, hi = int_check(attr)
+            checks.append(f"{col} BETWEEN {lo} AND {hi}")
+        elif attr.category == "string" and info and info.length:
+            checks.append(f"length({col}) <= {info.length}")
+        elif attr.category == "enum":
+            members = ", ".join("'" + v.replace("'", "''") + "'" for v in attr.enum_values)
+            checks.append(f"{col} IN ({members})")
+        elif attr.category == "uuid":
+            checks.append(f"length({col}) = 16")
+        elif attr.category == "json":
+            checks.append(f"json_valid({col})")
+        return checks
+
+    def default_sql(self, attr: Attribute) -> str:
+        text = super().default_sql(attr)
+        if attr.default and attr.default.upper().startswith("CURRENT_TIMESTAMP"):
+            # SQLite's CURRENT_TIMESTAMP has no fraction; keep the column's ISO format
+            return " DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+        if attr.category in ("int", "float", "bool") and attr.default and attr.default[0] in "'\"":
+            inner = attr.default[1:-1]
+            if attr.category == "bool":
+                inner = {"true": "1", "false": "0"}.get(inner.lower(), inner)
+            if re.fullmatch(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", inner):
+                return f" DEFAULT {inner}"
+        return text
+
+    def create_table(self, conn, schema: str, table: str, spec) -> None:
+        lines = []
+        for attr in spec.attributes:
+            line = f"{self.quote(attr.name)} {self.column_type(attr, schema, table)}"
+            if not attr.nullable:
+                line += " NOT NULL"
+            line += self.default_sql(attr)
+            checks = self._checks(attr)
+            if checks:
+                line += " CHECK (" + " AND ".join(checks) + ")"
+            lines.append(line)
+        lines.append("PRIMARY KEY (" + ", ".join(self.quote(k) for k in spec.primary_key) + ")")
+        for fk in spec.foreign_keys:
+            child_cols = ", ".join(self.quote(c) for c in fk.attr_map)
+            parent_cols = ", ".join(self.quote(p) for p in fk.attr_map.values())
+            lines.append(
+                f"FOREIGN KEY ({child_cols}) REFERENCES "
+                f"{self.full_table_name(fk.parent_schema, fk.parent_table)} ({parent_cols}) "
+                "ON UPDATE CASCADE ON DELETE RESTRICT"
+            )
+        full = self.full_table_name(schema, table)
+        statements = [f"CREATE TABLE IF NOT EXISTS {full} (\n  " + ",\n  ".join(lines) + "\n) STRICT"]
+        for i, (unique, cols) in enumerate(spec.indexes):
+            name = self.quote(f"{schema}.{table}__{'u' if unique else 'i'}{i}_{'_'.join(cols)}"[:120])
+            statements.append(
+                f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {name} ON {full} "
+                f"({', '.join(self.quote(c) for c in cols)})"
+            )
+        self._ensure_comments(conn)
+        for sql in statements:
+            conn.ddl(sql)
+        rows = [{"s": schema, "t": table, "a": "", "c": spec.comment}]
+        rows += [
+            {"s": schema, "t": table, "a": a.name, "c": (f":{a.type}:" if a.core else "") + a.comment}
+            for a in spec.attributes
+        ]
+        conn.execute(
+            sa.text(f'INSERT OR REPLACE INTO "{COMMENTS}" VALUES (:s, :t, :a, :c)'), rows
+        )
+
+    def _ensure_comments(self, conn) -> None:
+        conn.execute(
+            sa.text(
+                f'CREATE TABLE IF NOT EXISTS "{COMMENTS}" (schema_name TEXT NOT NULL, '
+                "table_name TEXT NOT NULL, attribute_name TEXT NOT NULL, comment TEXT NOT NULL, "
+                "PRIMARY KEY (schema_name, table_name, attribute_name))"
+            )
+        )
+
+    def drop_table(self, conn, schema: str, table: str) -> None:
+        super().drop_table(conn, schema, table)
+        if self._has_table(conn, COMMENTS):
+            conn.execute(
+                sa.text(f'DELETE FROM "{COMMENTS}" WHERE schema_name = :s AND table_name = :t'),
+                {"s": schema, "t": table},
+            )
+
+    def _has_table(self, conn, name: str) -> bool:
+        return bool(
+            conn.execute(
+                sa.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :n"), {"n": name}
+            ).first()
+        )
+
+    # -- schemas ----------------------------------------------------------------------------------
+    def schema_exists(self, conn, schema: str) -> bool:
+        return self._has_table(conn, f"{schema}.{_LINEAGE}")
+
+    def create_schema(self, conn, schema: str) -> None:
+        # a schema is born with its ~lineage table (created by the caller); nothing else to do
+        self._ensure_comments(conn)
+
+    def drop_schema(self, conn, schema: str) -> None:
+        tables = self._all_tables(conn, schema)
+        conn.execute(sa.text("PRAGMA foreign_keys = OFF")) if not conn.in_transaction else None
+        try:
+            for table in tables:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {self.full_table_name(schema, table)}"))
+        finally:
+            conn.execute(sa.text("PRAGMA foreign_keys = ON")) if not conn.in_transaction else None
+        if self._has_table(conn, COMMENTS):
+            conn.execute(sa.text(f'DELETE FROM "{COMMENTS}" WHERE schema_name = :s'), {"s": schema})
+
+    def list_schemas(self, conn) -> list[str]:
+        rows = conn.execute(
+            sa.text("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE :p"),
+            {"p": f"%.{_LINEAGE}"},
+        ).fetchall()
+        return sorted(r[0][: -len(_LINEAGE) - 1] for r in rows)
+
+    def _all_tables(self, conn, schema: str) -> list[str]:
+        rows = conn.execute(
+            sa.text("SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, :n) = :p"),
+            {"n": len(schema) + 1, "p": schema + "."},
+        ).fetchall()
+        return [r[0][len(schema) + 1 :] for r in rows]
+
+    def list_tables(self, conn, schema: str) -> list[str]:
+        return self._all_tables(conn, schema)
+
+    # -- catalog -----------------------------------------------------------------------------------
+    def load_columns(self, conn, schema: str, table: str):
+        full = f"{schema}.{table}"
+        rows = conn.execute(sa.text("SELECT * FROM pragma_table_xinfo(:t)"), {"t": full}).fetchall()
+        if not rows:
+            return None
+        comments = {}
+        if self._has_table(conn, COMMENTS):
+            comments = dict(
+                conn.execute(
+                    sa.text(
+                        f'SELECT attribute_name, comment FROM "{COMMENTS}" '
+                        "WHERE schema_name = :s AND table_name = :t"
+                    ),
+                    {"s": schema, "t": table},
+                ).fetchall()
+            )
+        columns = []
+        for cid, name, ctype, notnull, default, pk, hidden in rows:
+            if hidden:
+                continue
+            if default is not None and default.startswith("(strftime"):
+                default = "CURRENT_TIMESTAMP"
+            columns.append(
+                ColumnInfo(
+                    name=name,
+                    native_type=(ctype or "ANY").lower(),
+                    nullable=not notnull and not pk,
+                    default=default,
+                    comment=comments.get(name, ""),
+                    in_key=bool(pk),
+                    key_position=pk,
+                )
+            )
+        return columns, comments.get("", "")
+
+    def load_foreign_keys(self, conn, schemas=None) -> list[ForeignKeyInfo]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT m.name, f.id, f.seq, f.\"table\", f.\"from\", f.\"to\" FROM sqlite_master m "
+                "JOIN pragma_foreign_key_list(m.name) f WHERE m.type = 'table' "
+                "ORDER BY m.name, f.id, f.seq"
+            )
+        ).fetchall()
+        found: dict[tuple[str, int], ForeignKeyInfo] = {}
+        wanted = set(schemas) if schemas else None
+        for child, fk_id, _seq, parent, col_from, col_to in rows:
+            if wanted is not None and child.partition(".")[0] not in wanted:
+                continue
+            key = (child, fk_id)
+            if key not in found:
+                found[key] = ForeignKeyInfo(self.quote(child), self.quote(parent), [], name=str(fk_id))
+            found[key].columns.append((col_from, col_to))
+        return list(found.values())
+
+    def load_indexes(self, conn, schema: str, table: str):
+        full = f"{schema}.{table}"
+        result = []
+        for _seq, name, unique, origin, _partial in conn.execute(
+            sa.text("SELECT * FROM pragma_index_list(:t)"), {"t": full}
+        ).fetchall():
+            if origin == "pk":
+                continue
+            cols = [
+                r[2]
+                for r in conn.execute(
+                    sa.text("SELECT * FROM pragma_index_info(:i) ORDER BY seqno"), {"i": name}
+                ).fetchall()
+            ]
+            result.append((bool(unique), cols))
+        return result
+
+    # -- statements ----------------------------------------------------------------------------------
+    def insert(self, table, columns, primary_key, mode):
+        stmt = sqlite_insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(columns)})
+        if mode == "skip":
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(primary_key))
+        elif mode == "replace":
+            updates = {c: stmt.excluded[c] for c in columns if c not in primary_key}
+            stmt = (
+                stmt.on_conflict_do_update(index_elements=list(primary_key), set_=updates)
+                if updates
+                else stmt.on_conflict_do_nothing(index_elements=list(primary_key))
+            )
+        return stmt
+
+    def lock_suffix(self) -> str:
+        return ""  # BEGIN IMMEDIATE already holds the write lock
+
+    def classify_error(self, exc):
+        message = str(exc)
+        if isinstance(exc, sqlite3.IntegrityError):
+            if message.startswith("UNIQUE constraint failed"):
+                return "duplicate", message
+            if message.startswith("FOREIGN KEY constraint failed"):
+                return "foreign_key", message
+            if message.startswith("NOT NULL constraint failed"):
+                return "not_null", message
+            if message.startswith("CHECK constraint failed"):
+                return "check", message + " (the value is out of range, too long or not allowed)"
+            if message.startswith("cannot store"):
+                return "data", message
+            return "foreign_key", message
+        if isinstance(exc, sqlite3.OperationalError):
+            if "no such table" in message:
+                return "missing_table", message
+            if "syntax error" in message:
+                return "syntax", message
+            if "no such column" in message:
+                return "unknown_column", message
+        if isinstance(exc, (sqlite3.DataError, sqlite3.InterfaceError, OverflowError)):
+            return "data", message
+        return None, message

@@ -1,0 +1,257 @@
+"""Connection: one SQLAlchemy connection (autocommit) with explicit transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from . import settings
+from .backends import get_backend
+from .errors import DataJointError, LostConnectionError
+
+logger = logging.getLogger("joinflow")
+
+
+class Connection:
+    """A connection to one database server (or SQLite file).
+
+    ``Connection(host, user, password, port=None, use_tls=None, *, database_name=None,
+    backend=None, url=None, config=None)``: arguments left out come from ``config``
+    (default: ``dj.config``).  ``url`` (or ``JOINFLOW_DATABASE_URL``) is an SQLAlchemy URL
+    and wins over the separate settings.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        use_tls: bool | None = None,
+        *,
+        database_name: str | None = None,
+        backend: str | None = None,
+        url: str | None = None,
+        config: settings.Config | None = None,
+    ):
+        cfg = (config or settings.config).copy()
+        if host and ":" in host and not host.startswith("["):
+            host, _, port_text = host.rpartition(":")
+            port = port or int(port_text)
+        for key, value in (
+            ("database.host", host),
+            ("database.user", user),
+            ("database.password", password),
+            ("database.port", port),
+            ("database.use_tls", use_tls),
+            ("database.name", database_name),
+            ("database.backend", backend),
+            ("database.url", url),
+        ):
+            if value is not None:
+                cfg[key] = value
+        self.config = config or settings.config
+        url_text = cfg["database.url"]
+        if url_text:
+            sa_url = make_url(url_text)
+            self.backend = get_backend(sa_url.get_backend_name())
+            if sa_url.drivername in ("postgresql", "mysql", "mariadb"):
+                sa_url = sa_url.set(drivername=self.backend.drivername)
+        else:
+            self.backend = get_backend(cfg["database.backend"])
+            sa_url = self.backend.make_url(cfg)
+        self.url = sa_url
+        self.engine = sa.create_engine(sa_url, **self.backend.engine_kwargs(cfg))
+        self.backend.dialect = self.engine.dialect
+        self.backend.install_events(self.engine)
+        self._conn: sa.Connection | None = None
+        self._in_transaction = False
+        self._reconnect = bool(cfg["database.reconnect"])
+        self.headings: dict[str, Any] = {}  # heading cache by full table name
+        self.schemas: dict[str, Any] = {}  # activated Schema objects by name
+        self._dependencies = None
+        self.connect()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def connect(self) -> None:
+        try:
+            self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.DBAPIError as exc:
+            raise LostConnectionError(
+                f"Cannot connect to {self.url.render_as_string(hide_password=True)}: {exc.orig}. "
+                "Check database.host/port/user/password (or JOINFLOW_DATABASE_URL)."
+            ) from None
+        self._in_transaction = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self.engine.dispose()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_connected else "disconnected"
+        return f"joinflow.Connection({self.url.render_as_string(hide_password=True)!r}) {state}"
+
+    @property
+    def is_connected(self) -> bool:
+        try:
+            self.ping()
+        except Exception:
+            return False
+        return True
+
+    def ping(self) -> None:
+        self.execute(sa.text("SELECT 1"))
+
+    @property
+    def dialect(self) -> str:
+        return self.backend.name
+
+    @property
+    def database_name(self) -> str:
+        return self.backend.database_name(self.engine)
+
+    @property
+    def conn_info(self) -> dict:
+        url = self.url
+        return {"backend": self.backend.name, "host": url.host, "port": url.port, "user": url.username,
+                "database": url.database}
+
+    def get_user(self) -> str:
+        return self.url.username or ""
+
+    # -- statements -------------------------------------------------------------------------
+    @property
+    def sa_connection(self) -> sa.Connection:
+        if self._conn is None:
+            self.connect()
+        return self._conn
+
+    def execute(self, statement, params: Any = None, *, table: str | None = None):
+        """Execute a SQLAlchemy statement (or SQL text); errors become joinflow errors."""
+        if isinstance(statement, str):
+            statement = sa.text(statement)
+        for attempt in (0, 1):
+            try:
+                if params is None:
+                    return self.sa_connection.execute(statement)
+                return self.sa_connection.execute(statement, params)
+            except sa.exc.DBAPIError as exc:
+                if self._should_retry(exc, attempt):
+                    continue
+                raise self.backend.translate_error(exc, table) from exc
+
+    def executemany_driver(self, sql: str, rows: Sequence, *, table: str | None = None):
+        """Run pre-compiled SQL over many parameter rows with the driver's executemany."""
+        try:
+            return self.sa_connection.exec_driver_sql(sql, rows)
+        except sa.exc.DBAPIError as exc:
+            raise self.backend.translate_error(exc, table) from exc
+
+    def _should_retry(self, exc: sa.exc.DBAPIError, attempt: int) -> bool:
+        if attempt or not exc.connection_invalidated or self._in_transaction or not self._reconnect:
+            return False
+        logger.warning("Lost the database connection; reconnecting.")
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self.connect()
+        return True
+
+    def query(self, sql: str, args: Any = None, *, as_dict: bool = False):
+        """Run raw SQL with bound parameters (``:name`` style); returns rows."""
+        result = self.execute(sa.text(sql), args)
+        if result.returns_rows:
+            return [dict(r._mapping) for r in result] if as_dict else result.fetchall()
+        return result
+
+    def ddl(self, sql: str) -> None:
+        """Run a DDL statement given as SQL text (colons are not bind markers here)."""
+        self.execute(sa.text(sql.replace(":", "\\:")))
+
+    # -- transactions ---------------------------------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    def start_transaction(self) -> None:
+        if self._in_transaction:
+            raise DataJointError("Nested connections are not supported.")
+        self.sa_connection.exec_driver_sql(self.backend.begin_statement)
+        self._in_transaction = True
+
+    def commit_transaction(self) -> None:
+        self._in_transaction = False
+        self.sa_connection.exec_driver_sql("COMMIT")
+
+    def cancel_transaction(self) -> None:
+        self._in_transaction = False
+        try:
+            self.sa_connection.exec_driver_sql("ROLLBACK")
+        except sa.exc.DBAPIError:
+            logger.warning("ROLLBACK failed; the connection is reset.")
+            self.connect()
+
+    @property
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["Connection"]:
+        """``with conn.transaction:`` — commit on success, roll back on any exception."""
+        self.start_transaction()
+        try:
+            yield self
+        except BaseException:
+            self.cancel_transaction()
+            raise
+        else:
+            self.commit_transaction()
+
+    @contextlib.contextmanager
+    def transaction_if_needed(self) -> Iterator["Connection"]:
+        """A transaction unless one is open already (then the caller's)."""
+        if self._in_transaction:
+            yield self
+        else:
+            with self.transaction:
+                yield self
+
+    # -- catalog ------------------------------------------------------------------------------------
+    @property
+    def dependencies(self):
+        if self._dependencies is None:
+            from .dependencies import Dependencies
+
+            self._dependencies = Dependencies(self)
+        return self._dependencies
+
+    def forget_catalog(self) -> None:
+        """Drop cached headings and the dependency graph (after DDL)."""
+        self.headings.clear()
+        if self._dependencies is not None:
+            self._dependencies.clear()
+
+
+_singleton: Connection | None = None
+
+
+def conn(host=None, user=None, password=None, *, reset: bool = False, use_tls=None) -> Connection:
+    """The process-wide connection, made from ``dj.config`` on first use."""
+    global _singleton
+    from .instance import check_thread_safe
+
+    check_thread_safe("dj.conn()")
+    if _singleton is None or reset:
+        if _singleton is not None:
+            with contextlib.suppress(Exception):
+                _singleton.close()
+        _singleton = Connection(host, user, password, use_tls=use_tls)
+    return _singleton

@@ -1,0 +1,83 @@
+"""The dependency graph: foreign keys read from the database catalog (networkx)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import networkx as nx
+
+from .errors import DataJointError
+
+
+class Dependencies:
+    """Directed graph parent -> child over full table names, rebuilt from the catalog.
+
+    Each edge holds ``attr_maps``: one ``{child attribute: parent attribute}`` dict per
+    foreign key between the two tables.
+    """
+
+    def __init__(self, connection):
+        self._connection = connection
+        self.graph = nx.DiGraph()
+        self._loaded = False
+
+    def clear(self) -> None:
+        self._loaded = False
+
+    def load(self, force: bool = True) -> "Dependencies":
+        """Read every foreign key in the database (one catalog query)."""
+        if self._loaded and not force:
+            return self
+        conn = self._connection
+        graph = nx.DiGraph()
+        for fk in conn.backend.load_foreign_keys(conn):
+            if fk.child == fk.parent:
+                continue
+            if not graph.has_edge(fk.parent, fk.child):
+                graph.add_edge(fk.parent, fk.child, attr_maps=[])
+            graph.edges[fk.parent, fk.child]["attr_maps"].append(dict(fk.columns))
+        if not nx.is_directed_acyclic_graph(graph):
+            raise DataJointError("joinflow can only work with acyclic dependencies; the foreign keys form a cycle.")
+        self.graph = graph
+        self._loaded = True
+        return self
+
+    def _info(self, parent: str, child: str) -> dict:
+        from .table import FreeTable
+
+        attr_maps = self.graph.edges[parent, child]["attr_maps"]
+        child_pk = set(FreeTable(self._connection, child).primary_key)
+        return {
+            "attr_maps": attr_maps,
+            "primary": all(set(m) <= child_pk for m in attr_maps),
+            "aliased": any(c != p for m in attr_maps for c, p in m.items()),
+        }
+
+    def parents(self, name: str) -> dict[str, dict]:
+        if name not in self.graph:
+            return {}
+        return {p: self._info(p, name) for p in self.graph.predecessors(name)}
+
+    def children(self, name: str) -> dict[str, dict]:
+        if name not in self.graph:
+            return {}
+        return {c: self._info(name, c) for c in self.graph.successors(name)}
+
+    def master_of(self, name: str) -> str | None:
+        from .table import part_master
+
+        schema, table = self._connection.backend.split_full_name(name)
+        master = part_master(table)
+        return self._connection.backend.full_table_name(schema, master) if master else None
+
+    def parts_of(self, name: str) -> list[str]:
+        if name not in self.graph:
+            return []
+        return [c for c in self.graph.successors(name) if self.master_of(c) == name]
+
+    def topological(self, names: Iterable[str]) -> list[str]:
+        """``names`` ordered parents first (ties broken by name, so the order is stable)."""
+        names = set(names)
+        sub = nx.DiGraph(self.graph.subgraph(names))
+        sub.add_nodes_from(names)
+        return list(nx.lexicographical_topological_sort(sub))

@@ -1,0 +1,800 @@
+"""Tables: declare, insert, delete (cascading), update, drop, describe."""
+
+from __future__ import annotations
+
+import collections.abc
+import contextlib
+import datetime
+import decimal
+import logging
+import re
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import networkx as nx
+import numpy as np
+import sqlalchemy as sa
+
+from .declare import parse_definition
+from .errors import (
+    DataJointError,
+    DataTypeError,
+    DeclarationError,
+    DuplicateError,
+    MissingAttributeError,
+    MissingTableError,
+    UnknownAttributeError,
+)
+from .condition import AndList
+from .expression import Compiled, QueryExpression, is_table_class
+from .heading import Attribute, Heading, attribute_from_catalog
+
+logger = logging.getLogger("joinflow")
+
+LINEAGE_TABLE = "~lineage"
+PART_NAME = re.compile(r"^(?P<master>(#|__|_)?[a-z][a-z0-9]*(_[a-z][a-z0-9]*)*)__(?P<part>[a-z][a-z0-9]*(_[a-z][a-z0-9]*)*)$")
+
+
+def from_camel_case(name: str) -> str:
+    """``SessionTrial`` -> ``session_trial``."""
+    if not re.match(r"^[A-Z][A-Za-z0-9]*$", name):
+        raise DataJointError(
+            f"Class name {name!r} must be CamelCase: a capital letter, then letters and digits only."
+        )
+    return re.sub(r"(\B[A-Z])|(\b[A-Z])", lambda m: ("_" if m.group(1) else "") + m.group(0).lower(), name)
+
+
+def to_camel_case(name: str) -> str:
+    """``session_trial`` -> ``SessionTrial`` (tier prefix dropped)."""
+    return "".join(part.capitalize() for part in name.lstrip("#_~").split("_") if part)
+
+
+def part_master(table_name: str) -> str | None:
+    match = PART_NAME.match(table_name)
+    return match.group("master") if match else None
+
+
+def tier_of(table_name: str) -> str | None:
+    if part_master(table_name):
+        return "Part"
+    if table_name.startswith("~"):
+        return None
+    base = r"[a-z][a-z0-9]*(_[a-z][a-z0-9]*)*"
+    for prefix, tier in (("__", "Computed"), ("_", "Imported"), ("#", "Lookup"), ("", "Manual")):
+        if re.fullmatch(re.escape(prefix) + base, table_name):
+            return tier
+    return None
+
+
+class ForeignKeyTarget:
+    """What a foreign-key line needs to know about its parent."""
+
+    def __init__(self, table: "Table"):
+        self.schema = table.database
+        self.table = table.table_name
+        self.class_name = table.class_name
+        self.heading = table.heading
+        self.primary_key = table.primary_key
+        self.renames: dict[str, str] = {}
+
+
+def load_lineage(connection, schema: str, table: str) -> dict[str, str]:
+    backend = connection.backend
+    tc = backend.table_clause(schema, LINEAGE_TABLE, ["table_name", "attribute_name", "lineage"])
+    try:
+        rows = connection.sa_connection.execute(
+            sa.select(tc.c.attribute_name, tc.c.lineage).where(tc.c.table_name == table)
+        ).fetchall()
+    except sa.exc.DBAPIError:
+        if connection.in_transaction:
+            raise
+        return {}
+    return dict(rows)
+
+
+def load_heading(connection, schema: str, table: str) -> Heading:
+    loaded = connection.backend.load_columns(connection, schema, table)
+    if loaded is None:
+        raise MissingTableError(
+            f"Table {connection.backend.full_table_name(schema, table)} is not declared. Declare it "
+            "by decorating its class with a Schema, or check the schema and table names."
+        )
+    columns, comment = loaded
+    lineage = load_lineage(connection, schema, table)
+    ordered = sorted((c for c in columns if c.in_key), key=lambda c: c.key_position)
+    ordered += [c for c in columns if not c.in_key]
+    attrs = [
+        attribute_from_catalog(
+            c.name, c.native_type, in_key=c.in_key, nullable=c.nullable, default=c.default,
+            comment=c.comment, autoincrement=c.autoincrement, lineage=lineage.get(c.name),
+        )
+        for c in ordered
+    ]
+    return Heading(attrs, comment)
+
+
+class Table(QueryExpression):
+    """A table in the database.  Subclass through the tiers (Manual, Lookup, ...)."""
+
+    database: str | None = None
+    definition: str = ""
+    _connection = None
+    _table_name: str | None = None  # set for FreeTable and generated classes
+    _tier_prefix = ""
+    _allow_insert = False
+    _auto_populated = False
+    _is_part = False
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def table_name(self) -> str:
+        return type(self)._compute_table_name()
+
+    @classmethod
+    def _compute_table_name(cls) -> str:
+        if cls._table_name:
+            return cls._table_name
+        return cls._tier_prefix + from_camel_case(cls.__name__)
+
+    @property
+    def class_name(self) -> str:
+        return type(self).__name__ if self._table_name is None or type(self).__name__ != "FreeTable" \
+            else to_camel_case(self.table_name)
+
+    @property
+    def full_table_name(self) -> str:
+        self._check_bound()
+        return self.connection.backend.full_table_name(self.database, self.table_name)
+
+    def _check_bound(self) -> None:
+        if self.database is None or self._connection is None:
+            raise DataJointError(
+                f"Class {type(self).__name__} is not associated with a schema. Decorate it with "
+                "@schema (a dj.Schema object) before use."
+            )
+
+    @property
+    def heading(self) -> Heading:
+        self._check_bound()
+        cache = self.connection.headings
+        key = self.full_table_name
+        heading = cache.get(key)
+        if heading is None:
+            heading = cache[key] = load_heading(self.connection, self.database, self.table_name)
+        return heading
+
+    @property
+    def is_declared(self) -> bool:
+        self._check_bound()
+        if self.full_table_name in self.connection.headings:
+            return True
+        return self.connection.backend.load_columns(self.connection, self.database, self.table_name) is not None
+
+    def _table_clause(self, names=None):
+        return self.connection.backend.table_clause(
+            self.database, self.table_name, names if names is not None else list(self.heading.all_attributes)
+        )
+
+    def _compile_base(self) -> Compiled:
+        tc = self._table_clause()
+        return Compiled(tc, {n: tc.c[n] for n in self.heading.names}, [], frozenset({self.full_table_name}), True)
+
+    def _foreign_key_target(self) -> ForeignKeyTarget:
+        if self._restrictions:
+            raise DataJointError("A foreign key cannot reference a restricted table.")
+        return ForeignKeyTarget(self)
+
+    def __repr__(self) -> str:
+        return super().__repr__()
+
+    # -- declaration ----------------------------------------------------------------------------
+    def declare(self, context: dict | None = None) -> None:
+        conn = self.connection
+        backend = conn.backend
+        if conn.in_transaction:
+            raise DataJointError(f"Cannot declare table {self.full_table_name} inside a transaction.")
+        name = self.table_name
+        if len(name) > backend.max_name_length:
+            raise DeclarationError(
+                f"Table name {name} is {len(name)} characters; {backend.name} allows "
+                f"{backend.max_name_length}. Use a shorter class name."
+            )
+        spec = parse_definition(
+            self.definition, dict(context or {}), f"{self.database}.{name}",
+            auto_populated=self._auto_populated,
+            allow_new_pk=bool(conn.config["jobs.allow_new_pk_fields_in_computed_tables"]),
+        )
+        for fk in spec.foreign_keys:
+            parent_full = backend.full_table_name(fk.parent_schema, fk.parent_table)
+            if backend.load_columns(conn, fk.parent_schema, fk.parent_table) is None:
+                raise DeclarationError(
+                    f"Table {self.database}.{name}: foreign key to {parent_full}, which does not exist. "
+                    "Declare the parent table first."
+                )
+        lineage_rows = []
+        for attr in spec.attributes:
+            if attr.in_key and attr.lineage is None:
+                lineage_rows.append((name, attr.name, f"{self.database}.{name}.{attr.name}"))
+            elif attr.lineage is not None:
+                lineage_rows.append((name, attr.name, attr.lineage))
+        guard = conn.transaction if backend.transactional_ddl else contextlib.nullcontext()
+        with guard:
+            backend.create_table(conn, self.database, name, spec)
+            write_lineage(conn, self.database, name, lineage_rows)
+        conn.forget_catalog()
+
+    # -- insert ------------------------------------------------------------------------------------
+    def _check_direct_insert(self, allow_direct_insert) -> None:
+        if self._auto_populated and not (allow_direct_insert or self._allow_insert):
+            raise DataJointError(
+                f"Inserts into an auto-populated table ({self.full_table_name}) can only be done inside "
+                "its make method during a populate call. To override, set keyword argument "
+                "allow_direct_insert=True."
+            )
+
+    def insert1(self, row: Any, **kwargs) -> None:
+        """Insert one row (a dict, a sequence in heading order, or a numpy record)."""
+        self.insert((row,), **kwargs)
+
+    def insert(
+        self,
+        rows: Any,
+        replace: bool = False,
+        skip_duplicates: bool = False,
+        ignore_extra_fields: bool = False,
+        allow_direct_insert: bool | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        """Insert rows: dicts, sequences, numpy records, a pandas DataFrame, a CSV path, or a query."""
+        self._check_direct_insert(allow_direct_insert)
+        if replace and skip_duplicates:
+            raise DataJointError("insert: choose replace=True or skip_duplicates=True, not both.")
+        if is_table_class(rows) or isinstance(rows, QueryExpression):
+            if chunk_size:
+                raise DataJointError("chunk_size cannot be used when inserting from a query.")
+            return self._insert_from_query(rows, skip_duplicates=skip_duplicates, replace=replace,
+                                           ignore_extra_fields=ignore_extra_fields)
+        fields, values, lenient_text = self._normalize_rows(rows)
+        if not values:
+            return
+        heading = self.heading
+        known = heading.all_attributes
+        unknown = [f for f in fields if f not in known or (f.startswith("_") and f not in heading.primary_key)]
+        if unknown:
+            if not ignore_extra_fields:
+                raise UnknownAttributeError(
+                    f"`{unknown[0]}` is not in the table heading of {self.full_table_name} "
+                    f"(attributes: {', '.join(heading.names)}). Fix the name or pass ignore_extra_fields=True."
+                )
+            keep = [i for i, f in enumerate(fields) if f not in unknown]
+            fields = [fields[i] for i in keep]
+            values = [[row[i] for i in keep] for row in values]
+        missing = [a.name for a in heading.all_attributes.values() if a.name not in fields and not a.has_default]
+        if missing:
+            raise MissingAttributeError(
+                f"Cannot insert into {self.full_table_name}: attribute(s) {', '.join(f'`{m}`' for m in missing)} "
+                "have no value and no default. Give a value for each (or declare it `= null`)."
+            )
+        self._encode(fields, values, lenient_text)
+        mode = "replace" if replace else "skip" if skip_duplicates else None
+        self._execute_insert(fields, values, mode, chunk_size)
+
+    def _normalize_rows(self, rows: Any) -> tuple[list[str], list[list], bool]:
+        """(field names, row value lists, came-from-pandas)."""
+        if isinstance(rows, (str, Path)) and str(rows).lower().endswith(".csv"):
+            import pandas as pd
+
+            rows = pd.read_csv(rows)
+        if hasattr(rows, "itertuples") and hasattr(rows, "columns"):  # pandas DataFrame
+            frame = rows
+            if any(n is not None for n in frame.index.names):
+                frame = frame.reset_index()
+            fields = [str(c) for c in frame.columns]
+            return fields, [list(t) for t in frame.itertuples(index=False, name=None)], True
+        if isinstance(rows, np.ndarray) and rows.dtype.names:
+            return list(rows.dtype.names), [list(t) for t in rows.tolist()], False
+        if isinstance(rows, collections.abc.Mapping) or isinstance(rows, np.void):
+            raise DataJointError("insert expects a collection of rows; use insert1 for a single row.")
+        rows = list(rows)
+        if not rows:
+            return [], [], False
+        first = rows[0]
+        if isinstance(first, collections.abc.Mapping):
+            fields = list(first.keys())
+            n = len(fields)
+            try:
+                values = [[row[f] for f in fields] for row in rows]
+            except (KeyError, TypeError):
+                raise DataJointError("Attempt to insert rows with different fields.") from None
+            if any(len(row) != n for row in rows):
+                raise DataJointError("Attempt to insert rows with different fields.")
+            return fields, values, False
+        if isinstance(first, np.void) and first.dtype.names:
+            fields = list(first.dtype.names)
+            return fields, [list(r.tolist()) for r in rows], False
+        if isinstance(first, (str, bytes)) or not isinstance(first, collections.abc.Sequence):
+            raise DataJointError(
+                f"Cannot insert a {type(first).__name__} into {self.full_table_name}: give dicts, "
+                "sequences in heading order, numpy records or a pandas DataFrame."
+            )
+        names = self.heading.names
+        width = len(first)
+        if any(len(r) != width for r in rows):
+            raise DataJointError("Attempt to insert rows with different fields.")
+        if width > len(names):
+            raise DataJointError(
+                f"A row of {width} values is longer than the heading of {self.full_table_name} "
+                f"({len(names)} attributes: {', '.join(names)})."
+            )
+        return list(names[:width]), [list(r) for r in rows], False
+
+    def _encode(self, fields: list[str], values: list[list], lenient_text: bool) -> None:
+        backend = self.connection.backend
+        heading = self.heading
+        for i, name in enumerate(fields):
+            attr = heading[name]
+            encode = backend.encoder(attr)
+            fallback = backend.literal_default(attr) if (not attr.nullable and attr.default is not None) else None
+            needs_default = not attr.nullable and attr.default is not None
+            try:
+                if encode is not None:
+                    for row in values:
+                        row[i] = encode(row[i])
+            except (DataTypeError, ValueError, TypeError, OverflowError, decimal.InvalidOperation) as exc:
+                raise DataTypeError(
+                    f"Table {self.full_table_name}, attribute `{name}` ({attr.type}): {exc}"
+                ) from None
+            if needs_default or attr.in_key:
+                for row in values:
+                    if row[i] is None:
+                        if attr.in_key and not attr.autoincrement and not needs_default:
+                            raise MissingAttributeError(
+                                f"Table {self.full_table_name}: primary-key attribute `{name}` is None. "
+                                "Every primary-key attribute needs a value."
+                            )
+                        if needs_default:
+                            row[i] = encode(fallback) if encode else fallback
+
+    def _execute_insert(self, fields, values, mode, chunk_size=None) -> None:
+        conn = self.connection
+        backend = conn.backend
+        table = self._table_clause(fields)
+        stmt = backend.insert(table, fields, self.heading.primary_key, mode)
+        compiled = stmt.compile(dialect=conn.engine.dialect)
+        sql = compiled.string
+        if compiled.positional:
+            order = [int(name[1:]) for name in compiled.positiontup]
+            if order != list(range(len(fields))):
+                values = [[row[j] for j in order] for row in values]
+            params = [tuple(row) for row in values]
+        else:
+            keys = [f"p{i}" for i in range(len(fields))]
+            params = [dict(zip(keys, row)) for row in values]
+        size = int(chunk_size or conn.config["insert.batch_size"] or len(params))
+        with conn.transaction_if_needed():
+            try:
+                for start in range(0, len(params), size):
+                    conn.executemany_driver(sql, params[start : start + size], table=self.full_table_name)
+            except DataTypeError as exc:
+                raise self._diagnose(fields, values, exc) from None
+
+    def _diagnose(self, fields, values, exc) -> DataJointError:
+        """Name the attribute and row behind a value the server refused."""
+        heading = self.heading
+        checks = {
+            "int": lambda v: isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.strip().lstrip("-+").isdigit()),
+            "float": lambda v: isinstance(v, (int, float, np.number)) or _is_number_text(v),
+            "decimal": lambda v: isinstance(v, (int, float, decimal.Decimal)) or _is_number_text(v),
+            "string": lambda v: isinstance(v, str),
+            "enum": lambda v: isinstance(v, str) and v in heading_enum(heading, name),
+            "date": lambda v: isinstance(v, (datetime.date, str)),
+            "datetime": lambda v: isinstance(v, (datetime.datetime, datetime.date, str)),
+        }
+        for i, name in enumerate(fields):
+            attr = heading[name]
+            check = checks.get(attr.category)
+            if check is None:
+                continue
+            for k, row in enumerate(values):
+                v = row[i]
+                if v is None:
+                    continue
+                if not check(v) or (attr.category == "string" and attr.typeinfo and attr.typeinfo.length
+                                    and len(v) > attr.typeinfo.length):
+                    return DataTypeError(
+                        f"Table {self.full_table_name}, attribute `{name}` ({attr.type}): value {v!r} "
+                        f"(row {k}) does not fit. Server said: {exc}"
+                    )
+        return exc
+
+    def _insert_from_query(self, query, *, skip_duplicates, replace, ignore_extra_fields) -> None:
+        query = query() if is_table_class(query) else query
+        names = [n for n in query.heading.names if n in self.heading.names or not ignore_extra_fields]
+        unknown = [n for n in names if n not in self.heading.names]
+        if unknown:
+            raise UnknownAttributeError(
+                f"`{unknown[0]}` is not in the table heading of {self.full_table_name}. Project it away "
+                "or pass ignore_extra_fields=True."
+            )
+        if replace:
+            return self.insert(query.to_dicts(), replace=True, ignore_extra_fields=ignore_extra_fields,
+                               allow_direct_insert=True)
+        if skip_duplicates:
+            query = query - self.proj()
+        stmt = sa.insert(self._table_clause(names)).from_select(names, query._select(names))
+        with self.connection.transaction_if_needed():
+            self.connection.execute(stmt, table=self.full_table_name)
+
+    # -- delete ------------------------------------------------------------------------------------
+    def delete_quick(self, get_count: bool = False):
+        """Delete the restricted rows in one statement: no cascade, no prompt."""
+        compiled = self._compile()
+        table = compiled.from_
+        if isinstance(table, sa.TableClause):
+            stmt = sa.delete(table).where(*compiled.where)
+        else:  # pragma: no cover - restricted tables always compile to their own table clause
+            raise DataJointError("delete_quick needs a restricted table, not a derived query.")
+        result = self.connection.execute(stmt, table=self.full_table_name)
+        return result.rowcount if get_count else None
+
+    def delete(self, transaction: bool = True, prompt: bool | None = None, part_integrity: str = "enforce") -> int:
+        """Delete the restricted rows and, cascading, every row that depends on them.
+
+        ``part_integrity``: "enforce" (part rows go only with their master), "ignore", or
+        "cascade" (deleting part rows deletes their masters too).
+        """
+        if part_integrity not in ("enforce", "ignore", "cascade"):
+            raise DataJointError(
+                f'part_integrity must be "enforce", "ignore" or "cascade", not {part_integrity!r}.'
+            )
+        conn = self.connection
+        prompt = conn.config["safemode"] if prompt is None else prompt
+        if self._is_part and part_integrity == "enforce":
+            raise DataJointError(
+                f"Cannot delete from a Part directly ({self.full_table_name}). Delete from master instead, "
+                "or use part_integrity='ignore' to delete part rows alone, or part_integrity='cascade' to "
+                "delete their masters too."
+            )
+        if conn.in_transaction and (transaction and prompt):
+            raise DataJointError("delete() inside a transaction requires prompt=False.")
+        plan = self._cascade_plan(part_integrity)
+        if prompt:
+            for name, expr in plan:
+                logger.info("%s (%d tuples)", name, len(expr))
+                print(f"{name} ({len(expr)} tuples)")
+        own = transaction and not conn.in_transaction
+        if own:
+            conn.start_transaction()
+        try:
+            count = 0
+            for name, expr in reversed(plan):
+                deleted = expr.delete_quick(get_count=True)
+                if name == self.full_table_name:
+                    count = deleted
+        except BaseException:
+            if own:
+                conn.cancel_transaction()
+            raise
+        if prompt and not _confirm("Commit deletes?"):
+            if own:
+                conn.cancel_transaction()
+            print("Deletes cancelled.")
+            return 0
+        if own:
+            conn.commit_transaction()
+        return count
+
+    def _cascade_plan(self, part_integrity: str) -> list[tuple[str, "Table"]]:
+        """Tables to delete from, parents before children, each restricted to its doomed rows."""
+        conn = self.connection
+        deps = conn.dependencies
+        deps.load()
+        roots: dict[str, list] = {self.full_table_name: [self]}
+        while True:
+            restricted = self._propagate(deps, roots)
+            extra = False
+            for name, expr in list(restricted.items()):
+                master = deps.master_of(name)
+                if master is None:
+                    continue
+                doomed_masters = restricted.get(master)
+                orphaned = expr if doomed_masters is None else expr - doomed_masters.proj()
+                if part_integrity == "ignore" or not orphaned:
+                    continue
+                if part_integrity == "enforce":
+                    raise DataJointError(
+                        f"Attempt to delete part table {name} before its master {master}. Delete from the "
+                        "master instead, or pass part_integrity='cascade' (delete the masters too) or "
+                        "part_integrity='ignore'."
+                    )
+                master_table = FreeTable(conn, master)
+                keys = (master_table & orphaned.proj()).keys()  # pinned: the parts go first
+                roots.setdefault(master, []).append(master_table & keys)
+                extra = True
+            if not extra:
+                return [(name, restricted[name]) for name in deps.topological(restricted)]
+
+    @staticmethod
+    def _propagate(deps, roots: dict[str, list]) -> dict[str, "Table"]:
+        graph = deps.graph
+        affected = set(roots)
+        for root in roots:
+            affected |= nx.descendants(graph, root)
+        restricted: dict[str, Table] = {}
+        conn = next(iter(roots.values()))[0].connection
+        for node in nx.topological_sort(graph.subgraph(affected)):
+            conditions = []
+            for own in roots.get(node, []):
+                if own._compile().tables & (affected - {node}):
+                    # the restriction reads tables deleted before this one: pin the keys now
+                    conditions.append(own.keys())
+                else:
+                    conditions.append(AndList(own.restriction) if own.restriction else True)
+            for parent in graph.predecessors(node):
+                if parent not in restricted:
+                    continue
+                for attr_map in graph.edges[parent, node]["attr_maps"]:
+                    renames = {child: par for child, par in attr_map.items() if child != par}
+                    parent_expr = restricted[parent]
+                    conditions.append(parent_expr.proj(**renames) if renames else parent_expr.proj())
+            if conditions:
+                restricted[node] = FreeTable(conn, node).restrict(conditions, semantic_check=False)
+        return restricted
+
+    # -- drop ----------------------------------------------------------------------------------------
+    def drop_quick(self) -> None:
+        """Drop this table only (no cascade, no prompt)."""
+        conn = self.connection
+        if conn.in_transaction:
+            raise DataJointError("Cannot drop tables inside a transaction.")
+        if not self.is_declared:
+            logger.info("Table %s does not exist; nothing to drop.", self.full_table_name)
+            return
+        conn.backend.drop_table(conn, self.database, self.table_name)
+        tc = conn.backend.table_clause(self.database, LINEAGE_TABLE, ["table_name"])
+        with contextlib.suppress(DataJointError):
+            conn.execute(sa.delete(tc).where(tc.c.table_name == self.table_name))
+        conn.forget_catalog()
+
+    def drop(self, prompt: bool | None = None, part_integrity: str = "enforce") -> None:
+        """Drop this table and every table that depends on it, leaves first."""
+        if self._restrictions:
+            raise DataJointError("A restricted table cannot be dropped; drop() works on the whole table.")
+        if self._is_part and part_integrity != "ignore":
+            raise DataJointError(
+                f"Cannot drop a Part table ({self.full_table_name}) on its own: drop its master, or pass "
+                "part_integrity='ignore'."
+            )
+        conn = self.connection
+        prompt = conn.config["safemode"] if prompt is None else prompt
+        deps = conn.dependencies
+        deps.load()
+        names = {self.full_table_name} | nx.descendants(deps.graph, self.full_table_name)
+        for name in list(names):
+            names |= set(deps.parts_of(name))
+        order = deps.topological(names)
+        if prompt:
+            for name in order:
+                print(f"{name} ({len(FreeTable(conn, name))} tuples)")
+            if not _confirm("Proceed?"):
+                print("Drop cancelled.")
+                return
+        for name in reversed(order):
+            FreeTable(conn, name).drop_quick()
+
+    # -- update ----------------------------------------------------------------------------------------
+    def update1(self, row: dict) -> None:
+        """Change secondary attributes of one existing row, identified by its full primary key."""
+        if self._restrictions:
+            raise DataJointError("Update is only allowed on an unrestricted table; pass the key in the row.")
+        row = dict(row)
+        heading = self.heading
+        missing = [k for k in heading.primary_key if k not in row]
+        if missing:
+            raise DataJointError(
+                f"update1 on {self.full_table_name} needs the full primary key; missing {', '.join(missing)}."
+            )
+        unknown = [k for k in row if k not in heading.names]
+        if unknown:
+            raise UnknownAttributeError(f"`{unknown[0]}` is not in the table heading of {self.full_table_name}.")
+        key = {k: row.pop(k) for k in heading.primary_key}
+        if not row:
+            raise DataJointError("update1: give at least one secondary attribute to change.")
+        target = self & key
+        if len(target) != 1:
+            raise DataJointError("Update can only be applied to one existing entry.")
+        backend = self.connection.backend
+        values = {}
+        for name, value in row.items():
+            attr = heading[name]
+            if value is None and not attr.nullable:
+                value = backend.literal_default(attr)
+                if value is None:
+                    raise MissingAttributeError(
+                        f"update1: attribute `{name}` of {self.full_table_name} is not nullable and has no default."
+                    )
+            encode = backend.encoder(attr)
+            try:
+                values[name] = encode(value) if encode and value is not None else value
+            except DataTypeError as exc:
+                raise DataTypeError(f"Table {self.full_table_name}, attribute `{name}`: {exc}") from None
+        compiled = target._compile()
+        stmt = sa.update(compiled.from_).where(*compiled.where).values(
+            {compiled.from_.c[n]: sa.bindparam(None, v, unique=True) for n, v in values.items()}
+        )
+        with self.connection.transaction_if_needed():
+            self.connection.execute(stmt, table=self.full_table_name)
+
+    # -- graph navigation --------------------------------------------------------------------------------
+    def _related(self, names: Iterable[str], as_objects: bool):
+        names = list(names)
+        return [FreeTable(self.connection, n) for n in names] if as_objects else names
+
+    def parents(self, primary: bool | None = None, as_objects: bool = False, foreign_key_info: bool = False):
+        deps = self.connection.dependencies
+        deps.load()
+        result = []
+        for parent, info in deps.parents(self.full_table_name).items():
+            if primary is not None and info["primary"] != primary:
+                continue
+            result.append((parent, info) if foreign_key_info else parent)
+        if foreign_key_info:
+            return [(FreeTable(self.connection, p) if as_objects else p, i) for p, i in result]
+        return self._related(result, as_objects)
+
+    def children(self, primary: bool | None = None, as_objects: bool = False, foreign_key_info: bool = False):
+        deps = self.connection.dependencies
+        deps.load()
+        result = []
+        for child, info in deps.children(self.full_table_name).items():
+            if primary is not None and info["primary"] != primary:
+                continue
+            result.append((child, info) if foreign_key_info else child)
+        if foreign_key_info:
+            return [(FreeTable(self.connection, c) if as_objects else c, i) for c, i in result]
+        return self._related(result, as_objects)
+
+    def descendants(self, as_objects: bool = False):
+        deps = self.connection.dependencies
+        deps.load()
+        names = {self.full_table_name} | nx.descendants(deps.graph, self.full_table_name)
+        return self._related(deps.topological(names), as_objects)
+
+    def ancestors(self, as_objects: bool = False):
+        deps = self.connection.dependencies
+        deps.load()
+        names = {self.full_table_name} | nx.ancestors(deps.graph, self.full_table_name)
+        return self._related(deps.topological(names), as_objects)
+
+    def parts(self, as_objects: bool = False):
+        deps = self.connection.dependencies
+        deps.load()
+        return self._related(deps.parts_of(self.full_table_name), as_objects)
+
+    # -- describe ------------------------------------------------------------------------------------------
+    def describe(self, context: dict | None = None, printout: bool = False) -> str:
+        """Rebuild the definition string from the database."""
+        conn = self.connection
+        deps = conn.dependencies
+        deps.load()
+        heading = self.heading
+        backend = conn.backend
+        parents = deps.parents(self.full_table_name)
+        fk_by_attr: dict[str, tuple[str, dict]] = {}
+        for parent, info in parents.items():
+            for attr_map in info["attr_maps"]:
+                fk_by_attr.setdefault(next(iter(attr_map)), (parent, attr_map))
+        lines = [f"# {heading.table_comment}"] if heading.table_comment else []
+        done: set[str] = set()
+        unique_fks = []
+        indexes = backend.load_indexes(conn, self.database, self.table_name)
+        unique_sets = [tuple(cols) for unique, cols in indexes if unique]
+        in_key = True
+        for attr in heading.all_attributes.values():
+            if attr.name == "_singleton":
+                continue
+            if in_key and not attr.in_key:
+                lines.append("---")
+                in_key = False
+            if attr.name in done:
+                continue
+            if attr.name in fk_by_attr:
+                parent, attr_map = fk_by_attr[attr.name]
+                done |= set(attr_map)
+                schema, table = backend.split_full_name(parent)
+                ref = to_camel_case(table) if tier_of(table) != "Part" else (
+                    to_camel_case(part_master(table)) + "." + to_camel_case(table.split("__")[-1]))
+                if schema != self.database:
+                    ref = f"{schema}.{ref}"
+                renames = {c: p for c, p in attr_map.items() if c != p}
+                if renames:
+                    ref += ".proj(" + ", ".join(f"{c}='{p}'" for c, p in renames.items()) + ")"
+                options = []
+                if not attr.in_key and attr.nullable:
+                    options.append("nullable")
+                if tuple(attr_map) in unique_sets:
+                    options.append("unique")
+                    unique_fks.append(tuple(attr_map))
+                lines.append(f"-> {'[' + ', '.join(options) + '] ' if options else ''}{ref}")
+                continue
+            done.add(attr.name)
+            if attr.nullable and not attr.in_key:
+                default = "null"
+            elif attr.default is not None:
+                default = attr.default
+            else:
+                default = None
+            text = f"{attr.name}{' = ' + default if default is not None else ''} : {attr.type}"
+            if attr.comment:
+                text += f"  # {attr.comment}"
+            lines.append(text)
+        fk_index_sets = {tuple(m) for info in parents.values() for m in info["attr_maps"]}
+        for unique, cols in indexes:
+            if unique and tuple(cols) in unique_fks:
+                continue
+            if not unique and tuple(cols) in fk_index_sets:
+                continue  # implicit index supporting a foreign key
+            lines.append(f"{'unique ' if unique else ''}index ({', '.join(cols)})")
+        definition = "\n".join(lines) + "\n"
+        if printout:
+            print(definition)
+        return definition
+
+
+def _is_number_text(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def heading_enum(heading: Heading, name: str):
+    return heading[name].enum_values
+
+
+def _confirm(question: str) -> bool:
+    answer = ""
+    while answer not in ("yes", "no"):
+        answer = input(f"{question} [yes, No]: ").strip().lower() or "no"
+    return answer == "yes"
+
+
+def write_lineage(conn, schema: str, table: str, rows: list[tuple[str, str, str]]) -> None:
+    backend = conn.backend
+    tc = backend.table_clause(schema, LINEAGE_TABLE, ["table_name", "attribute_name", "lineage"])
+    conn.execute(sa.delete(tc).where(tc.c.table_name == table))
+    if rows:
+        conn.execute(sa.insert(tc), [{"table_name": t, "attribute_name": a, "lineage": lin} for t, a, lin in rows])
+
+
+class FreeTable(Table):
+    """A table addressed by name, without a class: ``dj.FreeTable(conn, "lab.session")``."""
+
+    def __init__(self, conn_or_name, full_table_name: str | None = None):
+        if full_table_name is None:
+            from .connection import conn as global_conn
+
+            connection, full_table_name = global_conn(), conn_or_name
+        else:
+            connection = conn_or_name
+        schema, table = connection.backend.split_full_name(full_table_name)
+        self._connection = connection
+        self.database = schema
+        self._table_name = table
+        self._restrictions = ()
+
+    @property
+    def table_name(self) -> str:
+        return self._table_name
+
+    @property
+    def class_name(self) -> str:
+        return to_camel_case(self._table_name)
+
+    def __repr__(self) -> str:
+        return f"FreeTable({self.full_table_name})\n" + super().__repr__()
