@@ -72,6 +72,22 @@ def assert_join_compatibility(a: "QueryExpression", b: "QueryExpression", shared
             )
 
 
+def condition_tables(cond: Any) -> set:
+    """Tables read by a restriction condition."""
+    if isinstance(cond, Not):
+        return condition_tables(cond.restriction)
+    if is_table_class(cond):
+        cond = cond()
+    if isinstance(cond, QueryExpression):
+        return set(cond.referenced_tables())
+    if isinstance(cond, (list, tuple, set, AndList)):
+        found = set()
+        for item in cond:
+            found |= condition_tables(item)
+        return found
+    return set()
+
+
 class QueryExpression:
     """Base class of tables and derived queries."""
 
@@ -98,6 +114,17 @@ class QueryExpression:
     @property
     def restriction(self) -> list:
         return [cond for cond, _check in self._restrictions]
+
+    def _sources(self) -> frozenset:
+        """Full names of the tables this expression's own FROM clause reads."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def referenced_tables(self) -> frozenset:
+        """Every table the query reads, including those inside its restrictions."""
+        found = set(self._sources())
+        for cond, _check in self._restrictions:
+            found |= condition_tables(cond)
+        return frozenset(found)
 
     def _copy(self) -> "QueryExpression":
         return copy.copy(self)
@@ -476,6 +503,9 @@ class Projection(QueryExpression):
         target.renames = self.renames
         return target
 
+    def _sources(self) -> frozenset:
+        return self._child.referenced_tables()
+
     def _compile_base(self) -> Compiled:
         inner = self._child._compile()
         if self._computed and not inner.plain:
@@ -524,6 +554,9 @@ class Join(QueryExpression):
     @property
     def heading(self) -> Heading:
         return self._heading
+
+    def _sources(self) -> frozenset:
+        return self._left.referenced_tables() | self._right.referenced_tables()
 
     def _compile_base(self) -> Compiled:
         left = self._left._compile()

@@ -27,7 +27,7 @@ from .errors import (
     MissingTableError,
     UnknownAttributeError,
 )
-from .condition import AndList
+from .condition import AndList, Not
 from .expression import Compiled, QueryExpression, is_table_class
 from .heading import Attribute, Heading, attribute_from_catalog
 
@@ -180,6 +180,9 @@ class Table(QueryExpression):
     def _compile_base(self) -> Compiled:
         tc = self._table_clause()
         return Compiled(tc, {n: tc.c[n] for n in self.heading.names}, [], frozenset({self.full_table_name}), True)
+
+    def _sources(self) -> frozenset:
+        return frozenset({self.full_table_name})
 
     def _foreign_key_target(self) -> ForeignKeyTarget:
         if self._restrictions:
@@ -421,8 +424,8 @@ class Table(QueryExpression):
         if replace:
             return self.insert(query.to_dicts(), replace=True, ignore_extra_fields=ignore_extra_fields,
                                allow_direct_insert=True)
-        if skip_duplicates:
-            query = query - self.proj()
+        if skip_duplicates:  # rows already present by primary key are left out
+            query = query.restrict(Not(self.proj()), semantic_check=False)
         stmt = sa.insert(self._table_clause(names)).from_select(names, query._select(names))
         with self.connection.transaction_if_needed():
             self.connection.execute(stmt, table=self.full_table_name)
@@ -527,7 +530,7 @@ class Table(QueryExpression):
         for node in nx.topological_sort(graph.subgraph(affected)):
             conditions = []
             for own in roots.get(node, []):
-                if own._compile().tables & (affected - {node}):
+                if own.referenced_tables() & (affected - {node}):
                     # the restriction reads tables deleted before this one: pin the keys now
                     conditions.append(own.keys())
                 else:

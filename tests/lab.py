@@ -1,0 +1,60 @@
+"""The example pipeline of issue 2, declared into a given schema (shared by tests)."""
+
+from types import SimpleNamespace
+
+import joinflow as dj
+
+
+def declare_lab(schema) -> SimpleNamespace:
+    @schema
+    class Rig(dj.Lookup):
+        definition = """
+        rig_id : varchar(8)
+        """
+        contents = [("A",), ("B",)]
+
+    @schema
+    class Subject(dj.Manual):
+        definition = """
+        # experimental subject
+        subject_id : varchar(16)
+        ---
+        sex = 'U' : enum('F', 'M', 'U')
+        dob = null : date
+        """
+
+    @schema
+    class Session(dj.Manual):
+        definition = """
+        -> Subject
+        session_idx : int16
+        ---
+        started : datetime
+        -> [nullable] Rig.proj(rig='rig_id')
+        notes = '' : varchar(1024)   # free text
+        unique index (started)
+        """
+
+        class Trial(dj.Part):
+            definition = """
+            -> master
+            trial : int32
+            ---
+            outcome : bool
+            """
+
+    return SimpleNamespace(Rig=Rig, Subject=Subject, Session=Session, Trial=Session.Trial)
+
+
+def fill_lab(lab, subjects=("s1", "s2"), sessions=2, trials=3) -> None:
+    lab.Subject.insert([{"subject_id": s, "sex": "F"} for s in subjects])
+    rows, trial_rows = [], []
+    for i, s in enumerate(subjects):
+        for k in range(sessions):
+            rows.append({"subject_id": s, "session_idx": k, "started": f"2024-01-{i + 1:02d} 1{k}:00:00",
+                         "rig": "A" if k % 2 == 0 else None})
+            trial_rows += [{"subject_id": s, "session_idx": k, "trial": t, "outcome": t % 2 == 0}
+                           for t in range(trials)]
+    with lab.Session.connection.transaction:
+        lab.Session.insert(rows)
+        lab.Trial.insert(trial_rows)
