@@ -180,11 +180,12 @@ class RawMySQL:
             return cur.fetchall()
 
     def to_dicts(self):
-        return self._select(self._dict_cursor)
+        return list(self._select(self._dict_cursor))
 
     def to_arrays(self):
         rows = self._select(self._tuple_cursor)
-        return np.array(rows, dtype=RAW_DTYPE)
+        # pymysql returns a tuple of tuples; numpy would read the outer tuple as one record.
+        return np.array(list(rows), dtype=RAW_DTYPE)
 
     def close(self) -> None:
         self.conn.close()
