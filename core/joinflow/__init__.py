@@ -12,7 +12,7 @@ from . import errors
 from .condition import AndList, Not
 from .connection import Connection, conn
 from .errors import DataJointError, ThreadSafetyError
-from .expression import QueryExpression
+from .expression import QueryExpression, Top, U
 from .instance import Instance
 from .schemas import Schema, VirtualModule, list_schemas, virtual_schema
 from .settings import config
@@ -27,6 +27,6 @@ logger = logging.getLogger("joinflow")
 __all__ = [
     "__version__", "config", "conn", "Connection", "Instance", "Schema", "VirtualModule", "virtual_schema",
     "list_schemas", "Table", "FreeTable", "Manual", "Entry", "Lookup", "Imported", "Ingest", "Computed",
-    "Compute", "Part", "Not", "AndList", "QueryExpression", "errors", "DataJointError", "ThreadSafetyError",
+    "Compute", "Part", "Not", "AndList", "Top", "U", "QueryExpression", "errors", "DataJointError", "ThreadSafetyError",
     "logger",
 ]

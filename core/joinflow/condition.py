@@ -42,11 +42,14 @@ def _as_mapping(cond: Any) -> dict | None:
 def compile_condition(expr, compiled, cond: Any, *, semantic_check: bool = True):
     """SQLAlchemy boolean clause for ``cond`` applied to ``expr`` (compiled as ``compiled``).
 
-    Returns (clause, needs_plain_names): the second is True for SQL strings, which refer
-    to attribute names and need a source where those names resolve.
+    SQL strings name attributes bare; the caller makes sure they resolve over ``compiled``.
     """
     from .expression import QueryExpression, is_table_class
 
+    from .expression import U
+
+    if isinstance(cond, U):
+        return sa.true()
     if isinstance(cond, Not):
         clause = compile_condition(expr, compiled, cond.restriction, semantic_check=semantic_check)
         return sa.not_(clause)
@@ -123,7 +126,7 @@ def semijoin(expr, compiled, other, *, semantic_check: bool = True):
 
         assert_join_compatibility(expr, other, shared)
     inner = other._compile()
-    if inner.tables & compiled.tables or not inner.plain:
+    if inner.tables & compiled.tables:
         inner = inner.as_subquery()
     eqs = [compiled.cols[n] == inner.cols[n] for n in shared]
     query = sa.select(sa.literal(1)).select_from(inner.from_).where(*inner.where, *eqs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import html
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
@@ -29,14 +30,23 @@ class Compiled:
     cols: dict[str, Any]
     where: list = field(default_factory=list)
     tables: frozenset = frozenset()
-    plain: bool = True  # attribute names resolve directly in SQL text over from_
+    unsafe: frozenset = frozenset()  # names that SQL text cannot use bare over from_ (renamed/ambiguous)
 
     def select(self, names: Sequence[str]):
         return sa.select(*[self.cols[n].label(n) for n in names]).select_from(self.from_).where(*self.where)
 
     def as_subquery(self) -> "Compiled":
         sub = self.select(list(self.cols)).subquery()
-        return Compiled(sub, {n: sub.c[n] for n in self.cols}, [], self.tables, True)
+        return Compiled(sub, {n: sub.c[n] for n in self.cols}, [], self.tables)
+
+    def text_ready(self, sql: str) -> "Compiled":
+        """This, or a subquery of it, over which ``sql`` can name attributes bare."""
+        return self.as_subquery() if self.unsafe & sql_identifiers(sql) else self
+
+
+def sql_identifiers(sql: str) -> set[str]:
+    stripped = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", stripped))
 
 
 def is_table_class(obj: Any) -> bool:
@@ -54,21 +64,23 @@ def _as_expression(obj: Any) -> "QueryExpression":
 
 
 def assert_join_compatibility(a: "QueryExpression", b: "QueryExpression", shared: Sequence[str]) -> None:
-    """Semantic matching: namesakes must share their lineage (paper §5)."""
+    """Semantic matching (paper §5): namesakes must share a non-empty lineage."""
     for name in shared:
         la, lb = a.heading[name].lineage, b.heading[name].lineage
+        fix = f"rename it on one side, e.g. `.proj(other_{name}='{name}')`, or pass semantic_check=False"
         if la is None or lb is None:
             raise DataJointError(
                 f"Cannot join on attribute `{name}`: lineage missing on one side ({la} vs {lb}). "
-                "This usually indicates a stale `~lineage` entry or a shared secondary attribute. "
-                "Run `schema.rebuild_lineage()` if the table predates lineage tracking. If the "
-                "lineages are genuinely different, use `.proj()` to rename one of the attributes, "
-                "or pass semantic_check=False."
+                "It is a secondary attribute that does not come from a foreign key on at least one side, "
+                "so the two may be unrelated values that merely share a name (or the `~lineage` table is "
+                "stale: run `schema.rebuild_lineage()`). To match on it anyway or keep both, "
+                f"{fix}."
             )
         if la != lb:
             raise DataJointError(
-                f"Cannot join on attribute `{name}`: different lineages ({la} vs {lb}). "
-                "Use .proj() to rename one of the attributes."
+                f"Cannot join on attribute `{name}`: different lineages ({la} vs {lb}). The two sides "
+                f"have unrelated attributes that share the name `{name}` (a homonym); matching them would "
+                f"pair unrelated rows. Use .proj() to rename one of the attributes: {fix}."
             )
 
 
@@ -133,14 +145,22 @@ class QueryExpression:
         compiled = self._compile_base()
         if not self._restrictions:
             return compiled
-        if any(isinstance(c, str) for c, _ in self._restrictions) and not compiled.plain:
-            compiled = compiled.as_subquery()
-        clauses = [compile_condition(self, compiled, cond, semantic_check=check) for cond, check in self._restrictions]
-        compiled.where = compiled.where + clauses
+        for cond, check in self._restrictions:
+            if isinstance(cond, str):
+                compiled = compiled.text_ready(cond)
+            if isinstance(cond, Top):
+                compiled = cond.apply(self, compiled)
+                continue
+            clause = compile_condition(self, compiled, cond, semantic_check=check)
+            compiled.where = compiled.where + [clause]
         return compiled
 
     # -- restriction --------------------------------------------------------------------------
     def restrict(self, restriction: Any, semantic_check: bool = True) -> "QueryExpression":
+        other = restriction.restriction if isinstance(restriction, Not) else restriction
+        if semantic_check and (is_table_class(other) or isinstance(other, QueryExpression)):
+            other = _as_expression(other)  # check now, where the user wrote it
+            assert_join_compatibility(self, other, [n for n in self.heading.names if n in other.heading.names])
         result = self._copy()
         result._restrictions = self._restrictions + ((restriction, semantic_check),)
         return result
@@ -165,6 +185,8 @@ class QueryExpression:
         return Projection.create(self, attributes, named)
 
     def join(self, other: Any, semantic_check: bool = True, left: bool = False) -> "QueryExpression":
+        if isinstance(other, U):
+            raise DataJointError("query * dj.U(...) is no longer supported in DataJoint 2.0; use dj.U(...) & query.")
         return Join(self, _as_expression(other), semantic_check=semantic_check, left=left)
 
     def __mul__(self, other: Any) -> "QueryExpression":
@@ -181,6 +203,19 @@ class QueryExpression:
                 f"attributes {sorted(set(other.primary_key) - set(self.heading.names))} are missing on the left."
             )
         return self.join(other, semantic_check=semantic_check, left=True)
+
+    def aggr(self, group: Any, *attributes: Any, exclude_nonmatching: bool = False,
+             keep_all_rows: bool | None = None, **computed: str) -> "QueryExpression":
+        """Per row of self, aggregates over the matching rows of ``group``."""
+        if keep_all_rows is not None:
+            exclude_nonmatching = not keep_all_rows
+        return Aggregation(self, _as_expression(group), attributes, computed,
+                           exclude_nonmatching=exclude_nonmatching)
+
+    aggregate = aggr
+
+    def __add__(self, other: Any) -> "QueryExpression":
+        return Union(self, _as_expression(other))
 
     # -- SQL -------------------------------------------------------------------------------------
     def _order_clause(self, compiled: Compiled, order_by) -> list:
@@ -508,13 +543,13 @@ class Projection(QueryExpression):
 
     def _compile_base(self) -> Compiled:
         inner = self._child._compile()
-        if self._computed and not inner.plain:
-            inner = inner.as_subquery()
+        inner = inner.text_ready(" ".join(self._computed.values()))
         cols = {new: inner.cols[old] for new, old in self._mapping.items()}
         for new, sql in self._computed.items():
             cols[new] = inner.cols[sql] if sql in inner.cols else sa.literal_column("(" + sql + ")")
-        renamed = any(new != old for new, old in self._mapping.items()) or bool(self._computed)
-        return Compiled(inner.from_, cols, list(inner.where), inner.tables, inner.plain and not renamed)
+        unsafe = {new for new, old in self._mapping.items() if new != old} | set(self._computed)
+        unsafe |= {old for new, old in self._mapping.items() if new != old}  # hidden by the rename
+        return Compiled(inner.from_, cols, list(inner.where), inner.tables, frozenset(inner.unsafe | unsafe))
 
 
 class Join(QueryExpression):
@@ -568,7 +603,219 @@ class Join(QueryExpression):
         cols = dict(left.cols)
         for n, c in right.cols.items():
             cols.setdefault(n, c)
-        return Compiled(from_, cols, left.where + right.where, left.tables | right.tables, False)
+        unsafe = left.unsafe | right.unsafe | set(self._shared)  # namesakes are ambiguous in text
+        return Compiled(from_, cols, left.where + right.where, left.tables | right.tables, frozenset(unsafe))
 
 
-__all__ = ["QueryExpression", "Projection", "Join", "Compiled", "AndList", "Not"]
+class Aggregation(QueryExpression):
+    """``a.aggr(b, ..., name='sql aggregate')``: a's rows with aggregates over matching b rows."""
+
+    def __init__(self, left: QueryExpression, group: QueryExpression, attributes, computed: dict[str, str], *,
+                 exclude_nonmatching: bool = False, semantic_check: bool = True):
+        missing = [k for k in left.primary_key if k not in group.heading.names]
+        if missing and left.primary_key:
+            raise DataJointError(
+                "Aggregation requires the group expression to contain all primary key attributes of the "
+                f"aggregated expression; missing: {', '.join(missing)}."
+            )
+        self._connection = left.connection
+        self._restrictions = ()
+        self._left = left
+        self._group = group
+        self._inner = Join(left, group, semantic_check=semantic_check, left=not exclude_nonmatching)
+        keep_all = any(a is Ellipsis for a in attributes)
+        kept = [a for a in attributes if isinstance(a, str)]
+        for a in kept:
+            if a not in left.heading.names:
+                raise UnknownAttributeError(f"Attribute `{a}` is not found in query.")
+        self._kept = [n for n in left.heading.secondary_attributes if keep_all or n in kept]
+        self._computed = dict(computed)
+        attrs = [left.heading[n] for n in left.primary_key + self._kept]
+        attrs += [Attribute(name=n, type="computed", category="computed", sql_expression=e)
+                  for n, e in self._computed.items()]
+        self._heading = Heading(attrs)
+
+    @property
+    def heading(self) -> Heading:
+        return self._heading
+
+    def _sources(self) -> frozenset:
+        return self._inner.referenced_tables()
+
+    def _compile_base(self) -> Compiled:
+        inner = self._inner._compile().as_subquery()
+        groups = [inner.cols[n] for n in self._left.primary_key + self._kept]
+        cols = [inner.cols[n].label(n) for n in self._left.primary_key + self._kept]
+        cols += [sa.literal_column("(" + e + ")").label(n) for n, e in self._computed.items()]
+        stmt = sa.select(*cols).select_from(inner.from_)
+        if groups:
+            stmt = stmt.group_by(*groups)
+        sub = stmt.subquery()
+        return Compiled(sub, {n: sub.c[n] for n in self.heading.names}, [], inner.tables)
+
+
+class Union(QueryExpression):
+    """``a + b``: rows of either; both must have the same primary key."""
+
+    def __init__(self, a: QueryExpression, b: QueryExpression):
+        if set(a.primary_key) != set(b.primary_key):
+            raise DataJointError(
+                f"Union requires the same primary key on both sides ({a.primary_key} vs {b.primary_key})."
+            )
+        shared_secondary = set(a.heading.secondary_attributes) & set(b.heading.secondary_attributes)
+        if shared_secondary and set(a.heading.names) != set(b.heading.names):
+            raise DataJointError(
+                f"Union operands share secondary attribute(s) {sorted(shared_secondary)} but differ in others; "
+                "project both to the same attributes first."
+            )
+        self._connection = a.connection
+        self._restrictions = ()
+        self._a, self._b = a, b
+        names = list(a.heading.names) + [n for n in b.heading.names if n not in a.heading.names]
+        attrs = [a.heading[n] if n in a.heading.names else b.heading[n] for n in names]
+        self._heading = Heading(attrs)
+
+    @property
+    def heading(self) -> Heading:
+        return self._heading
+
+    def _sources(self) -> frozenset:
+        return self._a.referenced_tables() | self._b.referenced_tables()
+
+    def _compile_base(self) -> Compiled:
+        names = self.heading.names
+        pk = self.primary_key
+        a, b = self._a, self._b
+        if set(a.heading.names) == set(b.heading.names):
+            stmt = sa.union(a._compile().select(names), b._compile().select(names))
+        else:
+            ca = a._compile().as_subquery()
+            cb = b._compile().as_subquery()
+            on = sa.and_(sa.true(), *[ca.cols[k] == cb.cols[k] for k in pk])
+            left = sa.select(*[(ca.cols[n] if n in ca.cols else cb.cols[n]).label(n) for n in names]).select_from(
+                sa.join(ca.from_, cb.from_, on, isouter=True))
+            only_b = sa.select(*[(cb.cols[n] if n in cb.cols else sa.null()).label(n) for n in names]).where(
+                ~sa.exists(sa.select(sa.literal(1)).select_from(ca.from_).where(on)))
+            stmt = sa.union_all(left, only_b.select_from(cb.from_))
+        sub = stmt.subquery()
+        return Compiled(sub, {n: sub.c[n] for n in names}, [], self._sources())
+
+
+class Top:
+    """``q & dj.Top(limit=1, order_by="KEY", offset=0)``: the first rows in an order."""
+
+    def __init__(self, limit: int | None = 1, order_by: str | list | None = "KEY", offset: int = 0):
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise DataJointError("Top(limit) must be a non-negative integer or None.")
+        if not isinstance(offset, int) or offset < 0:
+            raise DataJointError("Top(offset) must be a non-negative integer.")
+        self.limit = limit
+        self.order_by = order_by if order_by is not None else "KEY"
+        self.offset = offset
+
+    def apply(self, expr: QueryExpression, compiled: Compiled) -> Compiled:
+        stmt = compiled.select(list(compiled.cols)).order_by(*expr._order_clause(compiled, self.order_by))
+        if self.limit is not None:
+            stmt = stmt.limit(self.limit)
+        if self.offset:
+            stmt = stmt.offset(self.offset)
+        sub = stmt.subquery()
+        return Compiled(sub, {n: sub.c[n] for n in compiled.cols}, [], compiled.tables)
+
+    def __repr__(self) -> str:
+        return f"Top(limit={self.limit}, order_by={self.order_by!r}, offset={self.offset})"
+
+
+class U:
+    """The universal set over some attributes: ``dj.U('a') & q`` (distinct values), ``dj.U('a').aggr(q, ...)``."""
+
+    def __init__(self, *attributes: str):
+        self.attributes = list(attributes)
+
+    def _check(self, q: QueryExpression) -> None:
+        missing = [a for a in self.attributes if a not in q.heading.names]
+        if missing:
+            raise UnknownAttributeError(f"dj.U attribute(s) {missing} are not in the query.")
+
+    def __and__(self, other: Any) -> QueryExpression:
+        q = _as_expression(other)
+        self._check(q)
+        return Distinct(q, self.attributes)
+
+    def restrict(self, other: Any) -> QueryExpression:
+        return self & other
+
+    def aggr(self, group: Any, *attributes, exclude_nonmatching: bool = True, **computed: str) -> QueryExpression:
+        q = _as_expression(group)
+        self._check(q)
+        return GroupBy(q, self.attributes, computed)
+
+    aggregate = aggr
+
+    def __sub__(self, other: Any):
+        raise DataJointError("dj.U(...) - query is an infinite set; restrict dj.U by a query with & instead.")
+
+    def __mul__(self, other: Any):
+        raise DataJointError("dj.U(...) * query is no longer supported in DataJoint 2.0; use dj.U(...) & query.")
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return f"U({', '.join(map(repr, self.attributes))})"
+
+
+class Distinct(QueryExpression):
+    """``dj.U(attrs) & q``: the distinct values of ``attrs`` in q (they become the primary key)."""
+
+    def __init__(self, child: QueryExpression, attributes: Sequence[str]):
+        self._child = child
+        self._connection = child.connection
+        self._restrictions = ()
+        self._attributes = list(attributes)
+        self._heading = Heading([dataclasses.replace(child.heading[a], in_key=True) for a in attributes])
+
+    @property
+    def heading(self) -> Heading:
+        return self._heading
+
+    def _sources(self) -> frozenset:
+        return self._child.referenced_tables()
+
+    def _compile_base(self) -> Compiled:
+        inner = self._child._compile()
+        sub = inner.select(self._attributes).distinct().subquery()
+        return Compiled(sub, {n: sub.c[n] for n in self._attributes}, [], inner.tables)
+
+
+class GroupBy(QueryExpression):
+    """``dj.U(attrs).aggr(q, name='aggregate')``: aggregates per distinct value of attrs."""
+
+    def __init__(self, child: QueryExpression, attributes: Sequence[str], computed: dict[str, str]):
+        self._child = child
+        self._connection = child.connection
+        self._restrictions = ()
+        self._attributes = list(attributes)
+        self._computed = dict(computed)
+        attrs = [dataclasses.replace(child.heading[a], in_key=True) for a in attributes]
+        attrs += [Attribute(name=n, type="computed", category="computed", sql_expression=e) for n, e in computed.items()]
+        self._heading = Heading(attrs)
+
+    @property
+    def heading(self) -> Heading:
+        return self._heading
+
+    def _sources(self) -> frozenset:
+        return self._child.referenced_tables()
+
+    def _compile_base(self) -> Compiled:
+        inner = self._child._compile().as_subquery()
+        cols = [inner.cols[a].label(a) for a in self._attributes]
+        cols += [sa.literal_column("(" + e + ")").label(n) for n, e in self._computed.items()]
+        stmt = sa.select(*cols).select_from(inner.from_)
+        if self._attributes:
+            stmt = stmt.group_by(*[inner.cols[a] for a in self._attributes])
+        sub = stmt.subquery()
+        return Compiled(sub, {n: sub.c[n] for n in self.heading.names}, [], inner.tables)
+
+
+__all__ = ["QueryExpression", "Projection", "Join", "Aggregation", "Union", "Top", "U", "Compiled", "AndList", "Not"]

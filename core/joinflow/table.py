@@ -179,7 +179,7 @@ class Table(QueryExpression):
 
     def _compile_base(self) -> Compiled:
         tc = self._table_clause()
-        return Compiled(tc, {n: tc.c[n] for n in self.heading.names}, [], frozenset({self.full_table_name}), True)
+        return Compiled(tc, {n: tc.c[n] for n in self.heading.names}, [], frozenset({self.full_table_name}))
 
     def _sources(self) -> frozenset:
         return frozenset({self.full_table_name})
@@ -437,8 +437,11 @@ class Table(QueryExpression):
         table = compiled.from_
         if isinstance(table, sa.TableClause):
             stmt = sa.delete(table).where(*compiled.where)
-        else:  # pragma: no cover - restricted tables always compile to their own table clause
-            raise DataJointError("delete_quick needs a restricted table, not a derived query.")
+        else:  # e.g. restricted by dj.Top: delete the rows whose key the derived query selects
+            own = self._table_clause()
+            sub = compiled.select(self.primary_key).subquery()
+            stmt = sa.delete(own).where(sa.exists(sa.select(sa.literal(1)).select_from(sub).where(
+                *[own.c[k] == sub.c[k] for k in self.primary_key])))
         result = self.connection.execute(stmt, table=self.full_table_name)
         return result.rowcount if get_count else None
 
