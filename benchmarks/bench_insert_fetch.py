@@ -17,6 +17,7 @@ tracing overhead does not distort the timings.  The schemas are dropped before a
 
 Usage:  python benchmarks/bench_insert_fetch.py [--backend postgresql|mysql|both]
             [--rows N] [--repeat K] [--libs raw,joinflow,datajoint] [--profile]
+            [--dj-chunk-size auto|0|N]
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import io
 import logging
 import pstats
 import random
-import sys
 import time
 import tracemalloc
 import warnings
@@ -201,8 +201,9 @@ def raw_driver(backend: str):
 class LibRunner:
     """Declares ``Bench`` with library ``lib`` and exposes the timed operations."""
 
-    def __init__(self, lib_name: str, backend: str):
+    def __init__(self, lib_name: str, backend: str, chunk_size: int | None = None):
         self.lib_name = lib_name
+        self.chunk_size = chunk_size
         if lib_name == "joinflow":
             import joinflow as lib
 
@@ -242,7 +243,10 @@ class LibRunner:
         self.table.delete_quick()
 
     def insert(self, rows) -> None:
-        self.table.insert(rows)
+        if self.chunk_size:
+            self.table.insert(rows, chunk_size=self.chunk_size)
+        else:
+            self.table.insert(rows)
 
     def to_dicts(self):
         return self.table.to_dicts()
@@ -345,8 +349,18 @@ def print_table(title, unit, rows_by_op, digits) -> None:
         print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
 
 
-def run_backend(backend: str, n_rows: int, repeat: int, libs: list[str], profile: bool) -> None:
+def run_backend(backend: str, n_rows: int, repeat: int, libs: list[str], profile: bool,
+                dj_chunk_size: str) -> None:
     print(f"\n=== backend: {backend}  rows: {n_rows}  repeat: {repeat} (best of) ===", flush=True)
+    # DataJoint sends one multi-row INSERT per call (or per chunk).  On MySQL/MariaDB 200k rows
+    # exceed max_allowed_packet (16 MiB by default), so by default it gets chunk_size=10000 there,
+    # the same batch size joinflow uses by default (insert.batch_size).
+    if dj_chunk_size == "auto":
+        dj_chunk = 10_000 if backend == "mysql" else None
+    else:
+        dj_chunk = int(dj_chunk_size) or None
+    if "datajoint" in libs:
+        print(f"  datajoint insert chunk_size: {dj_chunk}", flush=True)
     dict_rows = make_rows(n_rows)
     tuple_rows = [tuple(r[c] for c in COLUMNS) for r in dict_rows]
 
@@ -363,7 +377,7 @@ def run_backend(backend: str, n_rows: int, repeat: int, libs: list[str], profile
         for lib in ("joinflow", "datajoint"):
             if lib in libs:
                 t0 = time.perf_counter()
-                runners[lib] = LibRunner(lib, backend)
+                runners[lib] = LibRunner(lib, backend, dj_chunk if lib == "datajoint" else None)
                 print(f"  {lib}: connect + declare {time.perf_counter() - t0:.3f} s", flush=True)
 
         best: dict[str, dict[str, float]] = {op: {} for op in OPS}
@@ -407,8 +421,6 @@ def run_backend(backend: str, n_rows: int, repeat: int, libs: list[str], profile
         print()
         print_table(f"[{backend}] peak Python memory of fetch (tracemalloc)", "MiB",
                     [(f"{op} peak", memory[op]) for op in FETCH_OPS], 1)
-        print(f"  (payload for reference: {n_rows} rows x 5 columns; "
-              f"{sys.getsizeof(dict_rows[0]) if dict_rows else 0} B per dict shell)")
 
         if profile and "joinflow" in runners:
             jf = runners["joinflow"]
@@ -438,6 +450,9 @@ def main(argv=None) -> None:
                         help="comma-separated subset of raw,joinflow,datajoint (default: all)")
     parser.add_argument("--profile", action="store_true",
                         help="after timing, cProfile the joinflow insert/to_dicts/to_arrays (top 15 by tottime)")
+    parser.add_argument("--dj-chunk-size", default="auto",
+                        help="chunk_size for DataJoint's insert: 'auto' (10000 on mysql, none on "
+                             "postgresql), 0 for none, or a number")
     args = parser.parse_args(argv)
     libs = [s.strip() for s in args.libs.split(",") if s.strip()]
     bad = [s for s in libs if s not in LIBS]
@@ -452,7 +467,7 @@ def main(argv=None) -> None:
 
     backends = ("postgresql", "mysql") if args.backend == "both" else (args.backend,)
     for backend in backends:
-        run_backend(backend, args.rows, args.repeat, libs, args.profile)
+        run_backend(backend, args.rows, args.repeat, libs, args.profile, args.dj_chunk_size)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from .backends.base import bound
 from .errors import DataJointError
 
 
@@ -114,7 +115,7 @@ def dict_condition(expr, compiled, mapping: dict):
         if value is None:
             clauses.append(col.is_(None))
         else:
-            clauses.append(col == sa.bindparam(None, value, unique=True))
+            clauses.append(col == bound(value))
     return sa.and_(sa.true(), *clauses)
 
 

@@ -187,7 +187,12 @@ class Connection:
     def start_transaction(self) -> None:
         if self._in_transaction:
             raise DataJointError("Nested connections are not supported.")
-        self.sa_connection.exec_driver_sql(self.backend.begin_statement)
+        try:
+            self.sa_connection.exec_driver_sql(self.backend.begin_statement)
+        except sa.exc.DBAPIError as exc:
+            if not self._should_retry(exc, 0):  # e.g. the server dropped us during a long compute
+                raise self.backend.translate_error(exc) from exc
+            self.sa_connection.exec_driver_sql(self.backend.begin_statement)
         self._in_transaction = True
 
     def commit_transaction(self) -> None:

@@ -27,6 +27,7 @@ from .errors import (
     MissingTableError,
     UnknownAttributeError,
 )
+from .backends.base import bound
 from .condition import AndList, Not
 from .expression import Compiled, QueryExpression, is_table_class
 from .heading import Attribute, Heading, attribute_from_catalog
@@ -628,7 +629,7 @@ class Table(QueryExpression):
                 raise DataTypeError(f"Table {self.full_table_name}, attribute `{name}`: {exc}") from None
         compiled = target._compile()
         stmt = sa.update(compiled.from_).where(*compiled.where).values(
-            {compiled.from_.c[n]: sa.bindparam(None, v, unique=True) for n, v in values.items()}
+            {compiled.from_.c[n]: bound(v) for n, v in values.items()}
         )
         with self.connection.transaction_if_needed():
             self.connection.execute(stmt, table=self.full_table_name)

@@ -6,6 +6,7 @@ import re
 import warnings
 
 from .errors import DataJointError
+from .autopopulate import AutoPopulate
 from .expression import QueryExpression
 from .table import Table, from_camel_case
 
@@ -14,7 +15,7 @@ CLASS_CALLABLES = frozenset(
     """key_source describe alter heading populate progress primary_key proj aggr join extend to_dicts
     to_pandas to_polars to_arrow to_arrays keys fetch fetch1 head tail descendants ancestors parents
     children parts insert insert1 insert_dataframe update1 validate drop drop_quick delete delete_quick
-    restrict make_sql preview jobs is_declared class_name""".split()
+    restrict make_sql preview jobs is_declared class_name pending""".split()
 )
 
 
@@ -110,14 +111,14 @@ class Lookup(UserTable):
     contents: tuple = ()
 
 
-class Imported(UserTable):
+class Imported(UserTable, AutoPopulate):
     """Rows brought in from outside the database by ``make()`` (e.g. from files)."""
 
     _tier_prefix = "_"
     _auto_populated = True
 
 
-class Computed(UserTable):
+class Computed(UserTable, AutoPopulate):
     """Rows computed by ``make()`` from rows upstream."""
 
     _tier_prefix = "__"

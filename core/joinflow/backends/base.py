@@ -31,6 +31,31 @@ from ..types import int_range
 Encoder = Callable[[Any], Any]
 
 
+class Value(sa.types.UserDefinedType):
+    """Column/parameter type that lets the server decide: no bind casts, no coercion.
+
+    SQLAlchemy's PostgreSQL dialect casts typed parameters (``%(p)s::VARCHAR``), which
+    breaks comparisons with enum and other typed columns; values are encoded by the
+    backend before they are bound, so nothing needs SQLAlchemy's type processing.
+    """
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "VALUE"
+
+    def coerce_compared_value(self, op, value):
+        return self
+
+
+VALUE = Value()
+
+
+def bound(value: Any) -> sa.BindParameter:
+    """A bound parameter for an already-encoded value."""
+    return sa.bindparam(None, value, type_=VALUE, unique=True)
+
+
 @dataclass
 class ColumnInfo:
     """One column as the catalog reports it."""
@@ -134,7 +159,7 @@ class Backend:
         return schema, table.strip(q)
 
     def table_clause(self, schema: str, table: str, columns: Sequence[str]) -> sa.TableClause:
-        return sa.table(table, *[sa.column(c) for c in columns], schema=schema)
+        return sa.table(table, *[sa.column(c, VALUE) for c in columns], schema=schema)
 
     # -- types and values -----------------------------------------------------------------
     def column_type(self, attr: Attribute, schema: str, table: str) -> str:  # pragma: no cover
@@ -326,12 +351,24 @@ class Backend:
         raise NotImplementedError  # pragma: no cover
 
     # -- statements ------------------------------------------------------------------------------
-    def insert(self, table: sa.TableClause, columns: Sequence[str], primary_key: Sequence[str], mode: str | None):
-        """INSERT statement; mode None (plain), 'skip' (skip duplicates) or 'replace' (upsert)."""
+    def insert(self, table: sa.TableClause, columns: Sequence[str], primary_key: Sequence[str], mode: str | None,
+               select=None):
+        """INSERT statement; mode None (plain), 'skip' (skip duplicates) or 'replace' (upsert).
+
+        Values come as bind parameters ``p0, p1, ...`` in column order, or from ``select``.
+        """
         raise NotImplementedError  # pragma: no cover
 
     def lock_suffix(self) -> str:
         return " FOR UPDATE"
+
+    def now(self):
+        """The server's current local time as a SQL expression (millisecond precision)."""
+        return sa.literal_column("CURRENT_TIMESTAMP(3)")
+
+    def db_now(self, conn) -> datetime.datetime:
+        value = conn.execute(sa.select(self.now())).scalar()
+        return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
 
     # -- errors ------------------------------------------------------------------------------------
     def classify_error(self, exc: BaseException) -> tuple[str | None, str]:

@@ -269,15 +269,18 @@ class MySQLBackend(Backend):
         return list(indexes.values())
 
     # -- statements --------------------------------------------------------------------------------------
-    def insert(self, table, columns, primary_key, mode):
-        stmt = mysql_insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(columns)})
+    def insert(self, table, columns, primary_key, mode, select=None):
+        if select is not None:
+            stmt = mysql_insert(table).from_select(list(columns), select)
+        else:
+            stmt = mysql_insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(columns)})
         if mode == "skip":
             first = primary_key[0]
-            stmt = stmt.on_duplicate_key_update({first: sa.literal_column(self.quote(first))})
+            stmt = stmt.on_duplicate_key_update({first: table.c[first]})
         elif mode == "replace":
             updates = {c: stmt.inserted[c] for c in columns if c not in primary_key}
             first = primary_key[0]
-            stmt = stmt.on_duplicate_key_update(updates or {first: sa.literal_column(self.quote(first))})
+            stmt = stmt.on_duplicate_key_update(updates or {first: table.c[first]})
         return stmt
 
     def lock_suffix(self) -> str:

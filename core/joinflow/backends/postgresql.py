@@ -302,8 +302,11 @@ class PostgreSQLBackend(Backend):
         return list(indexes.values())
 
     # -- statements ---------------------------------------------------------------------------------
-    def insert(self, table, columns, primary_key, mode):
-        stmt = pg_insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(columns)})
+    def insert(self, table, columns, primary_key, mode, select=None):
+        if select is not None:
+            stmt = pg_insert(table).from_select(list(columns), select)
+        else:
+            stmt = pg_insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(columns)})
         if mode == "skip":
             stmt = stmt.on_conflict_do_nothing(index_elements=list(primary_key))
         elif mode == "replace":
@@ -314,6 +317,9 @@ class PostgreSQLBackend(Backend):
                 else stmt.on_conflict_do_nothing(index_elements=list(primary_key))
             )
         return stmt
+
+    def now(self):
+        return sa.literal_column("LOCALTIMESTAMP(3)")
 
     def lock_suffix(self) -> str:
         return " FOR UPDATE SKIP LOCKED"

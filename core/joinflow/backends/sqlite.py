@@ -22,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import DataJointError, DataTypeError
 from ..heading import Attribute
-from .base import Backend, ColumnInfo, ForeignKeyInfo, int_check
+from .base import VALUE, Backend, ColumnInfo, ForeignKeyInfo, int_check
 
 COMMENTS = "~joinflow_comments"
 _LINEAGE = "~lineage"
@@ -71,7 +71,7 @@ class SQLiteBackend(Backend):
         return schema, table
 
     def table_clause(self, schema: str, table: str, columns: Sequence[str]) -> sa.TableClause:
-        return sa.table(f"{schema}.{table}", *[sa.column(c) for c in columns])
+        return sa.table(f"{schema}.{table}", *[sa.column(c, VALUE) for c in columns])
 
     # -- values -------------------------------------------------------------------------------
     def date_to_db(self, value: Any, category: str) -> Any:
@@ -337,8 +337,11 @@ class SQLiteBackend(Backend):
         return result
 
     # -- statements ----------------------------------------------------------------------------------
-    def insert(self, table, columns, primary_key, mode):
-        stmt = sqlite_insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(columns)})
+    def insert(self, table, columns, primary_key, mode, select=None):
+        if select is not None:
+            stmt = sqlite_insert(table).from_select(list(columns), select.where(sa.true()))
+        else:
+            stmt = sqlite_insert(table).values({c: sa.bindparam(f"p{i}") for i, c in enumerate(columns)})
         if mode == "skip":
             stmt = stmt.on_conflict_do_nothing(index_elements=list(primary_key))
         elif mode == "replace":
@@ -349,6 +352,9 @@ class SQLiteBackend(Backend):
                 else stmt.on_conflict_do_nothing(index_elements=list(primary_key))
             )
         return stmt
+
+    def now(self):
+        return sa.literal_column("strftime('%Y-%m-%d %H:%M:%f', 'now')")
 
     def lock_suffix(self) -> str:
         return ""  # BEGIN IMMEDIATE already holds the write lock

@@ -1,0 +1,339 @@
+"""Per-table job queues (``~~<table>``) with leases.
+
+The layout is DataJoint 2.x's, so DataJoint and joinflow workers can share a queue.  A
+reservation is a *lease*: ``reserved_time`` is renewed by a heartbeat while ``make`` runs,
+and a reservation whose ``reserved_time`` is older than ``jobs.lease_timeout`` seconds
+may be taken over by any worker.  No extra column is needed, so job tables created by
+DataJoint work unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import platform
+import random
+import threading
+import traceback
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+
+from .backends.base import bound
+from .condition import AndList, Not
+from .errors import DataJointError
+from .table import Table
+
+logger = logging.getLogger("joinflow")
+
+STATUSES = ("pending", "reserved", "success", "error", "ignore")
+ERROR_MESSAGE_LENGTH = 2047
+TRUNCATION = "...truncated"
+WORKER_TOKEN = random.getrandbits(62)  # identifies this process's reservations (connection_id)
+
+
+def job_table_name(target_name: str) -> str:
+    return "~~" + target_name.lstrip("_")
+
+
+class Job(Table):
+    """The job queue of one auto-populated table."""
+
+    def __init__(self, target: Table):
+        self._target = target
+        self._connection = target.connection
+        self.database = target.database
+        self._table_name = job_table_name(target.table_name)
+        self._restrictions = ()
+
+    @property
+    def table_name(self) -> str:
+        return self._table_name
+
+    @property
+    def class_name(self) -> str:
+        return "Job"
+
+    @property
+    def target(self) -> Table:
+        return self._target
+
+    @property
+    def definition(self) -> str:  # type: ignore[override]
+        target = self._target
+        lines = [f"# Job queue for {target.full_table_name}"]
+        for name in target.primary_key:
+            lines.append(f"{name} : {target.heading[name].type}")
+        lines += [
+            "---",
+            "status : enum('pending', 'reserved', 'success', 'error', 'ignore')",
+            "priority : int8",
+            "created_time = CURRENT_TIMESTAMP(3) : datetime(3)",
+            "scheduled_time = CURRENT_TIMESTAMP(3) : datetime(3)",
+            "reserved_time = null : datetime(3)",
+            "completed_time = null : datetime(3)",
+            "duration = null : float64",
+            'error_message = "" : varchar(2047)',
+            "error_stack = null : bytes",
+            'user = "" : varchar(255)',
+            'host = "" : varchar(255)',
+            "pid = 0 : int32",
+            "connection_id = 0 : int64",
+            'version = "" : varchar(64)',
+            "index (status, priority, scheduled_time)",
+        ]
+        return "\n".join(lines)
+
+    def ensure(self) -> "Job":
+        if not self.is_declared:
+            self.declare({})
+        return self
+
+    # -- time and identity ------------------------------------------------------------------
+    def _now(self) -> datetime.datetime:
+        return self.connection.backend.db_now(self.connection)
+
+    def _ts(self, value: datetime.datetime):
+        """A datetime as the backend compares it (SQLite stores ISO text)."""
+        return self.connection.backend.date_to_db(value, "datetime")
+
+    def _key_clause(self, tc, key: dict):
+        backend = self.connection.backend
+        clauses = []
+        for name in self._target.primary_key:
+            attr = self.heading[name]
+            encode = backend.encoder(attr)
+            value = key[name]
+            clauses.append(tc.c[name] == bound(encode(value) if encode else value))
+        return sa.and_(*clauses)
+
+    def _tc(self):
+        return self._table_clause()
+
+    # -- queue operations ---------------------------------------------------------------------
+    def refresh(self, *restrictions, delay: float = 0, priority: int | None = None,
+                stale_timeout: float | None = None, orphan_timeout: float | None = None) -> dict:
+        """Add pending jobs for new keys (one INSERT ... SELECT) and clean up stale rows."""
+        self.ensure()
+        conn = self.connection
+        target = self._target
+        cfg = conn.config
+        priority = cfg["jobs.default_priority"] if priority is None else priority
+        stale_timeout = cfg["jobs.stale_timeout"] if stale_timeout is None else stale_timeout
+        now = self._now()
+        todo = target._jobs_to_do(restrictions)
+        new = todo.restrict(Not(target.proj()), semantic_check=False).restrict(Not(self.proj()), semantic_check=False)
+        pk = target.primary_key
+        compiled = new._compile()
+        select = sa.select(
+            *[compiled.cols[k] for k in pk],
+            sa.literal_column("'pending'"),
+            bound(int(priority)),
+            bound(self._ts(now + datetime.timedelta(seconds=delay))),
+        ).select_from(compiled.from_).where(*compiled.where)
+        columns = pk + ["status", "priority", "scheduled_time"]
+        stmt = conn.backend.insert(self._table_clause(columns), columns, pk, "skip", select=select)
+        added = conn.execute(stmt, table=self.full_table_name).rowcount
+        tc = self._tc()
+        # jobs finished elsewhere (the key is in the target now) are no longer pending
+        done = self.restrict(target.proj(), semantic_check=False)
+        removed = 0
+        stale = done & "status in ('pending', 'reserved')"
+        if stale:
+            removed += stale.delete_quick(get_count=True) or 0
+        # rows whose key left the key source, older than stale_timeout
+        left = self.restrict(Not(todo), semantic_check=False) & "status <> 'ignore'"
+        cutoff = self._ts(now - datetime.timedelta(seconds=stale_timeout))
+        old_left = left & [{"status": "error"}, {"status": "success"}, {"status": "pending"}]
+        compiled = old_left._compile()
+        result = conn.execute(sa.delete(compiled.from_).where(*compiled.where, compiled.from_.c.created_time < cutoff))
+        removed += result.rowcount or 0
+        re_pended = 0
+        if orphan_timeout is not None:
+            cutoff = self._ts(now - datetime.timedelta(seconds=orphan_timeout))
+            result = conn.execute(
+                sa.update(tc).where(tc.c.status == "reserved", tc.c.reserved_time < cutoff)
+                .values(status="pending", reserved_time=None)
+            )
+            re_pended = result.rowcount or 0
+        return {"added": added or 0, "removed": removed, "orphaned": re_pended, "re_pended": re_pended}
+
+    def _claimable(self, tc, now: datetime.datetime, lease: float):
+        expired = self._ts(now - datetime.timedelta(seconds=lease))
+        return sa.or_(
+            sa.and_(tc.c.status == "pending", tc.c.scheduled_time <= self._ts(now)),
+            sa.and_(tc.c.status == "reserved", tc.c.reserved_time < expired),
+        )
+
+    def candidates(self, restriction=None, limit: int = 20, priority: int | None = None) -> list[dict]:
+        """Keys that can be reserved now (pending, or reserved with an expired lease), most urgent first."""
+        conn = self.connection
+        now = self._now()
+        lease = float(conn.config["jobs.lease_timeout"])
+        expr = self if restriction is None else self.restrict(restriction, semantic_check=False)
+        compiled = expr._compile()
+        tc = compiled.from_
+        where = list(compiled.where) + [self._claimable(tc, now, lease)]
+        if priority is not None:
+            where.append(tc.c.priority <= priority)
+        stmt = (sa.select(*[tc.c[k] for k in self._target.primary_key]).select_from(tc).where(*where)
+                .order_by(tc.c.priority, tc.c.scheduled_time).limit(limit))
+        names = self._target.primary_key
+        decoders = self._decoders(names)
+        keys = []
+        for row in conn.execute(stmt).fetchall():
+            key = {}
+            for name, value, decode in zip(names, row, decoders):
+                key[name] = decode(value) if decode and value is not None else value
+            keys.append(key)
+        return keys
+
+    def reserve(self, key: dict) -> bool:
+        """Atomically take the lease on ``key``; True if this worker now holds it."""
+        self.ensure()
+        conn = self.connection
+        now = self._now()
+        lease = float(conn.config["jobs.lease_timeout"])
+        tc = self._tc()
+        stmt = sa.update(tc).where(self._key_clause(tc, key), self._claimable(tc, now, lease)).values(
+            status="reserved", reserved_time=self._ts(now), host=platform.node()[:255], pid=os.getpid(),
+            connection_id=WORKER_TOKEN, user=(conn.get_user() or "")[:255], error_message="",
+        )
+        return conn.execute(stmt, table=self.full_table_name).rowcount == 1
+
+    def heartbeat(self, key: dict, connection=None) -> bool:
+        """Renew this worker's lease on ``key``; False if the lease was lost."""
+        conn = connection or self.connection
+        tc = self._tc()
+        now = conn.backend.db_now(conn)
+        stmt = sa.update(tc).where(
+            self._key_clause(tc, key), tc.c.status == "reserved", tc.c.connection_id == WORKER_TOKEN
+        ).values(reserved_time=conn.backend.date_to_db(now, "datetime"))
+        return conn.execute(stmt).rowcount == 1
+
+    def release(self, key: dict) -> None:
+        """Give a reserved key back (pending again), e.g. on SIGTERM."""
+        tc = self._tc()
+        self.connection.execute(
+            sa.update(tc).where(self._key_clause(tc, key), tc.c.status == "reserved",
+                                tc.c.connection_id == WORKER_TOKEN).values(status="pending", reserved_time=None)
+        )
+
+    def complete(self, key: dict, duration: float | None = None) -> None:
+        tc = self._tc()
+        conn = self.connection
+        if conn.config["jobs.keep_completed"]:
+            now = self._now()
+            conn.execute(sa.update(tc).where(self._key_clause(tc, key)).values(
+                status="success", completed_time=self._ts(now), duration=duration))
+        else:
+            conn.execute(sa.delete(tc).where(self._key_clause(tc, key)))
+
+    def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
+        if len(error_message) > ERROR_MESSAGE_LENGTH:
+            error_message = error_message[: ERROR_MESSAGE_LENGTH - len(TRUNCATION)] + TRUNCATION
+        self._set_status(key, "error", error_message=error_message,
+                         error_stack=error_stack.encode() if isinstance(error_stack, str) else error_stack)
+
+    def ignore(self, key: dict) -> None:
+        self._set_status(key, "ignore")
+
+    def _set_status(self, key: dict, status: str, **values) -> None:
+        self.ensure()
+        conn = self.connection
+        tc = self._tc()
+        now = self._now()
+        row = {k: key[k] for k in self._target.primary_key}
+        with conn.transaction_if_needed():
+            result = conn.execute(sa.update(tc).where(self._key_clause(tc, row)).values(
+                status=status, completed_time=self._ts(now), **values))
+            if result.rowcount == 0:
+                self.insert1({**row, "status": status, "priority": conn.config["jobs.default_priority"],
+                              **{k: v.decode() if isinstance(v, bytes) and k != "error_stack" else v
+                                 for k, v in values.items()}})
+
+    # -- views ---------------------------------------------------------------------------------
+    def progress(self) -> dict:
+        """Counts per status, plus ``total`` (one query)."""
+        self.ensure()
+        tc = self._tc()
+        rows = self.connection.execute(sa.select(tc.c.status, sa.func.count()).group_by(tc.c.status)).fetchall()
+        counts = {s: 0 for s in STATUSES}
+        counts.update({status: int(n) for status, n in rows})
+        counts["total"] = sum(counts[s] for s in STATUSES)
+        return counts
+
+    @property
+    def pending(self):
+        return self & {"status": "pending"}
+
+    @property
+    def reserved(self):
+        return self & {"status": "reserved"}
+
+    @property
+    def errors(self):
+        return self & {"status": "error"}
+
+    @property
+    def ignored(self):
+        return self & {"status": "ignore"}
+
+    @property
+    def completed(self):
+        return self & {"status": "success"}
+
+    def delete(self, *args, **kwargs) -> int:  # job rows have no dependents
+        return self.delete_quick(get_count=True) or 0
+
+    def drop(self, prompt=None, part_integrity="enforce") -> None:
+        self.drop_quick()
+
+
+class Heartbeat:
+    """Renews the lease of the key being computed, from its own thread and connection."""
+
+    def __init__(self, jobs: Job):
+        self._jobs = jobs
+        self._key: dict | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._connection = None
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    def __enter__(self) -> "Heartbeat":
+        interval = max(0.2, float(self._jobs.connection.config["jobs.lease_timeout"]) / 3)
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True, name="joinflow-heartbeat")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._connection is not None:
+            self._connection.close()
+
+    def watch(self, key: dict | None) -> None:
+        with self._lock:
+            self._key = dict(key) if key is not None else None
+
+    def _run(self, interval: float) -> None:
+        from .connection import Connection
+
+        while not self._stop.wait(interval):
+            with self._lock:
+                key = self._key
+            if key is None:
+                continue
+            try:
+                if self._connection is None:
+                    parent = self._jobs.connection
+                    self._connection = Connection(url=parent.url.render_as_string(hide_password=False),
+                                                  config=parent.config)
+                if not self._jobs.heartbeat(key, connection=self._connection):
+                    self.lost = True
+            except Exception as exc:  # a missed beat is not fatal; the lease has slack
+                logger.warning("Heartbeat for %s failed: %s", key, exc)
