@@ -23,6 +23,10 @@ __version__ = "0.1.0"
 __author__ = "joinflow developers"
 
 logger = logging.getLogger("joinflow")
+try:
+    logger.setLevel(str(config["loglevel"]).upper())
+except ValueError:
+    logger.warning("Unknown loglevel %r in the configuration; using INFO.", config["loglevel"])
 
 __all__ = [
     "__version__", "config", "conn", "Connection", "Instance", "Schema", "VirtualModule", "virtual_schema",

@@ -10,7 +10,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from .backends.base import bound
-from .errors import DataJointError
+from .errors import DataJointError, UnknownAttributeError
 
 
 class AndList(list):
@@ -92,7 +92,9 @@ def check_string_attributes(expr, sql: str) -> None:
         if name.lower() in ("and", "or", "not", "null", "true", "false"):
             continue
         if name not in expr.heading.names and name == name.lower():
-            raise DataJointError(f"Attribute `{name}` is not found in query.")
+            raise UnknownAttributeError(
+                f"Attribute `{name}` is not found in query (attributes: {', '.join(expr.heading.names)})."
+            )
 
 
 def dict_condition(expr, compiled, mapping: dict):

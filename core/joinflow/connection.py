@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from . import settings
 from .backends import get_backend
-from .errors import DataJointError, LostConnectionError
+from .errors import DataJointError, DataTypeError, LostConnectionError
 
 logger = logging.getLogger("joinflow")
 
@@ -158,6 +158,8 @@ class Connection:
             return self.sa_connection.exec_driver_sql(sql, rows)
         except sa.exc.DBAPIError as exc:
             raise self.backend.translate_error(exc, table) from exc
+        except OverflowError as exc:  # sqlite3 refuses integers beyond 64 bits before the server sees them
+            raise DataTypeError(f"{exc} in table {table}: a value is out of range for its column.") from None
 
     def _should_retry(self, exc: sa.exc.DBAPIError, attempt: int) -> bool:
         if attempt or not exc.connection_invalidated or self._in_transaction or not self._reconnect:

@@ -75,6 +75,12 @@ class Dependencies:
             return []
         return [c for c in self.graph.successors(name) if self.master_of(c) == name]
 
+    def descendants(self, name: str) -> set[str]:
+        return nx.descendants(self.graph, name) if name in self.graph else set()
+
+    def ancestors(self, name: str) -> set[str]:
+        return nx.ancestors(self.graph, name) if name in self.graph else set()
+
     def topological(self, names: Iterable[str]) -> list[str]:
         """``names`` ordered parents first (ties broken by name, so the order is stable)."""
         names = set(names)

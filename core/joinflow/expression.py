@@ -395,9 +395,9 @@ class QueryExpression:
         return self.to_dicts(order_by="KEY DESC", limit=limit)[::-1]
 
     def __len__(self) -> int:
-        compiled = self._compile()
-        sub = compiled.select(self.primary_key or self.heading.names).subquery()
-        return int(self.connection.execute(sa.select(sa.func.count()).select_from(sub)).scalar())
+        compiled = self._compile()  # one row per result row: count them where they are
+        stmt = sa.select(sa.func.count()).select_from(compiled.from_).where(*compiled.where)
+        return int(self.connection.execute(stmt).scalar())
 
     def __bool__(self) -> bool:
         compiled = self._compile()

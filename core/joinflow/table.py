@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-import networkx as nx
 import numpy as np
 import sqlalchemy as sa
 
@@ -528,18 +527,20 @@ class Table(QueryExpression):
         graph = deps.graph
         affected = set(roots)
         for root in roots:
-            affected |= nx.descendants(graph, root)
+            affected |= deps.descendants(root)
         restricted: dict[str, Table] = {}
         conn = next(iter(roots.values()))[0].connection
-        for node in nx.topological_sort(graph.subgraph(affected)):
+        for node in deps.topological(affected):
             conditions = []
             for own in roots.get(node, []):
-                if own.referenced_tables() & (affected - {node}):
+                reads_doomed = own.referenced_tables() & (affected - {node})
+                has_sql_text = any(isinstance(c, str) for c in own.restriction)
+                if reads_doomed or (has_sql_text and len(affected) > 1):
                     # the restriction reads tables deleted before this one: pin the keys now
                     conditions.append(own.keys())
                 else:
                     conditions.append(AndList(own.restriction) if own.restriction else True)
-            for parent in graph.predecessors(node):
+            for parent in (graph.predecessors(node) if node in graph else ()):
                 if parent not in restricted:
                     continue
                 for attr_map in graph.edges[parent, node]["attr_maps"]:
@@ -578,7 +579,7 @@ class Table(QueryExpression):
         prompt = conn.config["safemode"] if prompt is None else prompt
         deps = conn.dependencies
         deps.load()
-        names = {self.full_table_name} | nx.descendants(deps.graph, self.full_table_name)
+        names = {self.full_table_name} | deps.descendants(self.full_table_name)
         for name in list(names):
             names |= set(deps.parts_of(name))
         order = deps.topological(names)
@@ -666,13 +667,13 @@ class Table(QueryExpression):
     def descendants(self, as_objects: bool = False):
         deps = self.connection.dependencies
         deps.load()
-        names = {self.full_table_name} | nx.descendants(deps.graph, self.full_table_name)
+        names = {self.full_table_name} | deps.descendants(self.full_table_name)
         return self._related(deps.topological(names), as_objects)
 
     def ancestors(self, as_objects: bool = False):
         deps = self.connection.dependencies
         deps.load()
-        names = {self.full_table_name} | nx.ancestors(deps.graph, self.full_table_name)
+        names = {self.full_table_name} | deps.ancestors(self.full_table_name)
         return self._related(deps.topological(names), as_objects)
 
     def parts(self, as_objects: bool = False):

@@ -24,7 +24,7 @@ _CORE = [
     (re.compile(r"^int(8|16|32|64)$"), "int"),
     (re.compile(r"^float(32|64)$"), "float"),
     (re.compile(r"^bool$"), "bool"),
-    (re.compile(r"^decimal\s*\(\s*\d+\s*(,\s*\d+\s*)?\)$"), "decimal"),
+    (re.compile(r"^decimal\s*\(\s*\d+\s*,\s*\d+\s*\)$"), "decimal"),
     (re.compile(r"^char\s*\(\s*\d+\s*\)$"), "string"),
     (re.compile(r"^varchar\s*\(\s*\d+\s*\)$"), "string"),
     (re.compile(r"^enum\s*\(.+\)$", re.S), "enum"),
@@ -105,8 +105,7 @@ def _details(declared: str, category: str, core: bool) -> TypeInfo:
     if category == "enum":
         inner = declared[declared.index("(") + 1 : declared.rindex(")")]
         values = split_enum_values(inner)
-        declared = "enum(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
-        return TypeInfo(declared, category, core, enum_values=values)
+        return TypeInfo(declared, category, core, enum_values=values)  # spelled as declared
     if category == "string" and nums:
         return TypeInfo(declared, category, core, length=nums[0])
     if category == "datetime":

@@ -24,6 +24,7 @@ from ..errors import (
     MissingTableError,
     QueryError,
     QuerySyntaxError,
+    UnknownAttributeError,
 )
 from ..heading import Attribute
 from ..types import int_range
@@ -90,7 +91,7 @@ ERROR_CLASSES = {
     "missing_table": MissingTableError,
     "lost": LostConnectionError,
     "access": AccessError,
-    "unknown_column": QueryError,
+    "unknown_column": UnknownAttributeError,
 }
 
 
@@ -171,10 +172,10 @@ class Backend:
     def uuid_to_db(self, value: uuid.UUID) -> Any:
         return value.bytes
 
-    def date_to_db(self, value: Any, category: str) -> Any:
+    def date_to_db(self, value: Any, category: str, precision: int | None = None) -> Any:
         return value
 
-    def decimal_to_db(self, value: Any) -> Any:
+    def decimal_to_db(self, value: Any, attr: Attribute | None = None) -> Any:
         return value
 
     def json_to_db(self, value: Any) -> Any:
@@ -185,17 +186,26 @@ class Backend:
         cat = attr.category
         name = attr.name
         if cat in ("int", "float", "decimal"):
-            to_db = self.decimal_to_db if cat == "decimal" else None
+            to_db = (lambda v: self.decimal_to_db(v, attr)) if cat == "decimal" else None
 
             def number(v, to_db=to_db):
                 if v is None:
                     return None
+                if type(v) is int or type(v) is float and v == v:
+                    return to_db(v) if to_db else v
+                if isinstance(v, (dict, list, tuple, set, bytes, bytearray)):
+                    raise DataTypeError(f"attribute `{name}` is {attr.type}; got {type(v).__name__} {v!r:.40}")
                 if isinstance(v, np.generic):
                     v = v.item()
                 if isinstance(v, float) and v != v:
                     return None
-                if isinstance(v, str) and v == "":
-                    return None
+                if isinstance(v, str):
+                    if v.strip() == "":
+                        return None
+                    try:
+                        float(v) if cat != "decimal" else decimal.Decimal(v)
+                    except (ValueError, decimal.InvalidOperation):
+                        raise DataTypeError(f"attribute `{name}` is {attr.type}; {v!r} is not a number") from None
                 if isinstance(v, bool) and cat != "int":
                     v = int(v)
                 return to_db(v) if to_db else v
@@ -241,6 +251,7 @@ class Backend:
             return json_
         if cat in ("date", "datetime"):
             to_db = self.date_to_db
+            precision = attr.typeinfo.precision if attr.typeinfo else None
 
             def temporal(v):
                 if v is None or _is_nan(v):
@@ -251,7 +262,15 @@ class Backend:
                         v = v.date()
                 elif hasattr(v, "to_pydatetime"):  # pandas Timestamp
                     v = v.to_pydatetime()
-                return to_db(v, cat)
+                elif isinstance(v, str):
+                    try:
+                        v = datetime.date.fromisoformat(v) if cat == "date" else datetime.datetime.fromisoformat(v)
+                    except ValueError:
+                        raise DataTypeError(
+                            f"attribute `{name}` is {attr.type}; {v!r} is not an ISO "
+                            f"{'date (YYYY-MM-DD)' if cat == 'date' else 'datetime (YYYY-MM-DD HH:MM:SS)'}"
+                        ) from None
+                return to_db(v, cat, precision)
 
             return temporal
         if cat == "bytes":

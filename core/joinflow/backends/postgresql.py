@@ -69,6 +69,11 @@ class PostgreSQLBackend(Backend):
     def uuid_to_db(self, value) -> Any:
         return value
 
+    def decoder(self, attr: Attribute):
+        if attr.category == "json":
+            return None  # psycopg parses jsonb already
+        return super().decoder(attr)
+
     # -- DDL --------------------------------------------------------------------------------
     def column_type(self, attr: Attribute, schema: str, table: str) -> str:
         if not attr.core:
@@ -93,9 +98,13 @@ class PostgreSQLBackend(Backend):
     def create_table(self, conn, schema: str, table: str, spec) -> None:
         full = self.full_table_name(schema, table)
         statements = []
+        queued: set[str] = set()
         for attr in spec.attributes:
             if attr.core and attr.category == "enum":
                 name = enum_type_name(attr.enum_values)
+                if name in queued:
+                    continue
+                queued.add(name)
                 exists = conn.execute(
                     sa.text(
                         "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
@@ -113,7 +122,10 @@ class PostgreSQLBackend(Backend):
             line = f"{self.quote(attr.name)} {self.column_type(attr, schema, table)}"
             if not attr.nullable:
                 line += " NOT NULL"
-            lines.append(line + self.default_sql(attr))
+            line += self.default_sql(attr)
+            if attr.core and attr.type == "int8":  # smallint is wider than int8
+                line += f" CHECK ({self.quote(attr.name)} BETWEEN -128 AND 127)"
+            lines.append(line)
         lines.append("PRIMARY KEY (" + ", ".join(self.quote(k) for k in spec.primary_key) + ")")
         for fk in spec.foreign_keys:
             lines.append(
@@ -124,15 +136,19 @@ class PostgreSQLBackend(Backend):
             )
         statements.append(f"CREATE TABLE IF NOT EXISTS {full} (\n  " + ",\n  ".join(lines) + "\n)")
         declared = [cols for _u, cols in spec.indexes]
+        def index(unique: bool, cols: list[str]) -> str:
+            name = self.quote(f"idx_{table}_{'_'.join(cols)[:30]}"[:63])  # DataJoint's index names
+            return (f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {full} "
+                    f"({', '.join(self.quote(c) for c in cols)})")
+
         for unique, cols in spec.indexes:
-            statements.append(
-                f"CREATE {'UNIQUE ' if unique else ''}INDEX ON {full} ({', '.join(self.quote(c) for c in cols)})"
-            )
-        for fk in spec.foreign_keys:  # PostgreSQL does not index foreign keys by itself
+            statements.append(index(unique, cols))
+        for fk in sorted(spec.foreign_keys, key=lambda f: -len(f.attr_map)):  # PG does not index FKs itself
             cols = list(fk.attr_map)
             if spec.primary_key[: len(cols)] == cols or any(d[: len(cols)] == cols for d in declared):
                 continue
-            statements.append(f"CREATE INDEX ON {full} ({', '.join(self.quote(c) for c in cols)})")
+            declared.append(cols)
+            statements.append(index(False, cols))
         if spec.comment:
             statements.append(f"COMMENT ON TABLE {full} IS {self._literal(spec.comment)}")
         for attr in spec.attributes:

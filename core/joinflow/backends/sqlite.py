@@ -74,7 +74,7 @@ class SQLiteBackend(Backend):
         return sa.table(f"{schema}.{table}", *[sa.column(c, VALUE) for c in columns])
 
     # -- values -------------------------------------------------------------------------------
-    def date_to_db(self, value: Any, category: str) -> Any:
+    def date_to_db(self, value: Any, category: str, precision: int | None = None) -> Any:
         if isinstance(value, str):
             try:
                 value = (
@@ -91,16 +91,26 @@ class SQLiteBackend(Backend):
                 raise DataTypeError(f"{value!r} is not a date")
             return value.isoformat()
         if isinstance(value, datetime.datetime):
+            if precision is not None and value.microsecond:  # keep what datetime(p) keeps, as servers do
+                step = 10 ** (6 - precision)
+                micro = int(round(value.microsecond / step)) * step
+                value = value.replace(microsecond=0) + datetime.timedelta(microseconds=micro)
             return value.isoformat(sep=" ")
         if isinstance(value, datetime.date):
             return datetime.datetime(value.year, value.month, value.day).isoformat(sep=" ")
         raise DataTypeError(f"{value!r} is not a datetime")
 
-    def decimal_to_db(self, value: Any) -> Any:
+    def decimal_to_db(self, value: Any, attr: Attribute | None = None) -> Any:
         try:
-            return str(decimal.Decimal(str(value)))
+            number = decimal.Decimal(str(value))
         except decimal.InvalidOperation:
             raise DataTypeError(f"{value!r} is not a decimal number") from None
+        info = attr.typeinfo if attr is not None else None
+        if info is not None and info.precision:
+            number = number.quantize(decimal.Decimal(1).scaleb(-info.scale), rounding=decimal.ROUND_HALF_UP)
+            if len(number.as_tuple().digits) - max(0, -number.as_tuple().exponent) > info.precision - info.scale:
+                raise DataTypeError(f"{value!r} is out of range for {attr.type}")
+        return str(number)
 
     def decoder(self, attr: Attribute):
         cat = attr.category
@@ -113,9 +123,11 @@ class SQLiteBackend(Backend):
         return super().decoder(attr)
 
     # -- DDL ------------------------------------------------------------------------------------
+    # INT, not INTEGER: a one-column INTEGER PRIMARY KEY would alias the rowid (ignoring defaults
+    # and inventing values for NULL)
     STORAGE = {
-        "int": "INTEGER",
-        "bool": "INTEGER",
+        "int": "INT",
+        "bool": "INT",
         "float": "REAL",
         "decimal": "TEXT",
         "string": "TEXT",
@@ -148,7 +160,7 @@ class SQLiteBackend(Backend):
         elif attr.category == "uuid":
             checks.append(f"length({col}) = 16")
         elif attr.category == "json":
-            checks.append(f"json_valid({col})")
+            checks.append(f"({col} IS NULL OR json_valid({col}))")
         return checks
 
     def default_sql(self, attr: Attribute) -> str:
@@ -285,7 +297,7 @@ class SQLiteBackend(Backend):
         for cid, name, ctype, notnull, default, pk, hidden in rows:
             if hidden:
                 continue
-            if default is not None and default.startswith("(strftime"):
+            if default is not None and "strftime(" in default:
                 default = "CURRENT_TIMESTAMP"
             columns.append(
                 ColumnInfo(
@@ -323,7 +335,7 @@ class SQLiteBackend(Backend):
         full = f"{schema}.{table}"
         result = []
         for _seq, name, unique, origin, _partial in conn.execute(
-            sa.text("SELECT * FROM pragma_index_list(:t)"), {"t": full}
+            sa.text("SELECT * FROM pragma_index_list(:t) ORDER BY seq DESC"), {"t": full}  # creation order
         ).fetchall():
             if origin == "pk":
                 continue
