@@ -161,6 +161,19 @@ class Connection:
         except OverflowError as exc:  # sqlite3 refuses integers beyond 64 bits before the server sees them
             raise DataTypeError(f"{exc} in table {table}: a value is out of range for its column.") from None
 
+    def rowcount(self, statement, *, table: str | None = None) -> int:
+        """Execute and return the affected row count as the driver reports it.
+
+        (SQLAlchemy reports -1 for INSERT ... SELECT constructs on some dialects.)
+        """
+        compiled = statement.compile(dialect=self.engine.dialect)
+        params = compiled.params
+        args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+        try:
+            return self.sa_connection.exec_driver_sql(compiled.string, args).rowcount
+        except sa.exc.DBAPIError as exc:
+            raise self.backend.translate_error(exc, table) from exc
+
     def _should_retry(self, exc: sa.exc.DBAPIError, attempt: int) -> bool:
         if attempt or not exc.connection_invalidated or self._in_transaction or not self._reconnect:
             return False

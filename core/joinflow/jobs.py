@@ -134,7 +134,7 @@ class Job(Table):
         ).select_from(compiled.from_).where(*compiled.where)
         columns = pk + ["status", "priority", "scheduled_time"]
         stmt = conn.backend.insert(self._table_clause(columns), columns, pk, "skip", select=select)
-        added = conn.execute(stmt, table=self.full_table_name).rowcount
+        added = conn.rowcount(stmt, table=self.full_table_name)
         tc = self._tc()
         # jobs finished elsewhere (the key is in the target now) are no longer pending
         done = self.restrict(target.proj(), semantic_check=False)
