@@ -65,6 +65,7 @@ class Schema:
         self.create_tables = create_tables
         self.add_objects = add_objects
         self.declare_list: list[tuple[type, dict]] = []
+        self.classes: list[type] = []  # the table classes decorated by this schema, in order
         if schema_name is not None:
             self.activate(schema_name, connection=connection, create_schema=create_schema,
                           create_tables=create_tables, add_objects=add_objects)
@@ -160,6 +161,8 @@ class Schema:
         cls.declaration_context = context
         ctx = {**context, cls.__name__: cls, "self": cls}
         self._declare(cls, ctx)
+        if cls not in self.classes:
+            self.classes.append(cls)
         for member in list(vars(cls).values()):
             if isinstance(member, type) and issubclass(member, Part):
                 member._master = cls

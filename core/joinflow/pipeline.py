@@ -1,0 +1,280 @@
+"""The pipeline interface: the one surface the orchestrator adapters consume.
+
+A :class:`Pipeline` is built from modules, schemas or table classes.  Its *steps* are the
+auto-populated (Imported/Computed) tables in topological order.  Each step has an
+importable identity (``"module:Class"``) so that any worker process on any machine can
+rebuild it with :func:`load_step`, upstream steps, a pending-key count (one anti-join),
+pending keys in batches, ``run()`` that populates exactly the given keys (or one hash
+shard) through the job table, ``status()`` and a cheap ``change_token()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+from .autopopulate import AutoPopulate
+from .errors import DataJointError
+from .table import Table
+from .user_tables import Part, UserTable
+
+TIERS = ("Lookup", "Manual", "Imported", "Computed")
+
+
+def step_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def load_class(name: str) -> type:
+    """``"package.module:Class"`` (or ``Master.Part``) -> the table class, importing the module."""
+    module_name, _, qualname = name.partition(":")
+    if not qualname:
+        raise DataJointError(f"Step name {name!r} must look like 'package.module:Class'.")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_step(name: str) -> "Step":
+    return Step(load_class(name))
+
+
+def _tier(cls: type) -> str:
+    for base in cls.__mro__:
+        if base.__name__ in TIERS and base.__module__ == "joinflow.user_tables":
+            return base.__name__
+    return "Part" if issubclass(cls, Part) else "Table"
+
+
+def shard_of(key: dict, nshards: int) -> int:
+    """Stable shard number of a key (same on every machine and Python process)."""
+    text = json.dumps({k: str(v) for k, v in sorted(key.items())}, sort_keys=True)
+    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big") % nshards
+
+
+@dataclass
+class TableNode:
+    """Any table of the pipeline (sources included) as the adapters see it."""
+
+    name: str  # importable "module:Class"
+    cls: type
+    tier: str
+    full_table_name: str
+    parents: list[str] = field(default_factory=list)  # full table names
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def table(self) -> Table:
+        return self.cls()
+
+    @property
+    def comment(self) -> str:
+        return self.cls().heading.table_comment
+
+    @property
+    def is_step(self) -> bool:
+        return self.tier in ("Imported", "Computed")
+
+
+class Step:
+    """One auto-populated table as a unit of orchestrated work."""
+
+    def __init__(self, cls: type, upstream: Sequence[str] = ()):
+        if not (isinstance(cls, type) and issubclass(cls, AutoPopulate)):
+            raise DataJointError(f"{cls!r} is not an Imported or Computed table; only those are steps.")
+        self.cls = cls
+        self.name = step_name(cls)
+        self.upstream = list(upstream)
+
+    def __repr__(self) -> str:
+        return f"Step({self.name!r})"
+
+    @property
+    def table(self):
+        return self.cls()
+
+    @property
+    def full_table_name(self) -> str:
+        return self.cls().full_table_name
+
+    # -- planning ---------------------------------------------------------------------------
+    def pending_count(self, *restrictions) -> int:
+        return len(self.cls().pending(*restrictions))
+
+    def pending_keys(self, batch_size: int = 100, *restrictions) -> Iterator[list[dict]]:
+        """The pending keys in batches of at most ``batch_size`` (one query)."""
+        keys = self.cls().pending(*restrictions).keys(order_by="KEY")
+        for start in range(0, len(keys), batch_size):
+            yield keys[start : start + batch_size]
+
+    def shard_keys(self, shard: int, nshards: int, *restrictions) -> list[dict]:
+        if not 0 <= shard < nshards:
+            raise DataJointError(f"shard must be in 0..{nshards - 1}, got {shard}.")
+        return [k for k in self.cls().pending(*restrictions).keys(order_by="KEY") if shard_of(k, nshards) == shard]
+
+    def plan(self, nshards: int, *restrictions) -> list[dict]:
+        """Shard descriptors with work in them: ``{"step", "shard", "nshards", "keys"}`` (keys = count)."""
+        counts = [0] * nshards
+        for key in self.cls().pending(*restrictions).keys():
+            counts[shard_of(key, nshards)] += 1
+        return [{"step": self.name, "shard": s, "nshards": nshards, "keys": n} for s, n in enumerate(counts) if n]
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self, keys: Iterable[dict] | None = None, *, shard: int | None = None, nshards: int | None = None,
+            restrictions: Sequence = (), retry_errors: bool = False, suppress_errors: bool = True,
+            max_calls: int | None = None) -> dict:
+        """Populate exactly ``keys`` (or one shard of the pending keys) through the job table.
+
+        Safe under overlapping runs and retries: the job table reserves each key for one
+        worker.  ``retry_errors`` re-pends errors of these keys first (an orchestrator retry).
+        """
+        table = self.cls()
+        start = time.time()
+        if shard is not None:
+            keys = self.shard_keys(shard, nshards or 1, *restrictions)
+            restrictions = ()
+        if keys is not None:
+            keys = [dict(k) for k in keys]
+            if not keys:
+                return self._summary(0, [], start)
+        jobs = table.jobs
+        if retry_errors:
+            errored = jobs.errors if keys is None else jobs.errors.restrict(keys, semantic_check=False)
+            errored.delete_quick()
+        conditions = list(restrictions) + ([keys] if keys is not None else [])
+        result = table.populate(*conditions, reserve_jobs=True, suppress_errors=suppress_errors,
+                                max_calls=max_calls)
+        return self._summary(result["success_count"], result["error_list"], start, keys)
+
+    def _summary(self, success: int, errors: list, start: float, keys=None) -> dict:
+        table = self.cls()
+        pending = table.pending(keys) if keys is not None else table.pending()
+        return {
+            "step": self.name,
+            "table": self.full_table_name,
+            "rows_added": success,
+            "errors": [{"key": k, "error": str(e)} for k, e in errors],
+            "error_count": len(errors),
+            "pending_left": len(pending),
+            "duration": round(time.time() - start, 3),
+        }
+
+    # -- observing ----------------------------------------------------------------------------------
+    def status(self) -> dict:
+        """done / pending / reserved / error / ignore counts."""
+        table = self.cls()
+        remaining, total = table.progress()
+        jobs = table.jobs.progress()
+        return {"done": total - remaining, "pending": remaining, "reserved": jobs["reserved"],
+                "error": jobs["error"], "ignore": jobs["ignore"], "total": total}
+
+    def change_token(self) -> str:
+        """Changes when the step's inputs or outputs change (row counts of it and its parents)."""
+        table = self.cls()
+        conn = table.connection
+        parents = conn.dependencies.load().parents(table.full_table_name)
+        from .table import FreeTable
+
+        counts = [len(FreeTable(conn, p)) for p in sorted(parents)] + [len(table)]
+        return hashlib.md5(json.dumps(counts).encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    """The tables of one or more modules/schemas, and their computed steps in topological order."""
+
+    def __init__(self, *sources: Any):
+        classes: list[type] = []
+        for source in sources:
+            classes.extend(_classes_of(source))
+        if not classes:
+            raise DataJointError("Pipeline needs modules, schemas or table classes that declare tables.")
+        seen: dict[str, type] = {}
+        for cls in classes:
+            seen.setdefault(cls().full_table_name, cls)
+        conn = next(iter(seen.values()))().connection
+        deps = conn.dependencies.load()
+        order = deps.topological(seen)
+        self.connection = conn
+        self.nodes: list[TableNode] = []
+        for full in order:
+            cls = seen[full]
+            node = TableNode(step_name(cls), cls, _tier(cls), full,
+                             parents=[p for p in deps.parents(full) if p in seen and deps.master_of(full) != p],
+                             parts=[p for p in deps.parts_of(full)])
+            self.nodes.append(node)
+        self._by_table = {n.full_table_name: n for n in self.nodes}
+        self.steps: list[Step] = []
+        for node in self.nodes:
+            if node.is_step:
+                self.steps.append(Step(node.cls, self._upstream_steps(node.full_table_name, deps)))
+
+    def _upstream_steps(self, full: str, deps) -> list[str]:
+        """Nearest auto-populated ancestors (through source tables, not through other steps)."""
+        found: list[str] = []
+        frontier = list(deps.parents(full))
+        seen = set()
+        while frontier:
+            parent = frontier.pop()
+            if parent in seen:
+                continue
+            seen.add(parent)
+            node = self._by_table.get(parent)
+            master = deps.master_of(parent)
+            if node is not None and node.is_step:
+                found.append(node.name)
+            elif master is not None and master in self._by_table and self._by_table[master].is_step:
+                found.append(self._by_table[master].name)  # a part belongs to its master's step
+            else:
+                frontier.extend(deps.parents(parent))
+        return sorted(set(found) - {step_name(self._by_table[full].cls)})
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name or s.cls.__name__ == name or s.full_table_name == name:
+                return s
+        raise DataJointError(f"No step {name!r} in this pipeline; steps: {[s.name for s in self.steps]}")
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def status(self) -> dict[str, dict]:
+        return {s.name: s.status() for s in self.steps}
+
+    def run(self, **kwargs) -> list[dict]:
+        """Run every step in order (for scripts and tests; orchestrators call steps themselves)."""
+        return [s.run(**kwargs) for s in self.steps]
+
+
+def _classes_of(source: Any) -> list[type]:
+    from .schemas import Schema
+
+    if isinstance(source, str):
+        source = importlib.import_module(source)
+    if isinstance(source, Schema):
+        return _with_parts(source.classes)
+    if isinstance(source, type) and issubclass(source, UserTable):
+        return _with_parts([source])
+    if isinstance(source, types.ModuleType):
+        found = [v for v in vars(source).values()
+                 if isinstance(v, type) and issubclass(v, UserTable) and not issubclass(v, Part)
+                 and v.database is not None]
+        return _with_parts(found)
+    if isinstance(source, (list, tuple)):
+        return [c for s in source for c in _classes_of(s)]
+    raise DataJointError(f"Cannot build a pipeline from {source!r}: give modules, schemas or table classes.")
+
+
+def _with_parts(classes: Iterable[type]) -> list[type]:
+    result = []
+    for cls in classes:
+        result.append(cls)
+        for member in vars(cls).values():
+            if isinstance(member, type) and issubclass(member, Part):
+                result.append(member)
+    return result
