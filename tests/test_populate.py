@@ -174,9 +174,9 @@ def test_concurrent_workers_compute_each_key_exactly_once(schema, tmp_path):
 
 def _slow_worker(schema, slow_key):
     os.environ["JF_TEST_SLOW"] = "1"
+    schema.connection.engine.dispose(close=False)  # never talk over the parent's socket
+    schema.connection.connect()
     _, Square = declare_pipeline(schema, slow_key=slow_key)
-    Square.connection.engine.dispose(close=False)
-    Square.connection.connect()
     Square.populate(reserve_jobs=True, suppress_errors=True)
 
 
@@ -223,3 +223,33 @@ def test_job_api(schema):
     # the ignored and the errored keys stay out
     assert result["success_count"] == 2
     assert {k["source_id"] for k in Square.keys()} == {0, 1}
+
+
+def _terminated_worker(schema, slow_key):
+    os.environ["JF_TEST_SLOW"] = "1"
+    schema.connection.engine.dispose(close=False)  # never talk over the parent's socket
+    schema.connection.connect()
+    _, Square = declare_pipeline(schema, slow_key=slow_key)
+    try:
+        Square.populate(reserve_jobs=True, max_calls=1)
+    except SystemExit:
+        os._exit(3)  # populate re-raised SystemExit after releasing the key
+    os._exit(0)
+
+
+def test_sigterm_releases_the_lease_and_leaves_nothing(schema):
+    Source, Square = declare_pipeline(schema, slow_key=0)
+    Source.insert([{"source_id": i, "value": float(i + 10)} for i in range(2)])
+    Square.jobs.refresh()
+    worker = multiprocessing.get_context("fork").Process(target=_terminated_worker, args=(schema, 0))
+    worker.start()
+    deadline = time.time() + 30
+    while time.time() < deadline and not len(Square.jobs.reserved):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(worker.pid, signal.SIGTERM)
+    worker.join(timeout=30)
+    assert worker.exitcode == 3
+    assert len(Square.jobs.reserved) == 0 and len(Square.jobs.pending) == 2  # handed back at once
+    assert len(Square()) == 0  # the master row inserted before the signal was rolled back
+    assert Square.populate(reserve_jobs=True)["success_count"] == 2

@@ -178,7 +178,8 @@ class Job(Table):
         if priority is not None:
             where.append(tc.c.priority <= priority)
         stmt = (sa.select(*[tc.c[k] for k in self._target.primary_key]).select_from(tc).where(*where)
-                .order_by(tc.c.priority, tc.c.scheduled_time).limit(limit))
+                .order_by(tc.c.priority, tc.c.scheduled_time, *[tc.c[k] for k in self._target.primary_key])
+                .limit(limit))
         names = self._target.primary_key
         decoders = self._decoders(names)
         keys = []

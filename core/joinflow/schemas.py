@@ -239,7 +239,10 @@ class Schema:
     def make_classes(self, into: dict | None = None) -> dict:
         """Create table classes for the tables of this schema (from the database alone)."""
         self._require_active()
-        into = into if into is not None else _caller_context()
+        if into is None:  # the caller's module namespace (function locals cannot be extended)
+            frame = inspect.currentframe().f_back
+            into = frame.f_globals
+            del frame
         classes: dict[str, type] = {}
         for table in self.list_tables():
             tier = tier_of(table)
