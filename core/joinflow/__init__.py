@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 
 from . import errors
+from . import blob
+from .codecs import Codec, get_codec, list_codecs
 from .condition import AndList, Not
 from .connection import Connection, conn
 from .errors import DataJointError, ThreadSafetyError
@@ -32,5 +34,5 @@ __all__ = [
     "__version__", "config", "conn", "Connection", "Instance", "Schema", "VirtualModule", "virtual_schema",
     "list_schemas", "Table", "FreeTable", "Manual", "Entry", "Lookup", "Imported", "Ingest", "Computed",
     "Compute", "Part", "Not", "AndList", "Top", "U", "QueryExpression", "errors", "DataJointError", "ThreadSafetyError",
-    "logger",
+    "logger", "Codec", "get_codec", "list_codecs", "blob",
 ]

@@ -172,13 +172,16 @@ class AutoPopulate:
                 for key in batch:
                     if max_calls is not None and calls >= max_calls:
                         break
-                    if not jobs.reserve(key):
-                        continue  # another worker holds it
-                    exhausted = False
-                    calls += 1
-                    beat.watch(key)
                     try:
+                        if not jobs.reserve(key):
+                            continue  # another worker holds it
+                        exhausted = False
+                        calls += 1
+                        beat.watch(key)
                         self._populate1(key, jobs, result, **options)
+                    except (KeyboardInterrupt, SystemExit):
+                        jobs.release(key)  # only releases a lease this worker holds
+                        raise
                     finally:
                         beat.watch(None)
                     if bar is not None:

@@ -212,6 +212,7 @@ class Connection:
 
     def commit_transaction(self) -> None:
         self._in_transaction = False
+        self.__dict__.pop("_rollback_actions", None)
         self.sa_connection.exec_driver_sql("COMMIT")
 
     def cancel_transaction(self) -> None:
@@ -221,6 +222,17 @@ class Connection:
         except sa.exc.DBAPIError:
             logger.warning("ROLLBACK failed; the connection is reset.")
             self.connect()
+        for action in reversed(self.__dict__.pop("_rollback_actions", [])):
+            try:
+                action()
+            except Exception as exc:  # pragma: no cover - clean-up must not hide the original error
+                logger.warning("Clean-up after a rolled-back transaction failed: %s", exc)
+
+    def on_rollback(self, action) -> None:
+        """Call ``action()`` if the open transaction is rolled back (objects written in it are deleted)."""
+        if not self._in_transaction:
+            raise DataJointError("on_rollback() needs an open transaction.")
+        self.__dict__.setdefault("_rollback_actions", []).append(action)
 
     @property
     @contextlib.contextmanager

@@ -125,6 +125,11 @@ def parse_attribute(line: str, in_key: bool, table: str) -> Attribute:
             f"Table {table}: primary-key attribute `{name}` cannot default to null. Move it below "
             "the `---` line or remove `= null`."
         )
+    if in_key and info.codec is not None:
+        raise DeclarationError(
+            f"Table {table}: primary-key attribute `{name}` has codec type {info.declared}; codec values "
+            "cannot identify rows. Move it below the `---` line and key the table by a core type."
+        )
     if info.category in ("bytes", "json") and default not in (None, "NULL"):
         raise DeclarationError(
             f"Table {table}: attribute `{name}` of type {info.declared} accepts only a null default."

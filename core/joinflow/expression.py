@@ -270,7 +270,33 @@ class QueryExpression:
     def _decoders(self, names) -> list:
         backend = self.connection.backend
         heading = self.heading
-        return [None if heading[n].sql_expression is not None else backend.decoder(heading[n]) for n in names]
+        decoders = []
+        for n in names:
+            attr = heading[n]
+            if attr.sql_expression is not None:
+                decoders.append(None)
+            elif attr.codec is not None:
+                decoders.append(self._codec_decoder(attr))
+            else:
+                decoders.append(backend.decoder(attr))
+        return decoders
+
+    def _codec_decoder(self, attr: Attribute):
+        """The column's driver value -> its dtype's value -> codec chain, inner to outer."""
+        from .codecs import storage_attribute
+
+        base = self.connection.backend.decoder(storage_attribute(attr))
+        context = {"schema": getattr(self, "database", None), "table": getattr(self, "table_name", None),
+                   "field": attr.original_name or attr.name, "config": self.connection.config}
+        decode = attr.codec.decoder(context)
+
+        def codec_decode(value):
+            try:
+                return decode(base(value) if base is not None else value)
+            except DataJointError as exc:
+                raise type(exc)(f"Attribute `{attr.name}` ({attr.type}): {exc}") from None
+
+        return codec_decode
 
     def _fetch_dicts(self, names, order_by=None, limit=None, offset=None) -> list[dict]:
         rows = self._rows(names, order_by, limit, offset)

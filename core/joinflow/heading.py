@@ -6,8 +6,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
+import logging
+
 from .errors import DataJointError, UnknownAttributeError
 from .types import TypeInfo, parse_type
+
+logger = logging.getLogger("joinflow")
 
 COMMENT_TYPE = re.compile(r"^:(?P<type>[^:]+?):(?P<comment>.*)$", re.S)
 
@@ -41,6 +45,11 @@ class Attribute:
         return self.category in ("int", "float", "decimal", "bool")
 
     @property
+    def codec(self):
+        """The resolved codec chain of a ``<codec>`` attribute, else None."""
+        return self.typeinfo.codec if self.typeinfo is not None else None
+
+    @property
     def enum_values(self) -> tuple[str, ...]:
         return self.typeinfo.enum_values if self.typeinfo else ()
 
@@ -67,7 +76,10 @@ def attribute_from_catalog(
         try:
             info = parse_type(match.group("type"))
             comment = match.group("comment")
-        except DataJointError:
+        except DataJointError as exc:
+            if match.group("type").startswith("<"):
+                logger.warning("Column %s (%s): %s It is read as its raw stored value.",
+                               name, match.group("type"), exc)
             info = None
     if info is None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import dataclasses
 import datetime
 import decimal
 import logging
@@ -30,6 +31,7 @@ from .backends.base import bound
 from .condition import AndList, Not
 from .expression import Compiled, QueryExpression, is_table_class
 from .heading import Attribute, Heading, attribute_from_catalog
+from .storage import Journal
 
 logger = logging.getLogger("joinflow")
 
@@ -216,6 +218,8 @@ class Table(QueryExpression):
                     f"Table {self.database}.{name}: foreign key to {parent_full}, which does not exist. "
                     "Declare the parent table first."
                 )
+        if any(a.codec is not None for a in spec.attributes):
+            spec = self._lower_codecs(spec)
         lineage_rows = []
         for attr in spec.attributes:
             if attr.in_key and attr.lineage is None:
@@ -227,6 +231,32 @@ class Table(QueryExpression):
             backend.create_table(conn, self.database, name, spec)
             write_lineage(conn, self.database, name, lineage_rows)
         conn.forget_catalog()
+
+    def _lower_codecs(self, spec):
+        """Codec attributes as their columns: the dtype's native type, ``:<codec>:`` in the comment."""
+        from .codecs import column_attribute
+        from .storage import resolve_store_name
+
+        backend = self.connection.backend
+        lowered = []
+        for attr in spec.attributes:
+            chain = attr.codec
+            if chain is None:
+                lowered.append(attr)
+                continue
+            if chain.in_store:
+                try:
+                    resolve_store_name(self.connection.config, chain.store)
+                except DataJointError as exc:
+                    raise DeclarationError(
+                        f"Table {self.database}.{self.table_name}, attribute `{attr.name}` ({attr.type}): {exc}"
+                    ) from None
+            lowered.append(column_attribute(attr, backend, self.database, self.table_name))
+        return dataclasses.replace(spec, attributes=lowered)
+
+    def _codec_context(self, name: str, journal) -> dict:
+        return {"schema": self.database, "table": self.table_name, "field": name,
+                "config": self.connection.config, "journal": journal}
 
     # -- insert ------------------------------------------------------------------------------------
     def _check_direct_insert(self, allow_direct_insert) -> None:
@@ -280,9 +310,21 @@ class Table(QueryExpression):
                 f"Cannot insert into {self.full_table_name}: attribute(s) {', '.join(f'`{m}`' for m in missing)} "
                 "have no value and no default. Give a value for each (or declare it `= null`)."
             )
-        self._encode(fields, values, lenient_text)
         mode = "replace" if replace else "skip" if skip_duplicates else None
-        self._execute_insert(fields, values, mode, chunk_size)
+        if not any(known[f].codec is not None for f in fields):
+            self._encode(fields, values, lenient_text)
+            self._execute_insert(fields, values, mode, chunk_size)
+            return
+        # codec values may write objects to stores: delete them again if the insert fails
+        journal = Journal()
+        try:
+            self._encode(fields, values, lenient_text, journal)
+            self._execute_insert(fields, values, mode, chunk_size)
+        except BaseException:
+            journal.undo()
+            raise
+        if journal and self.connection.in_transaction:
+            self.connection.on_rollback(journal.undo)
 
     def _normalize_rows(self, rows: Any) -> tuple[list[str], list[list], bool]:
         """(field names, row value lists, came-from-pandas)."""
@@ -333,11 +375,18 @@ class Table(QueryExpression):
             )
         return list(names[:width]), [list(r) for r in rows], False
 
-    def _encode(self, fields: list[str], values: list[list], lenient_text: bool) -> None:
+    def _encode(self, fields: list[str], values: list[list], lenient_text: bool, journal=None) -> None:
         backend = self.connection.backend
         heading = self.heading
+        keys = None
         for i, name in enumerate(fields):
             attr = heading[name]
+            if attr.codec is not None:
+                if keys is None:  # the rows' primary keys, as given (before any column is encoded)
+                    where = [(k, fields.index(k)) for k in heading.primary_key if k in fields]
+                    keys = [{k: row[j] for k, j in where} for row in values]
+                self._encode_codec(i, attr, values, keys, journal)
+                continue
             encode = backend.encoder(attr)
             fallback = backend.literal_default(attr) if (not attr.nullable and attr.default is not None) else None
             needs_default = not attr.nullable and attr.default is not None
@@ -359,6 +408,27 @@ class Table(QueryExpression):
                             )
                         if needs_default:
                             row[i] = encode(fallback) if encode else fallback
+
+    def _encode_codec(self, i: int, attr: Attribute, values: list[list], keys: list[dict], journal) -> None:
+        from .codecs import storage_attribute
+
+        encode = attr.codec.encoder(self._codec_context(attr.name, journal))
+        to_db = self.connection.backend.encoder(storage_attribute(attr))
+        k = 0
+        try:
+            for k, row in enumerate(values):
+                value = row[i]
+                if value is not None:
+                    value = encode(value, keys[k])
+                    row[i] = to_db(value) if to_db is not None else value
+        except DataJointError as exc:
+            raise type(exc)(f"Table {self.full_table_name}, attribute `{attr.name}` ({attr.type}), row {k}: {exc}") \
+                from None
+        except (TypeError, ValueError, OSError, OverflowError) as exc:
+            raise DataTypeError(
+                f"Table {self.full_table_name}, attribute `{attr.name}` ({attr.type}), row {k}: cannot encode "
+                f"{type(values[k][i]).__name__} value: {exc}"
+            ) from None
 
     def _execute_insert(self, fields, values, mode, chunk_size=None) -> None:
         conn = self.connection
@@ -615,6 +685,7 @@ class Table(QueryExpression):
             raise DataJointError("Update can only be applied to one existing entry.")
         backend = self.connection.backend
         values = {}
+        journal = Journal()
         for name, value in row.items():
             attr = heading[name]
             if value is None and not attr.nullable:
@@ -623,6 +694,11 @@ class Table(QueryExpression):
                     raise MissingAttributeError(
                         f"update1: attribute `{name}` of {self.full_table_name} is not nullable and has no default."
                     )
+            if attr.codec is not None:
+                cell = [[value]]
+                self._encode_codec(0, attr, cell, [key], journal)
+                values[name] = cell[0][0]
+                continue
             encode = backend.encoder(attr)
             try:
                 values[name] = encode(value) if encode and value is not None else value
@@ -632,8 +708,14 @@ class Table(QueryExpression):
         stmt = sa.update(compiled.from_).where(*compiled.where).values(
             {compiled.from_.c[n]: bound(v) for n, v in values.items()}
         )
-        with self.connection.transaction_if_needed():
-            self.connection.execute(stmt, table=self.full_table_name)
+        try:
+            with self.connection.transaction_if_needed():
+                self.connection.execute(stmt, table=self.full_table_name)
+        except BaseException:
+            journal.undo()
+            raise
+        if journal and self.connection.in_transaction:
+            self.connection.on_rollback(journal.undo)
 
     # -- graph navigation --------------------------------------------------------------------------------
     def _related(self, names: Iterable[str], as_objects: bool):

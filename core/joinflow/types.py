@@ -9,7 +9,8 @@ conversion on insert and fetch.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import DeclarationError
 
@@ -65,6 +66,7 @@ class TypeInfo:
     precision: int | None = None  # datetime fractional digits / decimal precision
     scale: int | None = None  # decimal scale
     enum_values: tuple[str, ...] = ()
+    codec: Any = field(default=None, compare=False)  # codecs.CodecChain for <name[@store]> types
 
 
 def split_enum_values(body: str) -> tuple[str, ...]:
@@ -83,9 +85,13 @@ def parse_type(text: str) -> TypeInfo:
     spelled = text.strip()
     low = spelled.lower()
     if low.startswith("<"):
-        raise DeclarationError(
-            f"Codec type {spelled} is not available: no codec of that name is registered."
-        )
+        from .codecs import resolve
+
+        chain = resolve(spelled)
+        base = parse_type(chain.dtype)
+        # category/length/precision are the stored dtype's; `declared` keeps the codec spelling
+        return TypeInfo(chain.spec, base.category, True, base.length, base.precision, base.scale,
+                        base.enum_values, codec=chain)
     if UNSUPPORTED.match(low):
         raise DeclarationError(
             f"Unsupported attribute type {spelled}: unsigned and 24-bit integers and float16 are "

@@ -1,7 +1,31 @@
-"""Dagster adapter for joinflow.
+"""Dagster assets, sensors and asset checks for joinflow pipelines.
 
-Not built yet: this package is a placeholder for the adapter that will turn a
-joinflow pipeline into Dagster objects. It provides no functionality.
+```python
+from dagster import Definitions, EnvVar
+from dagster_joinflow import JoinflowResource, build_joinflow_assets, build_joinflow_sensor
+import my_pipeline
+
+assets = build_joinflow_assets(my_pipeline)
+defs = Definitions(
+    assets=assets,
+    sensors=[build_joinflow_sensor(assets)],
+    resources={"joinflow": JoinflowResource(database_url=EnvVar("JOINFLOW_DATABASE_URL"))},
+)
+```
 """
 
-__all__ = []
+from .assets import NO_JOB_ERRORS, JoinflowMaterializeConfig, build_joinflow_assets
+from .resource import JoinflowResource
+from .sensor import build_joinflow_sensor
+from .translator import DagsterJoinflowTranslator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NO_JOB_ERRORS",
+    "DagsterJoinflowTranslator",
+    "JoinflowMaterializeConfig",
+    "JoinflowResource",
+    "build_joinflow_assets",
+    "build_joinflow_sensor",
+]
