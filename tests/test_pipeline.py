@@ -15,8 +15,9 @@ def pipeline_module(tmp_path, backend, connection, schema_name, monkeypatch):
     url = connection.url.render_as_string(hide_password=False)
     code = textwrap.dedent(f'''
         import joinflow as dj
-        connection = dj.Connection(url={url!r})
-        connection.config["safemode"] = False
+        config = dj.config.copy()
+        config["safemode"] = False
+        connection = dj.Connection(url={url!r}, config=config)
         schema = dj.Schema({schema_name!r}, connection=connection)
 
         @schema
