@@ -86,8 +86,14 @@ class Job(Table):
         return "\n".join(lines)
 
     def ensure(self) -> "Job":
+        """Declare the job table if it does not exist (tolerating a worker doing the same)."""
         if not self.is_declared:
-            self.declare({})
+            try:
+                self.declare({})
+            except DataJointError:
+                self.connection.forget_catalog()
+                if not self.is_declared:  # not a lost race: a real problem
+                    raise
         return self
 
     # -- time and identity ------------------------------------------------------------------
