@@ -8,6 +8,7 @@ import dataclasses
 import datetime
 import decimal
 import logging
+import operator
 import re
 import uuid
 import warnings
@@ -350,7 +351,11 @@ class Table(QueryExpression):
             fields = list(first.keys())
             n = len(fields)
             try:
-                values = [[row[f] for f in fields] for row in rows]
+                if n > 1:
+                    getter = operator.itemgetter(*fields)
+                    values = [list(getter(row)) for row in rows]
+                else:
+                    values = [[row[f] for f in fields] for row in rows]
             except (KeyError, TypeError):
                 raise DataJointError("Attempt to insert rows with different fields.") from None
             if any(len(row) != n for row in rows):

@@ -254,6 +254,8 @@ class Backend:
             precision = attr.typeinfo.precision if attr.typeinfo else None
 
             def temporal(v):
+                if type(v) is datetime.datetime or type(v) is datetime.date:
+                    return to_db(v, cat, precision)
                 if v is None or _is_nan(v):
                     return None
                 if isinstance(v, np.datetime64):

@@ -1,0 +1,35 @@
+"""The LC-MS pipeline as a Prefect flow (prefect-joinflow).
+
+    pip install prefect-joinflow                 # pulls joinflow and prefect
+    python examples/lcms/prefect_flow.py --once  # one flow run now
+    python examples/lcms/prefect_flow.py         # serve: a deployment run every hour
+
+The database comes from joinflow's usual settings (``JOINFLOW_DATABASE_URL``, ``dj.config``,
+default: ``joinflow.db`` in the working directory) or, with ``LCMS_DATABASE_BLOCK`` set, from
+that saved ``prefect_joinflow.JoinflowDatabase`` block: no credentials in code.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from prefect_joinflow import joinflow_flow
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the steps are "pipeline:Class": importable in every worker
+    sys.path.insert(0, str(HERE))
+
+flow = joinflow_flow(
+    "pipeline",                     # imported when the flow runs, after the database block is applied
+    name="lcms",
+    batch_size=100,
+    retries={"PeakSummary": 2},     # Prefect task retries per table; a retry re-pends its keys' errors
+    retry_delay_seconds=30,
+    database_block=os.environ.get("LCMS_DATABASE_BLOCK"),
+)
+
+if __name__ == "__main__":
+    if "--once" in sys.argv:
+        print(flow())
+    else:
+        flow.serve(name="lcms-hourly", cron="0 * * * *")

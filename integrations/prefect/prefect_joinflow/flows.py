@@ -1,0 +1,389 @@
+"""``joinflow_flow``: a Prefect flow whose tasks follow a joinflow pipeline's foreign-key graph.
+
+Per auto-populated (Imported/Computed) table, in one flow run:
+
+    plan <Table>  ->  populate <Table> [0..n)  (mapped over key batches or hash shards)
+
+A table's ``plan`` task is submitted once every upstream table's tasks have finished and
+records them in ``wait_for``; tables with no path between them run concurrently.  Tasks
+receive small descriptors (the step's importable name plus a key batch or a shard number)
+and rebuild the step with ``joinflow.pipeline.load_step`` so any worker process can run
+them.  Exactly-once per key comes from joinflow's job table (``Step.run``), never from
+Prefect: overlapping flow runs and task retries are safe.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import re
+import sys
+import threading
+import time
+from typing import Any, Iterable, Mapping
+
+from prefect import Flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.logging import get_run_logger
+from prefect.runtime import task_run as task_run_runtime
+from prefect.utilities.annotations import allow_failure, unmapped
+
+from joinflow.pipeline import Pipeline, Step, load_step
+
+from .blocks import apply_database_block
+
+# One joinflow connection serves a whole process and is not thread-safe: the default
+# thread-pool task runner gets orchestration concurrency from Prefect, and every database
+# call of this process goes through this lock.  Processes (Dask workers) run in parallel.
+DB_LOCK = threading.RLock()
+
+
+def db_lock() -> threading.RLock:
+    """This process's lock (task functions call this rather than naming the lock: a task
+    function that a runner ships by value then still shares the worker's one lock)."""
+    return DB_LOCK
+
+
+class JoinflowMakeError(RuntimeError):
+    """Some keys of a batch failed in ``make()``; the message is the job table's error."""
+
+    def __init__(self, summary: dict):
+        super().__init__(summary)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        s = self.summary
+        errors = s.get("errors") or []
+        first = errors[0] if errors else {"key": None, "error": "unknown error"}
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return (f"{s.get('table')}: make() failed for {s.get('error_count', len(errors))} key(s); "
+                f"key {first['key']}: {first['error']}{more}. The errors are in the job table; "
+                "a task retry (or retry_errors=True) re-pends them.")
+
+
+class JoinflowFlowError(RuntimeError):
+    """Raised at the end of a flow run in which some table had failures (after the artifact)."""
+
+
+# -- tasks ----------------------------------------------------------------------------------------
+def _step(name: str, database_block: str | None) -> Step:
+    apply_database_block(database_block)
+    with db_lock():
+        return load_step(name)
+
+
+def _label(step_name: str) -> str:
+    return step_name.rpartition(":")[2]
+
+
+def _plan_run_name() -> str:
+    params = task_run_runtime.get_parameters()
+    return f"plan {_label(params.get('step', '?'))}"
+
+
+def _populate_run_name() -> str:
+    work = task_run_runtime.get_parameters().get("work") or {}
+    if "shard" in work:
+        where = f"shard {work['shard']}/{work['nshards']}"
+    else:
+        where = f"batch {work.get('batch', 0)} ({len(work.get('keys') or ())} keys)"
+    return f"populate {_label(work.get('step', '?'))} {where}"
+
+
+def plan_pending_work(step: str, batch_size: int = 100, shards: int | None = None,
+              database_block: str | None = None) -> list[dict]:
+    """Descriptors of the step's pending work: key batches, or the hash shards that have keys."""
+    s = _step(step, database_block)
+    with db_lock():
+        if shards:
+            return [{"step": step, "shard": d["shard"], "nshards": d["nshards"], "count": d["keys"]}
+                    for d in s.plan(shards)]
+        return [{"step": step, "batch": i, "keys": keys} for i, keys in enumerate(s.pending_keys(batch_size))]
+
+
+def populate_work(work: dict, database_block: str | None = None, retry_errors: bool = False) -> dict:
+    """Populate one descriptor's keys through the job table; fail with the job-table error.
+
+    A Prefect retry of this task (run count > 1) re-pends the errors of its own keys first.
+    """
+    s = _step(work["step"], database_block)
+    retry = bool(retry_errors) or task_run_runtime.get_run_count() > 1
+    with db_lock():
+        if "shard" in work:
+            summary = s.run(shard=work["shard"], nshards=work["nshards"], retry_errors=retry)
+        else:
+            summary = s.run(work["keys"], retry_errors=retry)
+    if summary["error_count"]:
+        raise JoinflowMakeError(summary)
+    return summary
+
+
+# The task functions stay importable under their own names, so Dask pickles them by reference.
+plan_step = task(plan_pending_work, name="plan", cache_policy=NO_CACHE, persist_result=False,
+                 task_run_name=_plan_run_name)
+populate_step = task(populate_work, name="populate", cache_policy=NO_CACHE, persist_result=False,
+                     task_run_name=_populate_run_name)
+
+
+# -- the flow ---------------------------------------------------------------------------------------
+def _option_for(step: Step, value: Any, default: Any) -> Any:
+    """A per-table option: a plain value, or a mapping by class name, step name or table name."""
+    if not isinstance(value, Mapping):
+        return value
+    for key in (step.name, step.cls.__name__, _label(step.name), step.full_table_name):
+        if key in value:
+            return value[key]
+    return value.get("*", default)
+
+
+def _source_names(source: Any) -> list[str]:
+    items = source if isinstance(source, (list, tuple)) else [source]
+    names = []
+    for item in items:
+        if isinstance(item, str):
+            names.append(item)
+        elif isinstance(item, Pipeline):
+            names.extend(sorted({_label(s.name) for s in item.steps}))
+        else:
+            names.append(getattr(item, "__name__", None) or type(item).__name__)
+    return names
+
+
+def _resource_id(full_table_name: str) -> str:
+    return "joinflow.table." + re.sub(r"[`\"\[\]]", "", full_table_name)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "joinflow"
+
+
+class JoinflowFlow(Flow):
+    """A Prefect ``Flow`` that finds its own entrypoint (``file.py:attribute``) for ``serve``/``deploy``."""
+
+    _joinflow_module: str | None = None
+
+    def _bind_entrypoint(self) -> None:
+        module = sys.modules.get(self._joinflow_module or "")
+        for attr, value in vars(module).items() if module else ():
+            if value is self:
+                self.fn.__qualname__ = self.fn.__name__ = attr
+                self.__qualname__ = attr
+                return
+
+    def to_deployment(self, *args, **kwargs):
+        self._bind_entrypoint()
+        return super().to_deployment(*args, **kwargs)
+
+    async def ato_deployment(self, *args, **kwargs):
+        self._bind_entrypoint()
+        return await super().ato_deployment(*args, **kwargs)
+
+
+def joinflow_flow(
+    pipeline_or_modules: Any,
+    batch_size: int = 100,
+    retries: int | Mapping[str, int] = 0,
+    retry_delay_seconds: float | list[float] = 10,
+    task_runner: Any = None,
+    name: str | None = None,
+    *,
+    shards: int | None = None,
+    database_block: str | None = None,
+    continue_on_failure: bool = True,
+    artifact_key: str | None = None,
+    tags: Iterable[str] = (),
+    **flow_options: Any,
+) -> JoinflowFlow:
+    """A Prefect flow running a joinflow pipeline's computed tables in foreign-key order.
+
+    ``pipeline_or_modules``: a ``joinflow.pipeline.Pipeline``, a module, a schema, table
+    classes, an importable module name (``"my_lab.pipeline"``), or a list of these.  Names
+    are imported when the flow runs (after ``database_block`` is applied), so defining the
+    flow touches no database.
+
+    ``batch_size``: keys per mapped task (a flow parameter, changeable per run);
+    ``shards``: map over this many hash shards instead of key batches.
+    ``retries``: Prefect task retries of the populate tasks, one number or a mapping
+    ``{"ClassName" | "module:Class" | full table name | "*": n}``; a retry re-pends the
+    errors of its own keys.  ``database_block``: the name of a saved ``JoinflowDatabase``
+    block applied in the flow and in every task before importing the pipeline.
+    ``continue_on_failure``: run downstream tables on whatever their failed upstream tables
+    did produce (True, joinflow's key-level semantics) or skip them (False).
+    ``tags``: Prefect tags of every task (tag concurrency limits; each tagged task run
+    costs an extra API call).  ``artifact_key``: key of the run-summary markdown artifact.
+    Other keyword arguments go to ``prefect.Flow`` (``log_prints``, ``timeout_seconds``...).
+    """
+    source = pipeline_or_modules
+    if isinstance(source, Pipeline):  # keep the flow function picklable: classes, not a live connection
+        source = [node.cls for node in source.nodes if node.tier != "Part"]
+    flow_name = name or "joinflow-" + "-".join(_slug(n) for n in _source_names(pipeline_or_modules))
+    summary_key = artifact_key or _slug(f"{flow_name}-summary")
+
+    def run_pipeline(batch_size: int = batch_size, retry_errors: bool = False) -> dict[str, dict]:
+        logger = get_run_logger()
+        apply_database_block(database_block)
+        with db_lock():
+            items = source if isinstance(source, (list, tuple)) else [source]
+            pipeline = Pipeline(*items)
+        steps = list(pipeline.steps)
+        by_name = {s.name: s for s in steps}
+        populate_tasks = {
+            s.name: populate_step.with_options(
+                name=f"populate {_label(s.name)}",
+                retries=int(_option_for(s, retries, 0)),
+                retry_delay_seconds=_option_for(s, retry_delay_seconds, 10),
+                tags=list(tags),
+            )
+            for s in steps
+        }
+        plan_tasks = {s.name: plan_step.with_options(name=f"plan {_label(s.name)}", tags=list(tags))
+                      for s in steps}
+
+        events: queue.Queue = queue.Queue()
+        state = {s.name: "waiting" for s in steps}
+        plan_futures: dict[str, Any] = {}
+        batch_futures: dict[str, list] = {s.name: [] for s in steps}
+        remaining: dict[str, int] = {}
+        started: dict[str, float] = {}
+        results: dict[str, dict] = {}
+        in_flight = 0
+
+        def track(future, tag):
+            nonlocal in_flight
+            in_flight += 1
+            future.add_done_callback(lambda _f, tag=tag: events.put(tag))
+
+        def finish(s: Step, outcome: str, batches: list, plan_error: str | None = None):
+            rows, errors, messages = 0, 0, []
+            for f in batches:
+                value = f.result(raise_on_failure=False)
+                if isinstance(value, JoinflowMakeError):
+                    rows += value.summary.get("rows_added", 0)
+                    errors += value.summary.get("error_count", 0)
+                    messages.append(str(value))
+                elif isinstance(value, BaseException) or not isinstance(value, dict):
+                    errors += 1
+                    messages.append(f"{type(value).__name__}: {value}")
+                else:
+                    rows += value["rows_added"]
+            if plan_error:
+                errors += 1
+                messages.append(plan_error)
+            if messages and outcome == "completed":
+                outcome = "failed"
+            try:
+                with db_lock():
+                    status = s.status()
+            except Exception as exc:  # report what we know; the failure is already recorded
+                status = {"pending": None, "error": None, "reserved": None}
+                messages.append(f"status unavailable: {exc}")
+            summary = {
+                "table": s.full_table_name, "step": s.name, "state": outcome, "tasks": len(batches),
+                "rows_added": rows, "errors": errors, "pending_left": status["pending"],
+                "job_errors": status["error"], "reserved": status["reserved"],
+                "duration": round(time.time() - started.get(s.name, time.time()), 3),
+                "messages": messages[:5],
+            }
+            results[s.name] = summary
+            state[s.name] = "failed" if outcome in ("failed", "skipped") else "done"
+            (logger.error if messages else logger.info)(
+                "%s: %s, %d rows added, %d errors, %s pending left", _label(s.name), outcome, rows, errors,
+                status["pending"])
+            try:
+                emit_event(
+                    event=f"joinflow.table.{'failed' if state[s.name] == 'failed' else 'populated'}",
+                    resource={"prefect.resource.id": _resource_id(s.full_table_name),
+                              "prefect.resource.name": _label(s.name), "joinflow.step": s.name},
+                    payload={k: v for k, v in summary.items() if k != "messages"} | {"messages": messages[:1]},
+                )
+            except Exception as exc:  # events are best effort; never fail the data work on them
+                logger.warning("could not emit the event of %s: %s", s.name, exc)
+
+        def launch_ready():
+            for s in steps:
+                if state[s.name] != "waiting":
+                    continue
+                ups = [u for u in s.upstream if u in by_name]
+                if any(state[u] not in ("done", "failed") for u in ups):
+                    continue
+                started[s.name] = time.time()
+                if not continue_on_failure and any(state[u] == "failed" for u in ups):
+                    finish(s, "skipped", [], plan_error="skipped: an upstream table failed")
+                    continue
+                wait = [allow_failure(f) for u in ups for f in [plan_futures[u], *batch_futures[u]] if f is not None]
+                future = plan_tasks[s.name].submit(s.name, batch_size, shards, database_block, wait_for=wait)
+                plan_futures[s.name] = future
+                state[s.name] = "planning"
+                track(future, ("plan", s.name))
+
+        launch_ready()
+        while in_flight:
+            kind, step_name = events.get()
+            in_flight -= 1
+            s = by_name[step_name]
+            if kind == "plan":
+                plan_future = plan_futures[step_name]
+                descriptors = plan_future.result(raise_on_failure=False)
+                if isinstance(descriptors, BaseException) or not isinstance(descriptors, list):
+                    finish(s, "failed", [], plan_error=f"planning failed: {descriptors}")
+                elif not descriptors:
+                    finish(s, "nothing to do", [])
+                else:
+                    futures = populate_tasks[step_name].map(
+                        descriptors, database_block=unmapped(database_block),
+                        retry_errors=unmapped(retry_errors), wait_for=[plan_future])
+                    batch_futures[step_name] = list(futures)
+                    remaining[step_name] = len(futures)
+                    state[step_name] = "running"
+                    for f in futures:
+                        track(f, ("batch", step_name))
+            else:
+                remaining[step_name] -= 1
+                if remaining[step_name] == 0:
+                    finish(s, "completed", batch_futures[step_name])
+            launch_ready()
+
+        ordered = {s.name: results[s.name] for s in steps if s.name in results}
+        _write_artifact(summary_key, flow_name, ordered)
+        failed = [r for r in ordered.values() if r["state"] in ("failed", "skipped")]
+        if failed:
+            first = next((r["messages"][0] for r in failed if r["messages"]), "")
+            raise JoinflowFlowError(
+                f"{len(failed)} table(s) failed: {', '.join(_label(r['step']) for r in failed)}. {first}")
+        return ordered
+
+    run_pipeline.__doc__ = (f"Populate the computed tables of {', '.join(_source_names(pipeline_or_modules))} "
+                            "in dependency order.")
+    caller = inspect.currentframe().f_back  # the module that builds the flow is its entrypoint
+    module_name = caller.f_globals.get("__name__") if caller else None
+    if module_name:
+        run_pipeline.__module__ = module_name
+    flow = JoinflowFlow(run_pipeline, name=flow_name, task_runner=task_runner,
+                        description=run_pipeline.__doc__, **flow_options)
+    flow._joinflow_module = module_name
+    return flow
+
+
+def _write_artifact(key: str, flow_name: str, results: Mapping[str, dict]) -> None:
+    lines = [f"# {flow_name}: run summary", "",
+             "| table | state | tasks | rows added | errors | pending left | errors in job table | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results.values():
+        lines.append(f"| `{r['table']}` | {r['state']} | {r['tasks']} | {r['rows_added']} | {r['errors']} | "
+                     f"{r['pending_left']} | {r['job_errors']} | {r['duration']} |")
+    problems = [(r, m) for r in results.values() for m in r["messages"]]
+    if problems:
+        lines += ["", "## Errors", ""]
+        lines += [f"- `{r['table']}`: {_md_escape(m)}" for r, m in problems]
+    try:
+        create_markdown_artifact(markdown="\n".join(lines), key=key,
+                                 description=f"joinflow run summary of {flow_name}")
+    except Exception as exc:  # artifacts are best effort
+        get_run_logger().warning("could not create the summary artifact: %s", exc)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
