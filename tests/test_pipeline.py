@@ -131,3 +131,17 @@ def test_cli_status_and_populate(pipeline_module, capsys):
     assert len(m.Summary()) == 2
     assert cli.main(["status", m.__name__, "--json"]) == 0
     assert '"done": 2' in capsys.readouterr().out
+
+
+def test_step_errors_and_row_count(pipeline_module):
+    m = pipeline_module
+    m.Animal.insert([{"animal": 13}, {"animal": 1}])
+    m.Recording.insert([{"animal": a, "rec": 0, "signal": 1.0} for a in (1, 13)])
+    spikes = Pipeline(m).step("Spikes")
+    summary = spikes.run(count_pending=False)
+    assert summary["pending_left"] is None and summary["rows_added"] == 1
+    errors = spikes.errors()
+    assert [e["key"] for e in errors] == [{"animal": 13, "rec": 0}]
+    assert "unlucky animal" in errors[0]["error_message"] and "Traceback" in errors[0]["error_stack"]
+    assert spikes.errors(keys=[{"animal": 1, "rec": 0}]) == []
+    assert spikes.row_count() == 1

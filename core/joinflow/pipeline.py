@@ -128,7 +128,7 @@ class Step:
     # -- running ----------------------------------------------------------------------------------
     def run(self, keys: Iterable[dict] | None = None, *, shard: int | None = None, nshards: int | None = None,
             restrictions: Sequence = (), retry_errors: bool = False, suppress_errors: bool = True,
-            max_calls: int | None = None) -> dict:
+            max_calls: int | None = None, count_pending: bool = True) -> dict:
         """Populate exactly ``keys`` (or one shard of the pending keys) through the job table.
 
         Safe under overlapping runs and retries: the job table reserves each key for one
@@ -150,22 +150,43 @@ class Step:
         conditions = list(restrictions) + ([keys] if keys is not None else [])
         result = table.populate(*conditions, reserve_jobs=True, suppress_errors=suppress_errors,
                                 max_calls=max_calls)
-        return self._summary(result["success_count"], result["error_list"], start, keys)
+        return self._summary(result["success_count"], result["error_list"], start, keys, count_pending)
 
-    def _summary(self, success: int, errors: list, start: float, keys=None) -> dict:
+    def _summary(self, success: int, errors: list, start: float, keys=None, count_pending: bool = True) -> dict:
         table = self.cls()
-        pending = table.pending(keys) if keys is not None else table.pending()
+        if count_pending:
+            pending = len(table.pending(keys) if keys is not None else table.pending())
+        else:
+            pending = None
         return {
             "step": self.name,
             "table": self.full_table_name,
             "rows_added": success,
             "errors": [{"key": k, "error": str(e)} for k, e in errors],
             "error_count": len(errors),
-            "pending_left": len(pending),
+            "pending_left": pending,
             "duration": round(time.time() - start, 3),
         }
 
     # -- observing ----------------------------------------------------------------------------------
+    def errors(self, keys: Iterable[dict] | None = None, limit: int | None = None) -> list[dict]:
+        """Errors recorded in the job table: key, message, stack (text) and time."""
+        jobs = self.cls().jobs.errors
+        if keys is not None:
+            jobs = jobs.restrict([dict(k) for k in keys], semantic_check=False)
+        pk = self.cls().primary_key
+        rows = jobs.to_dicts(order_by="completed_time DESC", limit=limit)
+        result = []
+        for row in rows:
+            stack = row.get("error_stack")
+            result.append({"key": {k: row[k] for k in pk}, "error_message": row["error_message"],
+                           "error_stack": stack.decode(errors="replace") if isinstance(stack, bytes) else stack,
+                           "time": row.get("completed_time")})
+        return result
+
+    def row_count(self) -> int:
+        return len(self.cls())
+
     def status(self) -> dict:
         """done / pending / reserved / error / ignore counts."""
         table = self.cls()
