@@ -1,0 +1,151 @@
+"""JoinflowDag end to end with dag.test() on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import EXPECTED_UPSTREAM, PipelineModule
+
+TABLES = ("Spikes", "Quality", "Summary", "Report")
+
+
+def _group_upstream(dag) -> dict[str, set[str]]:
+    """Task group -> the task groups its plan task waits for (through their report tasks)."""
+    result = {}
+    for group in TABLES:
+        plan = dag.get_task(f"{group}.plan")
+        result[group] = {t.split(".")[0] for t in plan.upstream_task_ids}
+    return result
+
+
+def test_structure_follows_foreign_keys(pipeline_module, airflow_runner):
+    dag = airflow_runner.dag()
+    assert set(dag.task_group.children) == set(TABLES)
+    assert _group_upstream(dag) == EXPECTED_UPSTREAM
+    for group in TABLES:
+        assert {t.split(".", 1)[1] for t in dag.task_dict if t.startswith(group + ".")} == \
+            {"plan", "populate", "report"}
+        populate = dag.get_task(f"{group}.populate")
+        assert populate.map_index_template == "{{ joinflow_label }}"
+        assert dag.get_task(f"{group}.plan").downstream_task_ids == {f"{group}.populate"}
+        assert populate.downstream_task_ids == {f"{group}.report"}
+    # every table an Asset; the part table belongs to its master's group
+    spikes_outlets = {a.name.rsplit(".", 1)[1] for a in dag.get_task("Spikes.report").outlets}
+    assert len(spikes_outlets) == 2 and any("unit" in n for n in spikes_outlets)
+    assert len({a.name for g in TABLES for a in dag.get_task(f"{g}.report").outlets}) == 5
+    # sources are not tasks
+    assert not any(t.startswith(("Animal", "Recording")) for t in dag.task_dict)
+
+
+def test_run_computes_every_key_once_and_rerun_nothing(pipeline_module, airflow_runner):
+    pm: PipelineModule = pipeline_module
+    pm.add([1, 2, 3])  # 9 recordings -> 3 batches of 4 keys per table
+    dag = airflow_runner.dag(batch_size=4)
+    run = airflow_runner.run(dag)
+    assert str(run.state) == "success"
+    calls = pm.calls()
+    assert set(calls) == pm.expected([1, 2, 3])
+    assert all(n == 1 for n in calls.values()), calls
+    tis = airflow_runner.task_instances(run)
+    populate = sorted((ti for ti in tis if ti.task_id == "Spikes.populate"), key=lambda ti: ti.map_index)
+    assert [ti.map_index for ti in populate] == [0, 1, 2]
+    assert populate[0].rendered_map_index == "Spikes [animal=1, rec=0 .. animal=2, rec=0] (4 keys)"
+    report = next(ti for ti in tis if ti.task_id == "Report.report")
+    assert str(report.state) == "success"
+
+    # a rerun finds nothing to do: empty maps are skipped, the run still succeeds
+    run2 = airflow_runner.run(dag)
+    assert str(run2.state) == "success"
+    assert pm.calls() == calls
+    states = airflow_runner.states(run2)
+    assert states[("Spikes.populate", -1)] == "skipped"
+    assert states[("Report.report", -1)] == "success"
+
+    # new rows: only their keys are computed
+    pm.add([4])
+    run3 = airflow_runner.run(dag)
+    assert str(run3.state) == "success"
+    calls3 = pm.calls()
+    assert set(calls3) == pm.expected([1, 2, 3, 4]) and all(n == 1 for n in calls3.values())
+
+
+def test_failing_make_fails_its_mapped_task(pipeline_module, airflow_runner, capfd, caplog):
+    pm: PipelineModule = pipeline_module
+    pm.add([1, 13], recs=range(2))  # animal 13 always fails in Spikes.make
+    dag = airflow_runner.dag(batch_size=2)  # one batch per animal
+    run = airflow_runner.run(dag)
+    assert str(run.state) == "failed"
+    states = airflow_runner.states(run)
+    assert states[("Spikes.populate", 0)] == "success"
+    assert states[("Spikes.populate", 1)] == "failed"
+    assert states[("Spikes.report", -1)] == "upstream_failed"
+    assert states[("Summary.plan", -1)] == "upstream_failed"
+    assert states[("Quality.report", -1)] == "success"  # an independent branch is unaffected
+    out = capfd.readouterr()
+    text = out.out + out.err + caplog.text
+    assert "unlucky animal" in text and "JoinflowMakeError" in text
+    # the job table holds the error; the good keys were computed once
+    errors = pm.module.Spikes.jobs.errors.to_dicts()
+    assert {(e["animal"], e["rec"]) for e in errors} == {(13, 0), (13, 1)}
+    assert all("unlucky animal" in e["error_message"] for e in errors)
+    assert pm.calls()["Spikes 1 0"] == 1 and "Spikes 13 0" not in pm.calls()
+
+
+def test_retry_repends_errors(pipeline_module, airflow_runner):
+    pm: PipelineModule = pipeline_module
+    pm.add([1, 2])
+    pm.fail_once(2, 1)
+    dag = airflow_runner.dag(batch_size=3, default_args={"retries": 1, "retry_delay": 0})
+    run = airflow_runner.run(dag)
+    assert str(run.state) == "success"
+    calls = pm.calls()
+    assert set(calls) == pm.expected([1, 2]) and all(n == 1 for n in calls.values()), calls
+    tis = {(ti.task_id, ti.map_index): ti for ti in airflow_runner.task_instances(run)}
+    assert tis[("Spikes.populate", 1)].try_number == 2
+    assert tis[("Spikes.populate", 0)].try_number == 1
+    assert not pm.module.Spikes.jobs.errors.to_dicts()
+
+
+def test_pending_sensor(pipeline_module, airflow_runner):
+    pm: PipelineModule = pipeline_module
+    dag = airflow_runner.dag(wait_for_pending={"poke_interval": 0.2, "timeout": 2, "mode": "poke"})
+    sensor = dag.get_task("wait_for_pending")
+    assert set(sensor.steps) == {f"{pm.name}:Spikes", f"{pm.name}:Quality"}  # the entry steps
+    assert dag.get_task("Spikes.plan").upstream_task_ids == {"wait_for_pending"}
+    # no data: the sensor times out softly and the run is skipped
+    run = airflow_runner.run(dag)
+    assert airflow_runner.states(run)[("wait_for_pending", -1)] == "skipped"
+    assert not pm.calls()
+    pm.add([1])
+    run = airflow_runner.run(dag)
+    assert str(run.state) == "success"
+    assert set(pm.calls()) == pm.expected([1])
+
+
+def test_pending_trigger(pipeline_module, airflow_runner):
+    import asyncio
+
+    from joinflow_airflow import JoinflowPendingTrigger
+
+    pm: PipelineModule = pipeline_module
+    steps = [f"{pm.name}:Spikes", f"{pm.name}:Quality"]
+    trigger = JoinflowPendingTrigger(steps, conn_id=None, poll_interval=0.1)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "joinflow_airflow.sensors.JoinflowPendingTrigger" and kwargs["steps"] == steps
+
+    async def first_event(timeout):
+        agen = trigger.run()
+        try:
+            return await asyncio.wait_for(agen.__anext__(), timeout)
+        finally:
+            await agen.aclose()
+
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(first_event(0.5))  # nothing pending: keeps polling
+    pm.add([1])
+    event = asyncio.run(first_event(10))
+    assert event.payload["pending"] == {steps[0]: 3, steps[1]: 3}
+    # deferrable sensor in a DAG: work is already pending, so it succeeds without deferring
+    dag = airflow_runner.dag(wait_for_pending={"deferrable": True, "poke_interval": 0.2, "timeout": 5})
+    run = airflow_runner.run(dag)
+    assert str(run.state) == "success" and set(pm.calls()) == pm.expected([1])
