@@ -202,7 +202,7 @@ class AutoPopulate:
                 computed = self.make_compute(dict(key), *_as_tuple(fetched))
             conn.start_transaction()
             try:
-                if key in self:
+                if jobs is None and key in self:  # a reserved key was pending when claimed
                     conn.cancel_transaction()
                     if jobs is not None:
                         jobs.complete(key)
@@ -221,6 +221,8 @@ class AutoPopulate:
                         self.make(dict(key), **make_kwargs)
                 finally:
                     cls._allow_insert = False
+                if jobs is not None:  # the job row goes in the same commit as the rows
+                    jobs.complete(key, duration=time.time() - start)
             except BaseException:
                 if conn.in_transaction:
                     conn.cancel_transaction()
@@ -241,8 +243,6 @@ class AutoPopulate:
         except Exception as exc:
             self._record_error(key, jobs, exc, result, suppress_errors, return_exception_objects)
             return
-        if jobs is not None:
-            jobs.complete(key, duration=time.time() - start)
         result["success_count"] += 1
 
     def _record_error(self, key, jobs, exc, result, suppress_errors, return_exception_objects) -> None:

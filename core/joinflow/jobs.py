@@ -30,7 +30,8 @@ logger = logging.getLogger("joinflow")
 STATUSES = ("pending", "reserved", "success", "error", "ignore")
 ERROR_MESSAGE_LENGTH = 2047
 TRUNCATION = "...truncated"
-WORKER_TOKEN = random.getrandbits(62)  # identifies this process's reservations (connection_id)
+WORKER_TOKEN = random.getrandbits(62)
+_CLOCK_OFFSETS: dict[str, datetime.timedelta] = {}  # server URL -> server clock minus local clock  # identifies this process's reservations (connection_id)
 
 
 def job_table_name(target_name: str) -> str:
@@ -98,7 +99,14 @@ class Job(Table):
 
     # -- time and identity ------------------------------------------------------------------
     def _now(self) -> datetime.datetime:
-        return self.connection.backend.db_now(self.connection)
+        """The server's clock, without a round trip per call: the offset to the local clock is
+        read once per process and connection, so every worker compares against server time."""
+        conn = self.connection
+        server = str(conn.url)
+        offset = _CLOCK_OFFSETS.get(server)
+        if offset is None:
+            offset = _CLOCK_OFFSETS[server] = conn.backend.db_now(conn) - datetime.datetime.now()
+        return datetime.datetime.now() + offset
 
     def _ts(self, value: datetime.datetime):
         """A datetime as the backend compares it (SQLite stores ISO text)."""
@@ -194,6 +202,7 @@ class Job(Table):
             for name, value, decode in zip(names, row, decoders):
                 key[name] = decode(value) if decode and value is not None else value
             keys.append(key)
+        random.shuffle(keys)  # workers that start together should not all try the same key first
         return keys
 
     def reserve(self, key: dict) -> bool:
