@@ -192,9 +192,6 @@ class Table(QueryExpression):
             raise DataJointError("A foreign key cannot reference a restricted table.")
         return ForeignKeyTarget(self)
 
-    def __repr__(self) -> str:
-        return super().__repr__()
-
     # -- declaration ----------------------------------------------------------------------------
     def declare(self, context: dict | None = None) -> None:
         conn = self.connection
@@ -466,7 +463,7 @@ class Table(QueryExpression):
             "float": lambda v: isinstance(v, (int, float, np.number)) or _is_number_text(v),
             "decimal": lambda v: isinstance(v, (int, float, decimal.Decimal)) or _is_number_text(v),
             "string": lambda v: isinstance(v, str),
-            "enum": lambda v: isinstance(v, str) and v in heading_enum(heading, name),
+            "enum": lambda v: isinstance(v, str) and v in heading[name].enum_values,
             "date": lambda v: isinstance(v, (datetime.date, str)),
             "datetime": lambda v: isinstance(v, (datetime.datetime, datetime.date, str)),
         }
@@ -846,10 +843,6 @@ def _is_number_text(v: Any) -> bool:
     except ValueError:
         return False
     return True
-
-
-def heading_enum(heading: Heading, name: str):
-    return heading[name].enum_values
 
 
 def _confirm(question: str) -> bool:

@@ -430,6 +430,3 @@ __all__ = [
     "to_uuid",
     "int_check",
 ]
-
-# re-exported for backends
-Decimal = decimal.Decimal

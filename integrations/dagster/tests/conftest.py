@@ -9,19 +9,14 @@ example (examples/lcms/pipeline.py) plus a computed QC step that counts its make
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
-import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
 import joinflow as dj
+from joinflow import testing
 
-PG_URL = os.environ.get("JOINFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "lcms" / "pipeline.py"
 
@@ -61,16 +56,6 @@ class RunQC(dj.Computed):
 '''
 
 
-def _server_problem(url: str) -> str | None:
-    parsed = urlparse(url.replace("+psycopg", ""))
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 5432
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return None
-    except OSError as exc:
-        return f"no database server at {host}:{port} ({exc})"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request) -> str:
     return request.param
@@ -78,30 +63,15 @@ def backend(request) -> str:
 
 @pytest.fixture
 def database_url(backend, tmp_path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'joinflow.db'}"
-    problem = _server_problem(PG_URL)
-    if problem:
-        message = f"postgresql tests need a server: {problem}. Set JOINFLOW_TEST_PG_URL."
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return PG_URL
+    return testing.database_url(backend, tmp_path)
 
 
 @pytest.fixture
 def schema_name(database_url):
     """A unique schema name, dropped (with its job tables) after the test."""
-    name = f"jfdg_{uuid.uuid4().hex[:10]}"
+    name = testing.unique_schema_name("jfdg")
     yield name
-    cfg = dj.config.copy()
-    cfg["safemode"] = False
-    conn = dj.Connection(url=database_url, config=cfg)
-    try:
-        if conn.backend.schema_exists(conn, name):
-            conn.backend.drop_schema(conn, name)
-    finally:
-        conn.close()
+    testing.drop_schemas(database_url, [name])
 
 
 class PipelineModule:
