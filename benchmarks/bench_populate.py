@@ -32,7 +32,11 @@ Usage:  python benchmarks/bench_populate.py [--backend postgresql|mysql|both] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import shutil
+import sqlite3
+import tempfile
 import gc
 import io
 import logging
@@ -46,6 +50,8 @@ import time
 import warnings
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SQLITE_DIR = tempfile.mkdtemp(prefix="bench_populate_")  # sqlite: one file per side, removed at exit
+SQLITE_FILES = {"joinflow": os.path.join(SQLITE_DIR, "joinflow.db"), "raw": os.path.join(SQLITE_DIR, "raw.db")}
 MY_URL = "mysql+pymysql://root@127.0.0.1:3306/"
 PG_PARAMS = dict(host="127.0.0.1", port=5432, user="postgres", dbname="test")
 MY_PARAMS = dict(host="127.0.0.1", port=3306, user="root", password="")
@@ -98,6 +104,8 @@ def connect_library(lib_name: str, backend: str):
     if lib_name == "joinflow":
         import joinflow as lib
 
+        if backend == "sqlite":
+            return lib, lib.Connection(url=f"sqlite:///{SQLITE_FILES['joinflow']}")
         return lib, lib.Connection(url=PG_URL if backend == "postgresql" else MY_URL)
     import datajoint as lib
 
@@ -122,7 +130,15 @@ class RawSide:
 
     def __init__(self, backend: str, schema: str | None = None):
         self.backend = backend
-        if backend == "postgresql":
+        self.ph = "?" if backend == "sqlite" else "%s"
+        if backend == "sqlite":  # the raw side has its own file; the admin reads joinflow's
+            path = SQLITE_FILES["raw" if schema == SCHEMAS["raw"] else "joinflow"]
+            self.conn = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+            for pragma in ("foreign_keys = ON", "busy_timeout = 60000", "journal_mode = WAL",
+                           "synchronous = NORMAL"):  # as joinflow sets them
+                self.conn.execute(f"PRAGMA {pragma}")
+            self.q = lambda name: f'"{name}"'
+        elif backend == "postgresql":
             import psycopg
 
             self.conn = psycopg.connect(**PG_PARAMS, sslmode="disable")
@@ -135,27 +151,44 @@ class RawSide:
         self._set_autocommit(True)  # DDL and setup; populate() turns it off for its transactions
         self.schema = schema
 
-    def _name(self, table: str) -> str:
-        return f"{self.q(self.schema)}.{self.q(table)}"
+    def _name(self, table: str, schema: str | None = None) -> str:
+        schema = schema or self.schema
+        if self.backend == "sqlite":  # joinflow's layout: one file, tables named "schema.table"
+            return self.q(f"{schema}.{table}")
+        return f"{self.q(schema)}.{self.q(table)}"
+
+    def cursor(self):
+        return contextlib.closing(self.conn.cursor()) if self.backend == "sqlite" else self.conn.cursor()
 
     def run(self, sql: str, params=None) -> None:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, params)
+        with self.cursor() as cur:
+            cur.execute(sql, params or ())
 
     def scalar(self, sql: str):
-        with self.conn.cursor() as cur:
+        with self.cursor() as cur:
             cur.execute(sql)
             return cur.fetchone()[0]
 
     def drop_schema(self, schema: str) -> None:
-        if self.backend == "postgresql":
+        if self.backend == "sqlite":
+            names = [r[0] for r in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?", (schema + ".%",))]
+            self.run("PRAGMA foreign_keys = OFF")
+            for name in names:
+                self.run(f"DROP TABLE IF EXISTS {self.q(name)}")
+            self.run("PRAGMA foreign_keys = ON")
+        elif self.backend == "postgresql":
             self.run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         else:
             self.run(f"DROP DATABASE IF EXISTS `{schema}`")
 
     def create(self, source_rows: list[dict]) -> None:
         source, result = self._name("source"), self._name("result")
-        if self.backend == "postgresql":
+        if self.backend == "sqlite":
+            self.run(f"CREATE TABLE {source} (src_id INTEGER NOT NULL PRIMARY KEY, value REAL NOT NULL)")
+            self.run(f"CREATE TABLE {result} (src_id INTEGER NOT NULL PRIMARY KEY "
+                     f"REFERENCES {source} (src_id), doubled REAL NOT NULL)")
+        elif self.backend == "postgresql":
             self.run(f"CREATE SCHEMA {self.q(self.schema)}")
             self.run(f"CREATE TABLE {source} (src_id bigint PRIMARY KEY, "
                      "value double precision NOT NULL)")
@@ -168,8 +201,8 @@ class RawSide:
             self.run(f"CREATE TABLE {result} (src_id bigint NOT NULL PRIMARY KEY, "
                      f"doubled double NOT NULL, FOREIGN KEY (src_id) REFERENCES {source} (src_id)) "
                      "ENGINE=InnoDB")
-        with self.conn.cursor() as cur:
-            cur.executemany(f"INSERT INTO {source} (src_id, value) VALUES (%s, %s)",
+        with self.cursor() as cur:
+            cur.executemany(f"INSERT INTO {source} (src_id, value) VALUES ({self.ph}, {self.ph})",
                             [(r["src_id"], r["value"]) for r in source_rows])
 
     def clear(self) -> None:
@@ -179,6 +212,8 @@ class RawSide:
         return self.scalar(f"SELECT count(*) FROM {self._name('result')}")
 
     def _set_autocommit(self, on: bool) -> None:
+        if self.backend == "sqlite":
+            return  # sqlite3 with isolation_level=None: populate() sends BEGIN itself
         if self.backend == "postgresql":
             self.conn.autocommit = on
         else:
@@ -192,16 +227,20 @@ class RawSide:
         source, result = self._name("source"), self._name("result")
         pending_sql = (f"SELECT s.src_id FROM {source} AS s WHERE NOT EXISTS "
                        f"(SELECT 1 FROM {result} AS r WHERE r.src_id = s.src_id)")
-        select_sql = f"SELECT value FROM {source} WHERE src_id = %s"
-        insert_sql = f"INSERT INTO {result} (src_id, doubled) VALUES (%s, %s)"
+        select_sql = f"SELECT value FROM {source} WHERE src_id = {self.ph}"
+        insert_sql = f"INSERT INTO {result} (src_id, doubled) VALUES ({self.ph}, {self.ph})"
+        begin = self.backend == "sqlite"  # the other drivers begin implicitly (psycopg: one BEGIN)
         self._set_autocommit(False)
         try:
             conn = self.conn
-            with conn.cursor() as cur:
+            with self.cursor() as cur:
                 cur.execute(pending_sql)
                 keys = [row[0] for row in cur.fetchall()]
-                conn.commit()
+                if not begin:
+                    conn.commit()
                 for key in keys:
+                    if begin:
+                        cur.execute("BEGIN IMMEDIATE")
                     cur.execute(select_sql, (key,))
                     value = cur.fetchone()[0]
                     cur.execute(insert_sql, (key, 2 * value))
@@ -211,12 +250,12 @@ class RawSide:
         return len(keys)
 
     def count_rows(self, schema: str, table: str) -> int:
-        return self.scalar(f"SELECT count(*) FROM {self.q(schema)}.{self.q(table)}")
+        return self.scalar(f"SELECT count(*) FROM {self._name(table, schema)}")
 
     def progress_sql(self, schema: str, upstream: str, downstream: str) -> tuple[int, int]:
         """The two counts progress() reports, as hand-written SQL over a library's tables."""
-        up = f"{self.q(schema)}.{self.q(upstream)}"
-        down = f"{self.q(schema)}.{self.q(downstream)}"
+        up = self._name(upstream, schema)
+        down = self._name(downstream, schema)
         total = self.scalar(f"SELECT count(*) FROM {up}")
         remaining = self.scalar(f"SELECT count(*) FROM {up} AS u WHERE NOT EXISTS "
                                 f"(SELECT 1 FROM {down} AS d WHERE d.up_id = u.up_id)")
@@ -447,6 +486,9 @@ def run_backend(backend: str, args, libs: list[str]) -> None:
     up_rows = [{"up_id": i, "value": float(i)} for i in range(n_up)]
     down_rows = [{"up_id": i, "doubled": 2.0 * i} for i in range(n_done)]
     modes = [m for m in MODES if not (args.no_processes and "processes" in m[1])]
+    if backend == "sqlite" and "datajoint" in libs:
+        print("  (DataJoint 2.3.5 has no SQLite backend: raw and joinflow only)")
+        libs = [lib_name for lib_name in libs if lib_name != "datajoint"]
 
     admin = RawSide(backend)
     for schema in SCHEMAS.values():
@@ -606,7 +648,12 @@ def run_backend(backend: str, args, libs: list[str]) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=("postgresql", "mysql", "both"), default="both")
+    parser.add_argument("--backend", choices=("postgresql", "mysql", "sqlite", "both", "all"), default="both",
+                        help="both = postgresql and mysql; all = also sqlite (no DataJoint there)")
+    parser.add_argument("--no-sync-commit", action="store_true",
+                        help="PostgreSQL: every connection of this run (raw, joinflow, DataJoint, workers) "
+                             "uses synchronous_commit=off (PGOPTIONS), so COMMIT does not wait for the "
+                             "WAL flush and the figures show client and protocol cost, not the disk")
     parser.add_argument("--keys", type=int, default=5000,
                         help="upstream keys to populate (default 5000)")
     parser.add_argument("--progress-keys", type=int, default=100_000,
@@ -641,9 +688,15 @@ def main(argv=None) -> None:
     logging.getLogger("datajoint").setLevel(logging.ERROR)
     logging.getLogger("joinflow").setLevel(logging.ERROR)
 
-    backends = ("postgresql", "mysql") if args.backend == "both" else (args.backend,)
-    for backend in backends:
-        run_backend(backend, args, libs)
+    if args.no_sync_commit:
+        os.environ["PGOPTIONS"] = (os.environ.get("PGOPTIONS", "") + " -c synchronous_commit=off").strip()
+    backends = {"both": ("postgresql", "mysql"), "all": ("postgresql", "mysql", "sqlite")}.get(
+        args.backend, (args.backend,))
+    try:
+        for backend in backends:
+            run_backend(backend, args, libs)
+    finally:
+        shutil.rmtree(SQLITE_DIR, ignore_errors=True)
 
 
 if __name__ == "__main__":

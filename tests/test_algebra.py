@@ -164,3 +164,68 @@ def test_deep_expression_compiles(lab):
         expr = (expr & f"session_idx >= 0").proj(..., **{f"c{i}": "(session_idx)"}) if i % 2 else expr & {"subject_id": "s1"}
     assert len(expr) == 3
     assert "SELECT" in expr.make_sql()
+
+
+def test_same_shape_different_values(lab, connection):
+    """Queries of one shape share their compiled SQL; each still runs with its own values."""
+    for subject, n_sessions in (("s1", 3), ("s2", 3), ("s4", 0), ("nobody", 0), ("s3", 3)):
+        q = (lab.Session & {"subject_id": subject}).proj(..., n="session_idx + 1") & "session_idx >= 0"
+        assert len(q) == n_sessions
+        assert {r["subject_id"] for r in q.to_dicts()} == ({subject} if n_sessions else set())
+        assert bool(q) == (n_sessions > 0)
+    for idx, expected in ((0, 3), (1, 3), (7, 0)):
+        trials = lab.Trial & (lab.Session & {"session_idx": idx})  # values inside a semijoin
+        assert len(trials) == expected * 4
+    # None changes the SQL (IS NULL), so it is a different shape
+    assert len(lab.Session & {"rig": None}) == 3
+    assert len(lab.Session & {"rig": "A"}) == 6
+    # the same shape over another table of the same name in another schema
+    other = dj.Schema(lab.Session.database + "_b", connection=connection)
+    try:
+        lab_b = declare_lab(other)
+        fill_lab(lab_b, subjects=("s1",), sessions=1, trials=1)
+        assert len(lab_b.Session & {"subject_id": "s1"}) == 1
+        assert len(lab.Session & {"subject_id": "s1"}) == 3
+    finally:
+        other.drop(prompt=False)
+
+
+def test_make_sql_shows_values_but_runs_bound(lab):
+    evil = "x' OR 1=1 --"
+    q = lab.Subject & {"subject_id": evil}
+    sql = q.make_sql()
+    assert "'x'' OR 1=1 --'" in sql  # displayed as an escaped literal
+    assert len(q) == 0 and q.to_dicts() == []
+    like = lab.Subject & "subject_id LIKE 's%'"  # a percent sign in SQL text, next to bound values
+    assert len(like) == 4 and "LIKE 's%'" in like.make_sql()
+    assert sorted(r["subject_id"] for r in (like & {"sex": "F"}).to_dicts()) == ["s1", "s2", "s3"]
+    top = lab.Session & dj.Top(2, "started DESC")
+    assert len(top) == 2 and "SELECT" in top.make_sql()
+
+
+def test_redeclared_table_gets_its_own_sql(schema):
+    """Compiled SQL is reused per shape; a table declared again with other columns is a new shape."""
+
+    @schema
+    class Pair(dj.Manual):
+        definition = """
+        a : int32
+        ---
+        b : varchar(8)
+        """
+
+    Pair.insert1({"a": 1, "b": "x"})
+    assert (Pair & {"a": 1}).to_dicts() == [{"a": 1, "b": "x"}]
+    Pair.drop()
+
+    @schema
+    class Pair(dj.Manual):  # noqa: F811 - the same table, declared again
+        definition = """
+        b : varchar(8)
+        ---
+        a : int32
+        c = 0 : int32
+        """
+
+    Pair.insert1({"a": 2, "b": "y"})
+    assert (Pair & {"a": 2}).to_dicts() == [{"b": "y", "a": 2, "c": 0}]

@@ -452,3 +452,21 @@ def test_memory_store_put_get_remove():
     journal.undo()
     assert not store.exists(f"_hash/sch/{storage.content_hash(b'other')}") and store.exists(meta["path"])
     store.remove(meta["path"])
+
+
+def test_large_incompressible_blobs_skip_zlib():
+    """Blobs of 256 KiB or more are compressed only when a sample shows it pays; both forms read
+    in DataJoint (a blob without the ZL123 frame is valid in its format)."""
+    import warnings
+
+    noise = np.random.default_rng(1).standard_normal(131072)
+    packed = dj.blob.pack(noise)
+    assert packed.startswith(b"mYm\0") and packed == dj.blob.pack(noise, compress=False)
+    assert np.array_equal(dj.blob.unpack(packed), noise)
+    smooth = np.repeat(np.arange(64.0), 2048)
+    assert dj.blob.pack(smooth).startswith(b"ZL123\0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        djblob = pytest.importorskip("datajoint.blob")
+    assert np.array_equal(djblob.unpack(packed), noise)
+    assert np.array_equal(djblob.unpack(dj.blob.pack(smooth)), smooth)

@@ -145,3 +145,61 @@ def test_step_errors_and_row_count(pipeline_module):
     assert "unlucky animal" in errors[0]["error_message"] and "Traceback" in errors[0]["error_stack"]
     assert spikes.errors(keys=[{"animal": 1, "rec": 0}]) == []
     assert spikes.row_count() == 1
+
+
+def _structure(pipe):
+    return ([(n.name, n.tier, n.schema, n.table_name, n.full_table_name, n.parents, n.parts) for n in pipe.nodes],
+            [(s.name, s.upstream, s.full_table_name, s.class_name) for s in pipe.steps])
+
+
+def test_manifest_round_trip_needs_no_import_or_database(pipeline_module, tmp_path, monkeypatch):
+    import json
+
+    from joinflow.errors import DataJointError
+    from joinflow.pipeline import manifest_main, read_manifest
+
+    pipe = Pipeline(pipeline_module)
+    manifest = pipe.to_manifest()
+    assert manifest["modules"] == [pipeline_module.__name__]
+    assert manifest["schemas"] == [pipe.nodes[0].schema]
+    assert [s["name"].split(":")[1] for s in manifest["steps"]] == ["Spikes", "Summary"]
+    assert manifest["hash"].startswith("sha256:") and json.loads(json.dumps(manifest)) == manifest
+
+    path = tmp_path / "pipeline.json"
+    pipe.write_manifest(path)
+    # rebuilt without the module: nothing is imported (or connected) until a step is used
+    sys.modules.pop(pipeline_module.__name__)
+    try:
+        again = Pipeline.from_manifest(path)
+        assert pipeline_module.__name__ not in sys.modules
+        assert _structure(again) == _structure(pipe)
+        assert again.to_manifest() == manifest and again.manifest_hash == manifest["hash"]
+        assert again.steps[1].upstream == [again.steps[0].name]
+        assert pipeline_module.__name__ not in sys.modules
+        spikes = again.step("Spikes")
+        assert spikes.pending_count() == 0  # first use imports the module (and connects)
+        assert pipeline_module.__name__ in sys.modules
+    finally:
+        reimported = sys.modules.get(pipeline_module.__name__)
+        if reimported is not None and reimported is not pipeline_module:
+            reimported.connection.close()
+        sys.modules[pipeline_module.__name__] = pipeline_module
+
+    # the entry point writes the same manifest
+    out = tmp_path / "cli.json"
+    assert manifest_main(["manifest", pipeline_module.__name__, "-o", str(out)]) == 0
+    assert read_manifest(out) == manifest
+
+    # bad input: clear errors, file names and the fix in the message
+    with pytest.raises(DataJointError, match="does not exist.*python -m joinflow.pipeline manifest"):
+        Pipeline.from_manifest(tmp_path / "missing.json")
+    edited = dict(manifest, steps=manifest["steps"][:1])
+    with pytest.raises(DataJointError, match="hash mismatch"):
+        Pipeline.from_manifest(edited)
+    with pytest.raises(DataJointError, match="not a joinflow pipeline manifest"):
+        Pipeline.from_manifest({"tables": []})
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataJointError, match="not valid JSON"):
+        Pipeline.from_manifest(tmp_path / "bad.json")
+    assert manifest_main(["manifest", "no_such_module_xyz", "-o", str(out)]) == 2
+    assert read_manifest(out) == manifest  # a failed run leaves the old file alone

@@ -253,3 +253,275 @@ def test_sigterm_releases_the_lease_and_leaves_nothing(schema):
     assert len(Square.jobs.reserved) == 0 and len(Square.jobs.pending) == 2  # handed back at once
     assert len(Square()) == 0  # the master row inserted before the signal was rolled back
     assert Square.populate(reserve_jobs=True)["success_count"] == 2
+
+
+def test_upstream_gives_ancestors_restricted_to_the_key(schema):
+    @schema
+    class Rig(dj.Lookup):
+        definition = """
+        rig_id : int16
+        ---
+        room : varchar(16)
+        """
+        contents = [(1, "north"), (2, "south")]
+
+    @schema
+    class Subject(dj.Manual):
+        definition = """
+        subject_id : int32
+        ---
+        species : varchar(16)
+        """
+
+    @schema
+    class Scan(dj.Manual):
+        definition = """
+        -> Subject
+        scan_id : int16
+        ---
+        -> Rig.proj(used_rig='rig_id')
+        """
+
+    @schema
+    class Unrelated(dj.Manual):
+        definition = """
+        thing_id : int16
+        """
+
+    seen = {}
+
+    @schema
+    class Summary(dj.Computed):
+        definition = """
+        -> Scan
+        ---
+        room : varchar(16)
+        """
+
+        def make(self, key):
+            subject = self.upstream[Subject].to_dicts()
+            rooms = self.upstream[Rig].to_dicts()  # through Scan's renamed foreign key
+            by_name = self.upstream[f"{schema.database}.scan"].keys()
+            seen[(key["subject_id"], key["scan_id"])] = (subject, by_name)
+            for bad in (Unrelated, Summary):
+                with pytest.raises(errors.DataJointError, match="is not upstream of Summary"):
+                    self.upstream[bad]
+            self.insert1(dict(key, room=rooms[0]["room"]))
+
+    Subject.insert([(1, "mouse"), (2, "rat")])
+    Scan.insert([(1, 1, 2), (1, 2, 1), (2, 1, 1)])
+    assert Summary.populate()["success_count"] == 3
+    rooms = {(r["subject_id"], r["scan_id"]): r["room"] for r in Summary.to_dicts()}
+    assert rooms == {(1, 1): "south", (1, 2): "north", (2, 1): "north"}
+    subject, scans = seen[(2, 1)]
+    assert subject == [{"subject_id": 2, "species": "rat"}]
+    assert scans == [{"subject_id": 2, "scan_id": 1}]
+    with pytest.raises(errors.DataJointError, match="inside make"):
+        Summary().upstream[Subject]
+
+
+def _hidden_job_columns(table, key_name="source_id"):
+    table = table() if isinstance(table, type) else table
+    conn = table.connection
+    tc = table._table_clause([key_name, "_job_start_time", "_job_duration", "_job_version"])
+    import sqlalchemy as sa
+
+    rows = conn.execute(sa.select(*tc.c).order_by(tc.c[key_name])).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def test_job_metadata_columns_are_hidden_and_filled(schema):
+    schema.connection.config["jobs.add_job_metadata"] = True
+    Source, Square = declare_pipeline(schema)
+    assert Square.heading.hidden_attributes == ["_job_start_time", "_job_duration", "_job_version"]
+    assert "_job_start_time" not in Square.heading.names
+    assert not Source.heading.hidden_attributes and not Square.Digit.heading.hidden_attributes  # tiers: only auto-populated
+    Source.insert([{"source_id": i, "value": float(i + 10)} for i in range(4)])
+    Square.populate("source_id < 2")
+    Square.populate(reserve_jobs=True)
+    assert set(Square.to_dicts()[0]) == {"source_id", "squared"}  # not fetched by default
+    rows = _hidden_job_columns(Square)
+    assert [r[0] for r in rows] == [0, 1, 2, 3]
+    assert all(r[1] is not None and r[2] is not None and r[2] >= 0 and r[3] == "" for r in rows)
+    with pytest.raises(errors.DataJointError):
+        Square.insert1({"source_id": 9, "squared": 1.0, "_job_version": "x"}, allow_direct_insert=True)
+    schema.connection.config["jobs.add_job_metadata"] = False
+
+    @schema
+    class Plain(dj.Computed):
+        definition = """
+        -> Source
+        ---
+        half : float64
+        """
+
+        def make(self, key):
+            self.insert1(dict(key, half=1.0))
+
+    assert Plain.heading.hidden_attributes == [] and Plain.populate()["success_count"] == 4
+
+
+@pytest.fixture
+def datajoint_connection(backend, connection):
+    """DataJoint 2.3.5 connected to this test's server (its global config restored afterwards)."""
+    if backend == "sqlite":
+        pytest.skip("DataJoint has no SQLite backend")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        djd = pytest.importorskip("datajoint")
+    url = connection.url
+    pg = backend == "postgresql"
+    settings = {"database.backend": backend, "database.host": url.host or "127.0.0.1",
+                "database.port": url.port or (5432 if pg else 3306),
+                "database.user": url.username or ("postgres" if pg else "root"),
+                "database.password": url.password or "", "database.use_tls": False,
+                "database.name": (url.database or "postgres") if pg else None,
+                "safemode": False, "jobs.add_job_metadata": True}
+    saved = {key: djd.config[key] for key in settings}
+    conn = None
+    try:
+        for key, value in settings.items():
+            djd.config[key] = value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            conn = djd.Connection(host=settings["database.host"], user=settings["database.user"],
+                                  password=settings["database.password"], port=settings["database.port"],
+                                  use_tls=False, database_name=settings["database.name"], backend=backend)
+        yield djd, conn
+    finally:
+        if conn is not None:
+            conn.close()
+        for key, value in saved.items():
+            djd.config[key] = value
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_job_metadata_on_a_datajoint_declared_table(schema, datajoint_connection):
+    djd, dconn = datajoint_connection
+    dschema = djd.Schema(schema.database, connection=dconn)
+
+    @dschema
+    class Source(djd.Manual):
+        definition = """
+        source_id : int32
+        ---
+        value : float64
+        """
+
+    @dschema
+    class Square(djd.Computed):
+        definition = """
+        -> Source
+        ---
+        squared : float64
+        """
+
+        class Digit(djd.Part):
+            definition = """
+            -> master
+            position : int16
+            ---
+            digit : int16
+            """
+
+        def make(self, key):
+            value = (Source & key).fetch1("value")
+            self.insert1(dict(key, squared=value * value))
+
+    Source.insert([{"source_id": i, "value": float(i)} for i in range(4)])
+    _, JfSquare = declare_pipeline(schema)  # the same definitions bind to DataJoint's tables
+    assert JfSquare.heading.hidden_attributes == ["_job_start_time", "_job_duration", "_job_version"]
+    assert JfSquare.populate("source_id < 2", reserve_jobs=True)["success_count"] == 2
+    Square.populate()  # DataJoint makes the rest and fills its own metadata
+    rows = _hidden_job_columns(JfSquare)
+    assert [r[0] for r in rows] == [0, 1, 2, 3] and all(r[1] is not None and r[2] is not None for r in rows)
+    assert sorted(Square.to_dicts(), key=lambda r: r["source_id"]) == JfSquare.to_dicts(order_by="source_id")
+
+
+def test_restricted_reserved_populate_queues_only_restricted_keys(schema):
+    Source, Square = declare_pipeline(schema)
+    Source.insert([{"source_id": i, "value": float(i)} for i in range(12)])
+    result = Square.populate("source_id < 5", {"source_id": 9}, reserve_jobs=True)  # auto-refresh on
+    assert result["success_count"] == 0
+    assert sorted(k["source_id"] for k in Square.keys()) == []  # AND of both restrictions: none
+    assert Square.populate(["source_id < 3", "source_id = 9"], reserve_jobs=True)["success_count"] == 4
+    assert sorted(k["source_id"] for k in Square.keys()) == [0, 1, 2, 9]
+    assert Square.jobs.progress()["total"] == 0  # nothing else was queued
+    assert Square.progress() == (8, 12)
+
+
+def _together_worker(schema, barrier, log):
+    schema.connection.engine.dispose(close=False)  # never talk over the parent's socket
+    schema.connection.connect()
+    _, Square = declare_pipeline(schema, calls_file=log)
+    barrier.wait(timeout=30)
+    Square.populate(reserve_jobs=True)
+    os._exit(0)
+
+
+def test_workers_starting_together_run_the_key_source_once(schema, tmp_path, monkeypatch):
+    Source, Square = declare_pipeline(schema)
+    Source.insert([{"source_id": i, "value": float(i)} for i in range(60)])
+    Square.jobs  # the job table exists before the workers race
+    refreshes = tmp_path / "refreshes.txt"
+    calls = tmp_path / "calls.txt"
+    original = dj.jobs.Job.refresh
+
+    def slow_refresh(self, *args, **kwargs):  # an expensive key source
+        with open(refreshes, "a") as f:
+            f.write("refresh\n")
+        time.sleep(1.0)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(dj.jobs.Job, "refresh", slow_refresh)
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(3)
+    workers = [ctx.Process(target=_together_worker, args=(schema, barrier, str(calls))) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0, 0, 0]
+    assert refreshes.read_text().split() == ["refresh"]  # one worker filled the queue; the others used it
+    made = [int(x) for x in calls.read_text().split()]
+    assert sorted(made) == list(range(60))  # every key exactly once
+
+
+def test_reserved_populate_leaves_no_reservations_behind(schema, tmp_path):
+    failing = {7}
+    Source, Square = declare_pipeline(schema, fail_on=failing)
+    Source.insert([{"source_id": i, "value": float(i + 10)} for i in range(12)])
+    assert Square.populate("source_id < 6", reserve_jobs=True, max_calls=3)["success_count"] == 3
+    progress = Square.jobs.progress()
+    assert (progress["reserved"], progress["pending"]) == (0, 3)  # keys claimed in a batch and not made went back
+    with pytest.raises(ValueError, match="cannot square 7"):
+        Square.populate(reserve_jobs=True)  # stops at the error ...
+    progress = Square.jobs.progress()
+    assert progress["reserved"] == 0 and progress["error"] == 1  # ... and gives back what it held
+    failing.clear()
+    (Square.jobs & {"source_id": 7}).delete()
+    Square.connection.config["jobs.keep_completed"] = True
+    left = 12 - len(Square())
+    assert Square.populate(reserve_jobs=True)["success_count"] == left
+    done = Square.jobs.completed.to_dicts()
+    assert done and all(row["duration"] is not None and row["completed_time"] is not None for row in done)
+    assert len(Square()) == 12 and Square.jobs.progress()["reserved"] == 0
+
+
+def test_a_made_key_with_a_stale_reservation_is_not_made_again(schema, tmp_path):
+    calls = tmp_path / "calls.txt"
+    Source, Square = declare_pipeline(schema, calls_file=str(calls))
+    conn = Square.connection
+    Source.insert([{"source_id": i, "value": float(i + 10)} for i in range(3)])
+    Square.jobs.refresh()
+    # a worker made key 1 and died before removing its job row: the row stays reserved
+    assert Square.jobs.reserve({"source_id": 1})
+    Square.insert1({"source_id": 1, "squared": 121.0}, allow_direct_insert=True)
+    Square.Digit.insert([{"source_id": 1, "position": 0, "digit": 1}, {"source_id": 1, "position": 1, "digit": 1}])
+    conn.config["jobs.lease_timeout"] = 0.5
+    time.sleep(0.7)  # its lease runs out
+    assert Square.populate(reserve_jobs=True, refresh=False)["success_count"] == 2
+    assert sorted(int(x) for x in calls.read_text().split()) == [0, 2]  # key 1 was not made again
+    assert Square.jobs.progress()["total"] == 0 and len(Square()) == 3

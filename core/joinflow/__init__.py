@@ -13,9 +13,12 @@ from . import blob
 from .codecs import Codec, get_codec, list_codecs
 from .condition import AndList, Not
 from .connection import Connection, conn
+from . import diagram
+from .diagram import Diagram
 from .errors import DataJointError, ThreadSafetyError
 from .expression import QueryExpression, Top, U
 from .instance import Instance
+from .objectref import NpyRef, ObjectRef
 from .schemas import Schema, VirtualModule, list_schemas, virtual_schema
 from .settings import config
 from .table import FreeTable, Table
@@ -34,5 +37,17 @@ __all__ = [
     "__version__", "config", "conn", "Connection", "Instance", "Schema", "VirtualModule", "virtual_schema",
     "list_schemas", "Table", "FreeTable", "Manual", "Entry", "Lookup", "Imported", "Ingest", "Computed",
     "Compute", "Part", "Not", "AndList", "Top", "U", "QueryExpression", "errors", "DataJointError", "ThreadSafetyError",
-    "logger", "Codec", "get_codec", "list_codecs", "blob",
+    "logger", "Codec", "get_codec", "list_codecs", "blob", "Diagram", "diagram",
+    "ObjectRef", "NpyRef", "gc",
 ]
+
+
+def __getattr__(name: str):
+    """``dj.gc`` (garbage collection of object stores) is imported on first use, as in DataJoint."""
+    if name == "gc":
+        import importlib
+
+        module = importlib.import_module(".gc", __name__)
+        globals()["gc"] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

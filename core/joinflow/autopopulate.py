@@ -3,23 +3,69 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
+import hashlib
 import logging
 import multiprocessing
 import os
 import queue as queue_module
+import random
 import signal
+import subprocess
 import threading
 import time
 import traceback
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from .condition import AndList, Not
-from .errors import DataJointError, DuplicateError
-from .jobs import Heartbeat, Job
+from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError
+from .backends.base import VALUE
+from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, Prepared
 
 logger = logging.getLogger("joinflow")
+
+
+# DataJoint 2.x's hidden per-row job record on Computed/Imported tables (jobs.add_job_metadata)
+JOB_METADATA = (
+    ("_job_start_time", "job_start_time = null : datetime(3) # when computation began"),
+    ("_job_duration", "job_duration = null : float32 # computation duration in seconds"),
+    ("_job_version", 'job_version = "" : varchar(64) # code version'),
+)
+
+
+def job_metadata_attributes() -> list:
+    """The hidden ``_job_*`` attributes added to auto-populated tables declared with
+    ``config["jobs.add_job_metadata"]`` on (names and types as DataJoint 2.x declares them)."""
+    from .declare import parse_attribute
+
+    return [dataclasses.replace(parse_attribute(line, False, "job metadata"), name=name)
+            for name, line in JOB_METADATA]
+
+
+def job_version(config) -> str:
+    """The code version recorded with jobs (``jobs.version_method``: None or "git")."""
+    method = config["jobs.version_method"]
+    if method in (None, "", "none"):
+        return ""
+    if method == "git":
+        try:
+            out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip()[:64]
+    raise DataJointError(f'jobs.version_method must be None or "git", not {method!r}.')
+
+
+DEADLOCK_RETRIES = 3  # a key whose transaction the server aborted (deadlock, lock timeout) is made again
+
+
+class _Retry(Exception):
+    """Internal: make the key again (its transaction was rolled back by the server)."""
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -56,10 +102,101 @@ def _terminate_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
+class Upstream:
+    """``self.upstream[T]`` inside ``make()``: ancestor table ``T`` restricted to the rows the
+    current key derives from, following the foreign keys from this table up to ``T``.
+
+    ``T`` is a table class, a table object or a ``"schema.table"`` name.  Where several
+    foreign-key paths lead to ``T``, its rows reached by any of them are kept.
+    """
+
+    def __init__(self, table, key: dict):
+        self._table = table
+        self._key = dict(key)
+
+    def _resolve(self, target) -> tuple[str, Any]:
+        from .expression import is_table_class
+        from .table import FreeTable, Table
+
+        conn = self._table.connection
+        if isinstance(target, str):
+            schema, name = conn.backend.split_full_name(target)
+            full = conn.backend.full_table_name(schema, name)
+            return full, FreeTable(conn, full)
+        if is_table_class(target):
+            target = target()
+        if isinstance(target, Table):
+            if target.restriction:
+                raise DataJointError(
+                    f"self.upstream[...] takes a table, not a restricted query ({target.full_table_name}); "
+                    "restrict the result instead: self.upstream[T] & condition."
+                )
+            return target.full_table_name, target
+        raise DataJointError(
+            f"self.upstream[...] takes a table class, a table object or a 'schema.table' name, "
+            f"not {type(target).__name__}."
+        )
+
+    def __getitem__(self, target):
+        from .table import FreeTable
+
+        table = self._table
+        conn = table.connection
+        name, base = self._resolve(target)
+        me = table.full_table_name
+        deps = conn.dependencies
+        if not deps._loaded or name not in deps.ancestors(me):
+            deps.load()
+        ancestors = deps.ancestors(me)
+        if name not in ancestors:
+            raise DataJointError(
+                f"Table {name} is not upstream of {table.class_name} ({me}): self.upstream[...] takes a "
+                "table that this table depends on through foreign keys (a parent, grandparent, ...)."
+            )
+        graph = deps.graph
+        between = (deps.descendants(name) & ancestors) | {name}
+        restricted: dict[str, list] = {}  # node -> OR-list of restrictions from its children on the path
+        for node in reversed(deps.topological(between)):  # children before parents
+            conditions = []
+            for child in graph.successors(node):
+                for attr_map in graph.edges[node, child]["attr_maps"]:
+                    if child == me:  # the current key fixes the parent's row when the foreign key is in it
+                        if all(c in self._key for c in attr_map):
+                            conditions.append({p: self._key[c] for c, p in attr_map.items()})
+                    elif child in restricted:
+                        source = FreeTable(conn, child).restrict(restricted[child], semantic_check=False)
+                        kept = [c for c, p in attr_map.items() if c == p]
+                        renamed = {p: c for c, p in attr_map.items() if c != p}
+                        conditions.append(source.proj(*kept, **renamed))
+            if conditions:
+                restricted[node] = conditions
+        if name not in restricted:
+            raise DataJointError(
+                f"Table {name} is upstream of {table.class_name} only through secondary foreign keys, "
+                "which the key does not determine; fetch it from the rows that reference it instead."
+            )
+        return base.restrict(restricted[name], semantic_check=False)
+
+    def __repr__(self) -> str:
+        return f"Upstream of {self._table.class_name} for key {self._key}"
+
+
 class AutoPopulate:
     """Mixin of Imported and Computed tables: ``make()`` derives rows; ``populate()`` runs it."""
 
     _allow_insert = False
+    _current_key: dict | None = None
+
+    @property
+    def upstream(self) -> Upstream:
+        """Inside ``make()``: ``self.upstream[T]`` is ancestor ``T`` restricted to the current key."""
+        key = self._current_key
+        if key is None:
+            raise DataJointError(
+                f"{self.class_name}.upstream is available inside make() (and make_fetch/make_insert) during "
+                "populate(); outside it, restrict the ancestor table by a key yourself."
+            )
+        return Upstream(self, key)
 
     # -- what is to be done ---------------------------------------------------------------------
     @property
@@ -136,14 +273,15 @@ class AutoPopulate:
             return self._populate_processes(restrictions, processes, suppress_errors, return_exception_objects,
                                             max_calls, make_kwargs, priority, refresh)
         options = dict(suppress_errors=suppress_errors, return_exception_objects=return_exception_objects,
-                       make_kwargs=make_kwargs or {})
+                       make_kwargs=make_kwargs or {}, metadata=self._metadata_writer())
         with _terminate_on_sigterm():
             if reserve_jobs:
                 return self._populate_reserved(restrictions, max_calls, priority, refresh, display_progress, options)
             keys = self.pending(*restrictions).keys(limit=max_calls)
             result = {"success_count": 0, "error_list": []}
+            exists = self._exists_statement()
             for key in self._progress_bar(keys, display_progress):
-                self._populate1(key, None, result, **options)
+                self._populate1(key, None, None, result, exists=exists, **options)
             return result
 
     def _progress_bar(self, keys, display: bool, total: int | None = None):
@@ -156,56 +294,115 @@ class AutoPopulate:
     def _populate_reserved(self, restrictions, max_calls, priority, refresh, display_progress, options) -> dict:
         conn = self.connection
         jobs = Job(self).ensure()
-        if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
-            jobs.refresh(*restrictions, priority=priority)
         claim_filter = self._jobs_to_do(restrictions) if restrictions else None
+        claims = Claims(jobs, claim_filter, priority)
+        if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
+            self._refresh_once(jobs, claims, restrictions, priority)
         result = {"success_count": 0, "error_list": []}
+        exists = self._exists_statement()
         calls = 0
+        batch = 1  # grows while makes are fast, so a claim serves many keys; slow makes claim one at a time
+        per_key = None
         bar = self._progress_bar(None, display_progress, total=len(jobs.pending)) if display_progress else None
-        with Heartbeat(jobs) as beat:
-            exhausted = False
-            while not exhausted and (max_calls is None or calls < max_calls):
-                batch = jobs.candidates(claim_filter, limit=20, priority=priority)
-                if not batch:
-                    break
-                exhausted = True
-                for key in batch:
-                    if max_calls is not None and calls >= max_calls:
+        with Heartbeat(jobs, claims):
+            try:
+                while max_calls is None or calls < max_calls:
+                    want = batch if max_calls is None else min(batch, max_calls - calls)
+                    claimed = claims.claim(want)
+                    if not claimed:
                         break
-                    try:
-                        if not jobs.reserve(key):
-                            continue  # another worker holds it
-                        exhausted = False
+                    for key, raw in claimed:
+                        started = time.perf_counter()
+                        self._populate1(key, claims, raw, result, exists=exists if raw in claims.taken_over else None,
+                                        **options)
                         calls += 1
-                        beat.watch(key)
-                        self._populate1(key, jobs, result, **options)
-                    except (KeyboardInterrupt, SystemExit):
-                        jobs.release(key)  # only releases a lease this worker holds
-                        raise
-                    finally:
-                        beat.watch(None)
-                    if bar is not None:
-                        bar.update(1)
+                        took = time.perf_counter() - started
+                        per_key = took if per_key is None else 0.8 * per_key + 0.2 * took
+                        if bar is not None:
+                            bar.update(1)
+                    claims.flush()
+                    batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_key, 1e-6))))
+            finally:
+                claims.release_all()  # claimed and not made (error, signal, max_calls): pending again
         if bar is not None:
             bar.close()
         return result
 
-    def _populate1(self, key: dict, jobs: Job | None, result: dict, *, suppress_errors: bool,
-                   return_exception_objects: bool, make_kwargs: dict) -> None:
+    def _refresh_once(self, jobs: Job, claims: "Claims", restrictions, priority) -> None:
+        """Refresh the queue, unless another worker is doing it right now (then use its work).
+
+        Workers that start together take turns on a named lock; one runs the key-source query,
+        the others wait for it and find the queue filled, so an expensive key source is not
+        evaluated once per worker.
+        """
+        conn = self.connection
+        backend = conn.backend
+        todo = self._jobs_to_do(restrictions)
+        digest = hashlib.sha1(f"{jobs.full_table_name}|{Prepared(conn, todo._select()).sql}".encode())
+        name = "joinflow-refresh-" + digest.hexdigest()[:40]
+        got = backend.try_lock(conn, name)
+        if got is None:  # no named locks (SQLite): writers take turns anyway
+            jobs.refresh(*restrictions, priority=priority)
+            return
+        if not got:
+            backend.wait_lock(conn, name)  # another worker is refreshing this queue: wait for it
+        try:
+            if got or not claims.any_claimable():
+                jobs.refresh(*restrictions, priority=priority)
+        finally:
+            backend.unlock(conn, name)
+
+    def _exists_statement(self):
+        """``key in self`` as one prebuilt statement (populate runs it per key)."""
+        conn = self.connection
+        tc = self._table_clause(list(self.primary_key))
+        heading = self.heading
+        encoders = [conn.backend.encoder(heading[k]) for k in self.primary_key]
+        stmt = Prepared(conn, sa.select(sa.literal(1)).select_from(tc).where(
+            *[tc.c[k] == sa.bindparam(f"jf_k{j}", type_=VALUE) for j, k in enumerate(self.primary_key)]).limit(1),
+            self.full_table_name)
+        names = list(self.primary_key)
+
+        def exists(key: dict) -> bool:
+            values = {f"jf_k{j}": (enc(key[k]) if enc else key[k]) for j, (k, enc) in enumerate(zip(names, encoders))}
+            return stmt.run(conn, values).first() is not None
+
+        return exists
+
+    def _populate1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, **options) -> None:
+        """Make one key in its own transaction.
+
+        When the server aborts that transaction (deadlock, lock timeout) or the session is lost,
+        it is rolled back (on a new session) and the key is made again, after checking that the
+        lost transaction did not commit after all.
+        """
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                return self._make1(key, claims, raw, result, last=attempt == DEADLOCK_RETRIES, **options)
+            except _Retry as retry:
+                logger.warning("%s: %s for key %s; making it again.", self.class_name, retry.__cause__, key)
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+                options["exists"] = self._exists_statement()
+
+    def _make1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, *,
+               suppress_errors: bool, return_exception_objects: bool, make_kwargs: dict,
+               exists=None, metadata=None, last: bool = True) -> None:
         conn = self.connection
         cls = type(self)
         start = time.time()
-        tripartite = all(hasattr(self, m) for m in ("make_fetch", "make_compute", "make_insert"))
+        tripartite = self._is_tripartite()
+        self._current_key = key
         try:
             if tripartite:
                 fetched = self.make_fetch(dict(key), **make_kwargs)
                 computed = self.make_compute(dict(key), *_as_tuple(fetched))
             conn.start_transaction()
             try:
-                if jobs is None and key in self:  # a reserved key was pending when claimed
-                    conn.cancel_transaction()
-                    if jobs is not None:
-                        jobs.complete(key)
+                if exists is not None and exists(key):
+                    conn.cancel_transaction()  # made by someone else since the key was found pending
+                    if claims is not None:
+                        claims.complete(raw)
+                        claims.done(raw)
                     return
                 cls._allow_insert = True
                 try:
@@ -221,35 +418,79 @@ class AutoPopulate:
                         self.make(dict(key), **make_kwargs)
                 finally:
                     cls._allow_insert = False
-                if jobs is not None:  # the job row goes in the same commit as the rows
-                    jobs.complete(key, duration=time.time() - start)
+                if metadata is not None:  # hidden _job_* columns, in the same commit as the rows
+                    metadata(key, start, time.time() - start)
+                if claims is not None:  # keep_completed: the job row's success goes in the same commit
+                    claims.complete(raw, duration=time.time() - start)
             except BaseException:
                 if conn.in_transaction:
                     conn.cancel_transaction()
                 raise
             conn.commit_transaction()
+            if claims is not None:
+                claims.done(raw)
         except DuplicateError as exc:
             if key in self:  # another worker finished it first (lease taken over): nothing lost, nothing doubled
                 logger.info("%s: key %s was completed by another worker.", self.class_name, key)
-                if jobs is not None:
-                    jobs.complete(key)
+                if claims is not None:
+                    claims.complete(raw)
+                    claims.done(raw)
                 return
-            self._record_error(key, jobs, exc, result, suppress_errors, return_exception_objects)
+            self._record_error(key, claims, raw, exc, result, suppress_errors, return_exception_objects)
             return
         except (KeyboardInterrupt, SystemExit):
-            if jobs is not None:
-                jobs.release(key)
-            raise
-        except Exception as exc:
-            self._record_error(key, jobs, exc, result, suppress_errors, return_exception_objects)
+            raise  # populate gives the key back
+        except (DeadlockError, LostConnectionError) as exc:
+            if not last:  # rolled back above; nothing was wrong with the key
+                raise _Retry() from exc
+            self._record_error(key, claims, raw, exc, result, suppress_errors, return_exception_objects)
             return
+        except Exception as exc:
+            self._record_error(key, claims, raw, exc, result, suppress_errors, return_exception_objects)
+            return
+        finally:
+            self._current_key = None
         result["success_count"] += 1
 
-    def _record_error(self, key, jobs, exc, result, suppress_errors, return_exception_objects) -> None:
+    def _metadata_writer(self):
+        """None, or a function that fills the hidden ``_job_*`` columns of a made key's row."""
+        heading = self.heading
+        if "_job_start_time" not in heading.all_attributes:
+            return None
+        conn = self.connection
+        names = list(self.primary_key)
+        columns = [name for name, _ in JOB_METADATA]
+        tc = self._table_clause(names + columns)
+        stmt = Prepared(conn, sa.update(tc).where(
+            *[tc.c[k] == sa.bindparam(f"jf_k{j}", type_=VALUE) for j, k in enumerate(names)]).values(
+            {tc.c[c]: sa.bindparam(f"jf_{c}", type_=VALUE) for c in columns}), self.full_table_name)
+        encoders = [conn.backend.encoder(heading[k]) for k in names]
+        encode_time = conn.backend.encoder(heading["_job_start_time"])
+        version = job_version(conn.config)[:64]
+
+        def write(key: dict, started: float, duration: float) -> None:
+            values = {f"jf_k{j}": (enc(key[k]) if enc else key[k]) for j, (k, enc) in enumerate(zip(names, encoders))}
+            start = datetime.datetime.fromtimestamp(started)
+            values.update(jf__job_start_time=encode_time(start) if encode_time else start,
+                          jf__job_duration=float(duration), jf__job_version=version)
+            stmt.run(conn, values)
+
+        return write
+
+    def _is_tripartite(self) -> bool:
+        cls = type(self)
+        found = cls.__dict__.get("_jf_tripartite")
+        if found is None:
+            found = all(hasattr(cls, m) for m in ("make_fetch", "make_compute", "make_insert"))
+            cls._jf_tripartite = found
+        return found
+
+    def _record_error(self, key, claims, raw, exc, result, suppress_errors, return_exception_objects) -> None:
         message = f"{type(exc).__name__}: {exc}"
         logger.error("%s: make failed for key %s: %s", self.class_name, key, message)
-        if jobs is not None:
-            jobs.error(key, message, traceback.format_exc())
+        if claims is not None:
+            claims.jobs.error(key, message, traceback.format_exc())
+            claims.done(raw)
         if not suppress_errors:
             raise exc
         result["error_list"].append((key, exc if return_exception_objects else message))

@@ -39,6 +39,7 @@ MYM = b"mYm\0"
 DJ0 = b"dj0\0"
 ZL123 = b"ZL123\0"
 COMPRESS_ABOVE = 1000
+SAMPLE_ABOVE = 256 * 1024  # blobs this large are compressed only if a sample shows it pays (DataJoint: always tries)
 
 _DATETIME_UNITS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as")
 
@@ -267,10 +268,19 @@ def pack(obj: Any, compress: bool = True) -> bytes:
     chunks.insert(0, DJ0 if packer.dj0 else MYM)
     blob = b"".join(chunks)
     if compress and len(blob) > COMPRESS_ABOVE:
+        if len(blob) >= SAMPLE_ABOVE and not _worth_compressing(blob):
+            return blob  # e.g. measured noise: zlib would take ~50x the copy time to save a few percent
         compressed = zlib.compress(blob)
         if len(compressed) + len(ZL123) + 8 < len(blob):
             return b"".join((ZL123, _u64(len(blob)), compressed))
     return blob
+
+
+def _worth_compressing(blob: bytes) -> bool:
+    """Whether a large blob compresses by 10% or more, judged on 16 KiB from its start and middle."""
+    middle = len(blob) // 2
+    sample = blob[:8192] + blob[middle : middle + 8192]
+    return len(zlib.compress(sample, 1)) < 0.9 * len(sample)
 
 
 serialize = pack

@@ -40,19 +40,18 @@ def _as_mapping(cond: Any) -> dict | None:
     return None
 
 
-def compile_condition(expr, compiled, cond: Any, *, semantic_check: bool = True):
+def compile_condition(expr, compiled, cond: Any, *, semantic_check: bool = True, ctx=None):
     """SQLAlchemy boolean clause for ``cond`` applied to ``expr`` (compiled as ``compiled``).
 
     SQL strings name attributes bare; the caller makes sure they resolve over ``compiled``.
+    ``ctx`` (a ``BindContext``) names the bound values in the order ``condition_shape`` lists them.
     """
-    from .expression import QueryExpression, is_table_class
-
-    from .expression import U
+    from .expression import QueryExpression, U, is_table_class
 
     if isinstance(cond, U):
         return sa.true()
     if isinstance(cond, Not):
-        clause = compile_condition(expr, compiled, cond.restriction, semantic_check=semantic_check)
+        clause = compile_condition(expr, compiled, cond.restriction, semantic_check=semantic_check, ctx=ctx)
         return sa.not_(clause)
     if cond is True or cond is False or isinstance(cond, np.bool_):
         return sa.true() if bool(cond) else sa.false()
@@ -62,21 +61,22 @@ def compile_condition(expr, compiled, cond: Any, *, semantic_check: bool = True)
     if is_table_class(cond):
         cond = cond()
     if isinstance(cond, QueryExpression):
-        return semijoin(expr, compiled, cond, semantic_check=semantic_check)
+        return semijoin(expr, compiled, cond, semantic_check=semantic_check, ctx=ctx)
     mapping = _as_mapping(cond)
     if mapping is not None:
-        return dict_condition(expr, compiled, mapping)
+        return dict_condition(expr, compiled, mapping, ctx)
     if hasattr(cond, "to_dict") and hasattr(cond, "columns"):  # pandas DataFrame -> OR of rows
         cond = cond.to_dict("records")
     if isinstance(cond, np.ndarray) and cond.dtype.names:
         cond = list(cond)
     if isinstance(cond, AndList):
-        return sa.and_(sa.true(), *[compile_condition(expr, compiled, c, semantic_check=semantic_check) for c in cond])
+        return sa.and_(sa.true(), *[compile_condition(expr, compiled, c, semantic_check=semantic_check, ctx=ctx)
+                                    for c in cond])
     if isinstance(cond, collections.abc.Iterable):
         items = list(cond)
         if not items:
             return sa.false()
-        return sa.or_(*[compile_condition(expr, compiled, c, semantic_check=semantic_check) for c in items])
+        return sa.or_(*[compile_condition(expr, compiled, c, semantic_check=semantic_check, ctx=ctx) for c in items])
     raise DataJointError(
         f"Invalid restriction of type {type(cond).__name__}: use a dict, a string, a query, a "
         "list (OR), dj.AndList, dj.Not, True or False."
@@ -97,38 +97,132 @@ def check_string_attributes(expr, sql: str) -> None:
             )
 
 
-def dict_condition(expr, compiled, mapping: dict):
-    heading = expr.heading
+def _encoder(backend, attr):
+    """``backend.encoder(attr)``, kept on the (immutable) attribute: headings share attributes."""
+    memo = attr.__dict__.get("_encoder_memo")
+    if memo is None or memo[0] is not backend:
+        memo = (backend, backend.encoder(attr))
+        attr.__dict__["_encoder_memo"] = memo  # not a dataclass field: eq/repr/replace ignore it
+    return memo[1]
+
+
+def encoded_items(expr, mapping: dict) -> list[tuple[str, Any]]:
+    """(name, driver value or None) for the keys of ``mapping`` that are in the heading, in order."""
+    visible = expr.heading.attributes
     backend = expr.connection.backend
-    clauses = []
+    items = []
     for name, value in mapping.items():
-        if name not in heading.names:
+        attr = visible.get(name)
+        if attr is None:
             continue  # DataJoint semantics: keys absent from the heading are ignored
+        if value is not None and attr.sql_expression is None:
+            memo = attr.__dict__.get("_encoder_memo")
+            encode = memo[1] if memo is not None and memo[0] is backend else _encoder(backend, attr)
+            if encode is not None:
+                try:
+                    value = encode(value)
+                except DataJointError as exc:
+                    raise DataJointError(f"Restriction on `{name}`: {exc}") from None
+        items.append((name, value))
+    return items
+
+
+def dict_condition(expr, compiled, mapping: dict, ctx=None):
+    clauses = []
+    for name, value in encoded_items(expr, mapping):
         col = compiled.cols[name]
-        attr = heading[name]
-        if value is None:
-            clauses.append(col.is_(None))
-            continue
-        encode = backend.encoder(attr) if attr.sql_expression is None else None
-        try:
-            value = encode(value) if encode else value
-        except DataJointError as exc:
-            raise DataJointError(f"Restriction on `{name}`: {exc}") from None
         if value is None:
             clauses.append(col.is_(None))
         else:
-            clauses.append(col == bound(value))
+            clauses.append(col == (bound(value) if ctx is None else ctx.bind(value)))
     return sa.and_(sa.true(), *clauses)
 
 
-def semijoin(expr, compiled, other, *, semantic_check: bool = True):
+def dict_shape(expr, mapping, params: list) -> tuple:
+    """``condition_shape`` of a mapping: what ``encoded_items`` does, in one pass.
+
+    Key entries: ``name`` for a bound value (appended to ``params``), ``(name,)`` for IS NULL."""
+    visible = expr.heading.attributes
+    backend = None
+    parts = ["D"]
+    for name, value in mapping.items():
+        attr = visible.get(name)
+        if attr is None:
+            continue  # as in encoded_items
+        if value is not None and attr.sql_expression is None:
+            if backend is None:
+                backend = expr.connection.backend
+            memo = attr.__dict__.get("_encoder_memo")
+            encode = memo[1] if memo is not None and memo[0] is backend else _encoder(backend, attr)
+            if encode is not None:
+                try:
+                    value = encode(value)
+                except DataJointError as exc:
+                    raise DataJointError(f"Restriction on `{name}`: {exc}") from None
+        if value is None:
+            parts.append((name,))
+        else:
+            params.append(value)
+            parts.append(name)
+    return tuple(parts)
+
+
+def condition_shape(expr, cond: Any, params: list):
+    """A hashable key for the SQL that ``compile_condition`` makes of ``cond``; its values go to ``params``.
+
+    Two conditions with the same key compile to the same SQL text up to the bound values,
+    which are appended to ``params`` in the order ``compile_condition`` binds them.
+    Returns None for forms that are not worth caching (the caller compiles them directly).
+    """
+    if type(cond) is dict:  # the common cases first
+        return dict_shape(expr, cond, params)
+    if type(cond) is str:
+        return ("S", cond)
+    from .expression import QueryExpression, U, is_table_class
+
+    if isinstance(cond, U):
+        return ("U",)
+    if isinstance(cond, Not):
+        inner = condition_shape(expr, cond.restriction, params)
+        return None if inner is None else ("N", inner)
+    if cond is True or cond is False or isinstance(cond, np.bool_):
+        return ("B", bool(cond))
+    if isinstance(cond, str):
+        return ("S", cond)
+    if is_table_class(cond):
+        cond = cond()
+    if isinstance(cond, QueryExpression):
+        key, values = cond._shape()
+        if key is None:
+            return None
+        params.extend(values)
+        return ("Q", key)
+    mapping = _as_mapping(cond)
+    if mapping is not None:
+        return dict_shape(expr, mapping, params)
+    if hasattr(cond, "to_dict") and hasattr(cond, "columns"):
+        cond = cond.to_dict("records")
+    if isinstance(cond, np.ndarray) and cond.dtype.names:
+        cond = list(cond)
+    if isinstance(cond, (AndList, list, tuple)):
+        parts = []
+        for c in cond:
+            part = condition_shape(expr, c, params)
+            if part is None:
+                return None
+            parts.append(part)
+        return ("A" if isinstance(cond, AndList) else "O", tuple(parts))
+    return None
+
+
+def semijoin(expr, compiled, other, *, semantic_check: bool = True, ctx=None):
     """EXISTS (other matching expr on all shared attribute names)."""
     shared = [n for n in expr.heading.names if n in other.heading.names]
     if semantic_check:
         from .expression import assert_join_compatibility
 
         assert_join_compatibility(expr, other, shared)
-    inner = other._compile()
+    inner = other._compile(ctx)
     if inner.tables & compiled.tables:
         inner = inner.as_subquery()
     eqs = [compiled.cols[n] == inner.cols[n] for n in shared]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
+import time
 from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
@@ -11,9 +13,15 @@ from sqlalchemy.engine import make_url
 
 from . import settings
 from .backends import get_backend
-from .errors import DataJointError, DataTypeError, LostConnectionError
+from .errors import AccessError, DataJointError, DataTypeError, DeadlockError, LostConnectionError
 
 logger = logging.getLogger("joinflow")
+
+# A statement that ran outside a transaction and was aborted by the server to break a
+# deadlock (or a lock wait timeout / serialization conflict) is run again, this many times,
+# after a short randomized pause.  Nothing of an aborted statement was written.
+DEADLOCK_RETRIES = 6
+DEADLOCK_PAUSE = 0.05  # seconds; doubled per attempt, randomized
 
 
 class Connection:
@@ -142,24 +150,78 @@ class Connection:
         """Execute a SQLAlchemy statement (or SQL text); errors become joinflow errors."""
         if isinstance(statement, str):
             statement = sa.text(statement)
-        for attempt in (0, 1):
-            try:
-                if params is None:
-                    return self.sa_connection.execute(statement)
-                return self.sa_connection.execute(statement, params)
-            except sa.exc.DBAPIError as exc:
-                if self._should_retry(exc, attempt):
-                    continue
-                raise self.backend.translate_error(exc, table) from exc
+        if params is None:
+            return self._run(lambda c: c.execute(statement), table)
+        return self._run(lambda c: c.execute(statement, params), table)
+
+    def run_sql(self, sql: str, args: Any = None, *, table: str | None = None):
+        """Run pre-compiled SQL (the dialect's paramstyle) with one parameter set, or many.
+
+        The same policy as every statement: reconnect after a lost connection and retry a
+        deadlock while no transaction is open; driver errors become joinflow errors.
+        """
+        if args is None:
+            return self._run(lambda c: c.exec_driver_sql(sql), table)
+        return self._run(lambda c: c.exec_driver_sql(sql, args), table)
 
     def executemany_driver(self, sql: str, rows: Sequence, *, table: str | None = None):
         """Run pre-compiled SQL over many parameter rows with the driver's executemany."""
-        try:
-            return self.sa_connection.exec_driver_sql(sql, rows)
-        except sa.exc.DBAPIError as exc:
-            raise self.backend.translate_error(exc, table) from exc
-        except OverflowError as exc:  # sqlite3 refuses integers beyond 64 bits before the server sees them
-            raise DataTypeError(f"{exc} in table {table}: a value is out of range for its column.") from None
+        return self._run(lambda c: c.exec_driver_sql(sql, rows), table)
+
+    def _run(self, action, table: str | None):
+        """Run ``action(sa_connection)``: reconnect once after a lost connection and retry
+        deadlocks while no transaction is open; every other failure becomes a joinflow error."""
+        lost_retried = False
+        deadlocks = 0
+        while True:
+            if self._conn is not None and self._conn.invalidated and not self._in_transaction:
+                self._discard_connection()  # the session died earlier: start a fresh one
+            if self._in_transaction and (self._conn is None or self._conn.invalidated):
+                # never let a fresh session run the rest of a transaction the server has forgotten
+                raise LostConnectionError(
+                    "The connection to the database was lost inside a transaction; the transaction was rolled "
+                    "back by the server and nothing of it was written. Roll back (leave the `with` block) and "
+                    "run it again."
+                )
+            try:
+                return action(self.sa_connection)
+            except OverflowError as exc:  # the driver refuses an integer beyond 64 bits before the server sees it
+                raise DataTypeError(
+                    f"{exc}{f' in table {table}' if table else ''}: a value is out of range for its column."
+                ) from None
+            except sa.exc.DBAPIError as exc:
+                if not lost_retried and self._should_retry(exc, 0):
+                    lost_retried = True
+                    continue
+                error = self.translate_error(exc, table)
+                if isinstance(error, DeadlockError) and not self._in_transaction and deadlocks < DEADLOCK_RETRIES:
+                    deadlocks += 1
+                    logger.info("Deadlock or lock timeout%s; retrying (attempt %d).",
+                                f" on {table}" if table else "", deadlocks + 1)
+                    time.sleep(DEADLOCK_PAUSE * (2 ** (deadlocks - 1)) * (0.5 + random.random()))
+                    continue
+                raise error from exc
+
+    def translate_error(self, exc: BaseException, table: str | None = None) -> DataJointError:
+        """The joinflow error for a driver error, with the fix for permission and deadlock errors."""
+        error = self.backend.translate_error(exc, table)
+        if getattr(exc, "connection_invalidated", False) and not isinstance(error, LostConnectionError):
+            error = LostConnectionError(
+                f"The database server closed the connection{f' during a statement on {table}' if table else ''}: "
+                f"{error}. joinflow reconnects on the next statement; a transaction that was open is rolled back."
+            )
+        if isinstance(error, AccessError):
+            error = AccessError(
+                f"{error}. This is a permissions "
+                f"problem: the database user {self.get_user()!r} lacks the privilege for this statement. Ask "
+                "the database administrator to GRANT it, or connect as a user who has it. Nothing was changed."
+            )
+        elif isinstance(error, DeadlockError) and self._in_transaction:
+            error = DeadlockError(
+                f"{error}. The server rolled back the transaction to resolve a deadlock or a conflicting "
+                "concurrent update; nothing of it was written. Run the transaction again."
+            )
+        return error
 
     def rowcount(self, statement, *, table: str | None = None) -> int:
         """Execute and return the affected row count as the driver reports it.
@@ -169,17 +231,22 @@ class Connection:
         compiled = statement.compile(dialect=self.engine.dialect)
         params = compiled.params
         args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
-        try:
-            return self.sa_connection.exec_driver_sql(compiled.string, args).rowcount
-        except sa.exc.DBAPIError as exc:
-            raise self.backend.translate_error(exc, table) from exc
+        return self._run(lambda c: c.exec_driver_sql(compiled.string, args), table).rowcount
+
+    def _discard_connection(self) -> None:
+        """Forget a dead session; the next statement opens a new one."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
 
     def _should_retry(self, exc: sa.exc.DBAPIError, attempt: int) -> bool:
         if attempt or not exc.connection_invalidated or self._in_transaction or not self._reconnect:
             return False
         logger.warning("Lost the database connection; reconnecting.")
-        with contextlib.suppress(Exception):
-            self._conn.close()
+        self._discard_connection()
         self.connect()
         return True
 
@@ -202,27 +269,50 @@ class Connection:
     def start_transaction(self) -> None:
         if self._in_transaction:
             raise DataJointError("Nested connections are not supported.")
-        try:
-            self.sa_connection.exec_driver_sql(self.backend.begin_statement)
-        except sa.exc.DBAPIError as exc:
-            if not self._should_retry(exc, 0):  # e.g. the server dropped us during a long compute
-                raise self.backend.translate_error(exc) from exc
-            self.sa_connection.exec_driver_sql(self.backend.begin_statement)
+        # a lost connection (e.g. the server dropped us during a long compute) reconnects here;
+        # a lock timeout on BEGIN (SQLite's BEGIN IMMEDIATE) is retried like any statement
+        self._run(lambda c: c.exec_driver_sql(self.backend.begin_statement), None)
         self._in_transaction = True
 
     def commit_transaction(self) -> None:
+        actions = self.__dict__.pop("_rollback_actions", [])
+        if self._conn is None or self._conn.invalidated:
+            self._in_transaction = False
+            self._discard_connection()
+            self._undo(actions)
+            raise LostConnectionError("The connection to the database was lost before COMMIT; the transaction was "
+                                      "rolled back by the server and nothing of it was written. Run it again.")
+        try:
+            self._conn.exec_driver_sql("COMMIT")
+        except sa.exc.DBAPIError as exc:
+            error = self.translate_error(exc)
+            self._in_transaction = False
+            if isinstance(error, LostConnectionError):
+                # the commit may or may not have happened: keep the objects (gc removes orphans)
+                logger.warning("The connection was lost during COMMIT; the outcome is unknown.")
+                self._discard_connection()
+            else:  # the server refused the commit: the transaction is rolled back
+                with contextlib.suppress(Exception):
+                    self.sa_connection.exec_driver_sql("ROLLBACK")
+                self._undo(actions)
+            raise error from exc
         self._in_transaction = False
-        self.__dict__.pop("_rollback_actions", None)
-        self.sa_connection.exec_driver_sql("COMMIT")
 
     def cancel_transaction(self) -> None:
         self._in_transaction = False
-        try:
-            self.sa_connection.exec_driver_sql("ROLLBACK")
-        except sa.exc.DBAPIError:
-            logger.warning("ROLLBACK failed; the connection is reset.")
-            self.connect()
-        for action in reversed(self.__dict__.pop("_rollback_actions", [])):
+        if self._conn is None or self._conn.invalidated:  # the session is gone, and its transaction with it
+            self._discard_connection()
+        else:
+            try:
+                self._conn.exec_driver_sql("ROLLBACK")
+            except (sa.exc.DBAPIError, sa.exc.PendingRollbackError):
+                logger.warning("ROLLBACK failed; the connection is reset.")
+                self._discard_connection()  # the next statement reconnects
+        self._undo(self.__dict__.pop("_rollback_actions", []))
+
+    @staticmethod
+    def _undo(actions) -> None:
+        for action in reversed(actions):
             try:
                 action()
             except Exception as exc:  # pragma: no cover - clean-up must not hide the original error

@@ -34,6 +34,15 @@ class AccessError(QueryError):
     """The database user lacks a privilege."""
 
 
+class DeadlockError(QueryError):
+    """The server aborted a statement or transaction to resolve a deadlock, a lock wait
+    timeout or a serialization conflict.  Nothing of it was written; it is safe to retry.
+
+    joinflow retries such statements by itself when they ran outside a transaction; inside
+    a transaction the whole transaction must be run again (``populate`` re-runs the key).
+    """
+
+
 class DuplicateError(QueryError):
     """A row with the same primary key (or unique index value) exists already."""
 

@@ -8,18 +8,23 @@ at compile time, so ``(Session & key).delete()`` knows exactly what to delete.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import datetime
+import decimal
 import html
+import itertools
 import re
+import uuid
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import sqlalchemy as sa
 
-from .condition import AndList, Not, compile_condition
+from .backends.base import VALUE
+from .condition import AndList, Not, compile_condition, condition_shape, dict_shape
 from .errors import DataJointError, UnknownAttributeError
 from .heading import Attribute, Heading
 
@@ -44,15 +49,176 @@ class Compiled:
         return self.as_subquery() if self.unsafe & sql_identifiers(sql) else self
 
 
+class BindContext:
+    """Names the values bound while one statement is built: ``jfv0``, ``jfv1``, ... in build order.
+
+    The order is the one ``QueryExpression._shape`` lists the values in, so the compiled SQL of
+    one expression can be run again with the values of another expression of the same shape.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self):
+        self.values: list = []
+
+    def bind(self, value: Any) -> sa.BindParameter:
+        name = f"jfv{len(self.values)}"
+        self.values.append(value)
+        return sa.bindparam(name, value, type_=VALUE)
+
+
+BIND_PREFIX = "jfv"
+SQL_CACHE_SIZE = 2000
+_SQL_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()  # dialect -> {key: SqlTemplate}
+_QUOTED = r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|"
+_PLACEHOLDERS = {  # DB-API paramstyle -> placeholder pattern (quoted text is skipped)
+    "pyformat": re.compile(_QUOTED + r"%\((\w+)\)s"),
+    "format": re.compile(_QUOTED + r"%s"),
+    "qmark": re.compile(_QUOTED + r"\?"),
+    "named": re.compile(_QUOTED + r"(?<!:):(\w+)"),
+    "numeric": re.compile(_QUOTED + r":\d+"),
+}
+
+
+_SHAPE_IDS: dict = {}  # shape key -> int; keys embed their children's ints, so hashing stays shallow
+_NEXT_SHAPE_ID = itertools.count(1)
+SHAPE_ID_LIMIT = 100_000
+
+
+def shape_id(key: tuple) -> int:
+    """A number for a shape key.  A number is never given to two keys (even after the table is
+    emptied), so equal numbers always mean equal SQL."""
+    sid = _SHAPE_IDS.get(key)
+    if sid is None:
+        if len(_SHAPE_IDS) >= SHAPE_ID_LIMIT:
+            _SHAPE_IDS.clear()  # new numbers from here on; old ones stay valid
+        sid = _SHAPE_IDS[key] = next(_NEXT_SHAPE_ID)
+    return sid
+
+
+def clear_sql_cache() -> None:
+    """Forget every compiled statement (the next query of each shape compiles again)."""
+    for cache in list(_SQL_CACHE.values()):
+        cache.clear()
+
+
+def _same_values(a: Sequence, b: Sequence) -> bool:
+    """Whether the values bound while building equal those ``_shape`` listed (else: do not cache)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x is y:
+            continue
+        try:
+            if type(x) is not type(y) or not bool(x == y):
+                return False
+        except Exception:  # e.g. arrays: no single truth value
+            return False
+    return True
+
+
+def sql_literal(value: Any) -> str:
+    """A value as SQL text, for the display string of ``make_sql()`` only (never executed)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float, decimal.Decimal, np.number)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "X'" + bytes(value).hex() + "'"
+    if isinstance(value, (datetime.date, datetime.time)):
+        value = value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
+    elif isinstance(value, uuid.UUID):
+        value = str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class SqlTemplate:
+    """The SQL text of one statement shape, with its parameter layout."""
+
+    __slots__ = ("sql", "positional", "names", "fixed", "style", "_pieces")
+
+    def __init__(self, compiled):
+        self.sql = compiled.string
+        self.style = compiled.dialect.paramstyle
+        self.positional = bool(compiled.positional)
+        self.names = list(compiled.positiontup) if self.positional else None
+        # values SQLAlchemy bound itself (LIMIT, literal(1)): fixed by the shape key
+        self.fixed = {k: v for k, v in compiled.params.items() if not k.startswith(BIND_PREFIX)}
+        self._pieces = None
+
+    @staticmethod
+    def cacheable(compiled) -> bool:
+        return "POSTCOMPILE" not in compiled.string and not getattr(compiled, "literal_execute_params", None)
+
+    def params(self, values: Sequence):
+        if not values:
+            named = self.fixed
+        else:
+            named = dict(self.fixed)
+            for i, v in enumerate(values):
+                named[f"{BIND_PREFIX}{i}"] = v
+        if self.positional:
+            return tuple(named[n] for n in self.names)
+        return named
+
+    def _split(self) -> list:
+        """The SQL as [text, source, text, ..., text]: a source is an index into the query's values,
+        or a 1-tuple holding a value SQLAlchemy bound itself."""
+        pieces, start, position = [], 0, 0
+        pattern = _PLACEHOLDERS.get(self.style)
+        percent = self.style in ("pyformat", "format")
+        for match in pattern.finditer(self.sql) if pattern is not None else ():
+            if match.group(0)[0] in "'\"":
+                continue
+            pieces.append(self.sql[start:match.start()])
+            name = self.names[position] if self.positional else match.group(1)
+            position += 1
+            pieces.append(int(name[len(BIND_PREFIX):]) if name.startswith(BIND_PREFIX) else (self.fixed[name],))
+            start = match.end()
+        pieces.append(self.sql[start:])
+        if percent:
+            pieces[::2] = [text.replace("%%", "%") for text in pieces[::2]]
+        return pieces
+
+    def display(self, values: Sequence) -> str:
+        """The SQL with every parameter rendered as a literal (for reading, not for running)."""
+        pieces = self._pieces
+        if pieces is None:
+            pieces = self._pieces = self._split()
+        out = pieces[:]
+        for i in range(1, len(out), 2):
+            source = out[i]
+            out[i] = sql_literal(values[source] if type(source) is int else source[0])
+        return "".join(out)
+
+
+def _run_sql(connection, sql: str, args):
+    """Run pre-compiled SQL through the driver; errors become joinflow errors."""
+    return connection.run_sql(sql, args)  # reconnects, retries deadlocks, translates errors
+
+
+def _order_key(order_by) -> Any:
+    return order_by if order_by is None or isinstance(order_by, str) else tuple(order_by)
+
+
 def sql_identifiers(sql: str) -> set[str]:
     stripped = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
     return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", stripped))
 
 
-def is_table_class(obj: Any) -> bool:
-    from .table import Table
+_TABLE_CLASS: list = []  # [Table], imported on first use (table imports this module)
 
-    return isinstance(obj, type) and issubclass(obj, Table)
+
+def is_table_class(obj: Any) -> bool:
+    if not isinstance(obj, type):
+        return False
+    if not _TABLE_CLASS:
+        from .table import Table
+
+        _TABLE_CLASS.append(Table)
+    return issubclass(obj, _TABLE_CLASS[0])
 
 
 def _as_expression(obj: Any) -> "QueryExpression":
@@ -111,8 +277,12 @@ class QueryExpression:
     def heading(self) -> Heading:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _compile_base(self) -> Compiled:  # pragma: no cover - abstract
+    def _compile_base(self, ctx: BindContext | None = None) -> Compiled:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _base_shape(self) -> tuple[Any, tuple]:
+        """(key, values) of ``_compile_base``: see ``_shape``.  This default is a table's."""
+        return ("T", self.full_table_name, self.heading.shape_key), ()
 
     # -- basics ------------------------------------------------------------------------------
     @property
@@ -139,21 +309,64 @@ class QueryExpression:
         return frozenset(found)
 
     def _copy(self) -> "QueryExpression":
-        return copy.copy(self)
+        new = object.__new__(type(self))
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.pop("_shape_memo", None)  # the copy is about to differ
+        return new
 
-    def _compile(self) -> Compiled:
-        compiled = self._compile_base()
+    def _compile(self, ctx: BindContext | None = None) -> Compiled:
+        """The SQLAlchemy pieces of this query.  Values are anonymous bound parameters unless ``ctx``
+        names them (then in the order ``_shape`` lists them)."""
+        compiled = self._compile_base(ctx)
         if not self._restrictions:
             return compiled
+        where = list(compiled.where)
         for cond, check in self._restrictions:
-            if isinstance(cond, str):
-                compiled = compiled.text_ready(cond)
+            if isinstance(cond, str) and compiled.unsafe and compiled.unsafe & sql_identifiers(cond):
+                compiled.where = where
+                compiled = compiled.as_subquery()
+                where = []
             if isinstance(cond, Top):
+                compiled.where = where
                 compiled = cond.apply(self, compiled)
+                where = []
                 continue
-            clause = compile_condition(self, compiled, cond, semantic_check=check)
-            compiled.where = compiled.where + [clause]
+            where.append(compile_condition(self, compiled, cond, semantic_check=check, ctx=ctx))
+        compiled.where = where
         return compiled
+
+    def _shape(self) -> tuple[Any, tuple]:
+        """(key, values): two expressions with equal keys compile to the same SQL text, up to their
+        bound values, listed in ``values`` in bind order.  Computed once per (immutable) expression.
+        The key is None for a query that is not worth caching; it is then compiled every time."""
+        memo = self.__dict__.get("_shape_memo")
+        if memo is None:
+            key, values = self._base_shape()
+            if key is not None and self._restrictions:
+                values = list(values)
+                parts = [key]
+                for cond, _check in self._restrictions:
+                    kind = type(cond)
+                    if kind is str:
+                        part = ("S", cond)
+                    elif kind is dict:
+                        part = dict_shape(self, cond, values)
+                    elif kind is Top:
+                        part = ("Top", cond.limit, _order_key(cond.order_by), cond.offset)
+                    else:
+                        part = condition_shape(self, cond, values)
+                    if part is None:
+                        key = None
+                        break
+                    parts.append(part)
+                else:
+                    key = tuple(parts)
+            if key is not None:
+                memo = self._shape_memo = (shape_id(key), tuple(values))
+            else:
+                memo = self._shape_memo = (None, ())
+        return memo
 
     # -- restriction --------------------------------------------------------------------------
     def restrict(self, restriction: Any, semantic_check: bool = True) -> "QueryExpression":
@@ -236,8 +449,8 @@ class QueryExpression:
                 clauses.append(col.desc() if direction == "DESC" else col.asc())
         return clauses
 
-    def _select(self, names=None, order_by=None, limit=None, offset=None):
-        compiled = self._compile()
+    def _select(self, names=None, order_by=None, limit=None, offset=None, ctx: BindContext | None = None):
+        compiled = self._compile(ctx)
         names = list(names or self.heading.names)
         stmt = compiled.select(names).order_by(*self._order_clause(compiled, order_by))
         if limit is not None:
@@ -248,20 +461,56 @@ class QueryExpression:
             stmt = stmt.offset(int(offset))
         return stmt
 
-    def make_sql(self) -> str:
-        stmt = self._select()
+    def _prepared(self, spec: tuple, build) -> tuple[SqlTemplate, Sequence]:
+        """The SQL of a statement over this query, compiled once per shape and connection dialect.
+
+        ``spec`` says what the statement does with the query (select which columns in which order,
+        count, ...); ``build(ctx)`` makes the SQLAlchemy statement when the shape is new.
+        """
+        key, values = self._shape()
         dialect = self.connection.engine.dialect
-        try:
-            return str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-        except Exception:
-            return str(stmt.compile(dialect=dialect))
+        cache = getattr(dialect, "_joinflow_sql_cache", None)
+        if cache is None:
+            cache = _SQL_CACHE[dialect] = {}
+            dialect._joinflow_sql_cache = cache  # found without hashing the dialect
+        full_key = (spec, key) if key is not None else None
+        template = cache.get(full_key) if full_key is not None else None
+        if template is not None:
+            return template, values
+        ctx = BindContext()
+        compiled = build(ctx).compile(dialect=dialect)
+        template = SqlTemplate(compiled)
+        if full_key is not None and SqlTemplate.cacheable(compiled) and _same_values(ctx.values, values):
+            if len(cache) >= SQL_CACHE_SIZE:
+                try:
+                    del cache[next(iter(cache))]  # the oldest entry
+                except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+                    pass
+            cache[full_key] = template
+        return template, ctx.values
+
+    def _select_sql(self, names=None, order_by=None, limit=None, offset=None) -> tuple[SqlTemplate, Sequence]:
+        all_names = self.heading.names
+        if not names or names is all_names:
+            names = spec_names = None  # all of them: the shape key determines which
+        else:
+            names = spec_names = tuple(names)
+        spec = ("select", spec_names, _order_key(order_by), limit, offset)
+        return self._prepared(spec, lambda ctx: self._select(names, order_by, limit, offset, ctx))
+
+    def make_sql(self) -> str:
+        """The SELECT statement of this query, with its values shown inline (for reading only:
+        queries always run with bound parameters)."""
+        template, values = self._select_sql()
+        return template.display(values)
 
     def cursor(self, order_by=None, limit=None, offset=None):
         return self.connection.execute(self._select(order_by=order_by, limit=limit, offset=offset))
 
     # -- fetching --------------------------------------------------------------------------------------
     def _rows(self, names, order_by=None, limit=None, offset=None) -> list[tuple]:
-        result = self.connection.execute(self._select(names, order_by, limit, offset))
+        template, values = self._select_sql(names, order_by, limit, offset)
+        result = _run_sql(self.connection, template.sql, template.params(values))
         try:
             return result.cursor.fetchall() if result.cursor is not None else []
         finally:
@@ -421,14 +670,20 @@ class QueryExpression:
         return self.to_dicts(order_by="KEY DESC", limit=limit)[::-1]
 
     def __len__(self) -> int:
-        compiled = self._compile()  # one row per result row: count them where they are
-        stmt = sa.select(sa.func.count()).select_from(compiled.from_).where(*compiled.where)
-        return int(self.connection.execute(stmt).scalar())
+        def build(ctx):
+            compiled = self._compile(ctx)  # one row per result row: count them where they are
+            return sa.select(sa.func.count()).select_from(compiled.from_).where(*compiled.where)
+
+        template, values = self._prepared(("count",), build)
+        return int(_run_sql(self.connection, template.sql, template.params(values)).scalar())
 
     def __bool__(self) -> bool:
-        compiled = self._compile()
-        stmt = sa.select(sa.literal(1)).select_from(compiled.from_).where(*compiled.where).limit(1)
-        return self.connection.execute(stmt).first() is not None
+        def build(ctx):
+            compiled = self._compile(ctx)
+            return sa.select(sa.literal(1)).select_from(compiled.from_).where(*compiled.where).limit(1)
+
+        template, values = self._prepared(("exists",), build)
+        return _run_sql(self.connection, template.sql, template.params(values)).first() is not None
 
     def __contains__(self, item: Any) -> bool:
         return bool(self & item)
@@ -496,8 +751,9 @@ class Projection(QueryExpression):
         self._computed = computed  # result name -> SQL expression
         self._restrictions = ()
         attrs = []
+        child_attrs = child.heading.all_attributes
         for new, old in mapping.items():
-            attr = child.heading[old]
+            attr = child_attrs[old]
             attrs.append(attr if new == old else attr.renamed(new))
         for new, sql in computed.items():
             attrs.append(Attribute(name=new, type="computed", category="computed", in_key=False,
@@ -511,7 +767,7 @@ class Projection(QueryExpression):
         excluded = {a[1:].strip() for a in attributes if isinstance(a, str) and a.startswith("-")}
         kept = [a for a in attributes if isinstance(a, str) and not a.startswith("-")]
         for a in list(excluded) + kept:
-            if a not in heading.names:
+            if a not in heading:
                 raise UnknownAttributeError(f"Attribute `{a}` is not found in query.")
         for a in excluded:
             if a in heading.primary_key:
@@ -520,9 +776,9 @@ class Projection(QueryExpression):
         computed = {}
         for new, spec in named.items():
             text = spec.strip()
-            if text in heading.names:
+            if text in heading:
                 renamed_from[new] = text
-            elif text.startswith("(") and text.endswith(")") and text[1:-1].strip() in heading.names:
+            elif text.startswith("(") and text.endswith(")") and text[1:-1].strip() in heading:
                 computed[new] = text[1:-1].strip()  # duplicate: dup='(old)'
             else:
                 computed[new] = text
@@ -542,7 +798,10 @@ class Projection(QueryExpression):
                         mapping[new] = old
             elif (keep_all and name not in excluded) or name in kept:
                 mapping[name] = name
-        return cls(child, mapping, computed)
+        result = cls(child, mapping, computed)
+        # mapping and computed follow from the child's heading and these arguments: a smaller key
+        result._local_key = ("P", tuple(attributes), tuple(named.items()))
+        return result
 
     @property
     def heading(self) -> Heading:
@@ -567,9 +826,19 @@ class Projection(QueryExpression):
     def _sources(self) -> frozenset:
         return self._child.referenced_tables()
 
-    def _compile_base(self) -> Compiled:
-        inner = self._child._compile()
-        inner = inner.text_ready(" ".join(self._computed.values()))
+    def _base_shape(self):
+        key, values = self._child._shape()
+        if key is None:
+            return None, ()
+        local = self.__dict__.get("_local_key")
+        if local is None:
+            local = ("P=", tuple(self._mapping.items()), tuple(self._computed.items()))
+        return (local, key), values
+
+    def _compile_base(self, ctx: BindContext | None = None) -> Compiled:
+        inner = self._child._compile(ctx)
+        if self._computed and inner.unsafe:
+            inner = inner.text_ready(" ".join(self._computed.values()))
         cols = {new: inner.cols[old] for new, old in self._mapping.items()}
         for new, sql in self._computed.items():
             cols[new] = inner.cols[sql] if sql in inner.cols else sa.literal_column("(" + sql + ")")
@@ -619,9 +888,16 @@ class Join(QueryExpression):
     def _sources(self) -> frozenset:
         return self._left.referenced_tables() | self._right.referenced_tables()
 
-    def _compile_base(self) -> Compiled:
-        left = self._left._compile()
-        right = self._right._compile()
+    def _base_shape(self):
+        lkey, lvalues = self._left._shape()
+        rkey, rvalues = self._right._shape()
+        if lkey is None or rkey is None:
+            return None, ()
+        return ("J", lkey, rkey, self._is_left, tuple(self._shared)), lvalues + rvalues
+
+    def _compile_base(self, ctx: BindContext | None = None) -> Compiled:
+        left = self._left._compile(ctx)
+        right = self._right._compile(ctx)
         if (right.tables & left.tables) or (self._is_left and right.where):
             right = right.as_subquery()
         on = sa.and_(sa.true(), *[left.cols[n] == right.cols[n] for n in self._shared])
@@ -668,8 +944,14 @@ class Aggregation(QueryExpression):
     def _sources(self) -> frozenset:
         return self._inner.referenced_tables()
 
-    def _compile_base(self) -> Compiled:
-        inner = self._inner._compile().as_subquery()
+    def _base_shape(self):
+        key, values = self._inner._shape()
+        if key is None:
+            return None, ()
+        return ("G", key, tuple(self._left.primary_key), tuple(self._kept), tuple(self._computed.items())), values
+
+    def _compile_base(self, ctx: BindContext | None = None) -> Compiled:
+        inner = self._inner._compile(ctx).as_subquery()
         groups = [inner.cols[n] for n in self._left.primary_key + self._kept]
         cols = [inner.cols[n].label(n) for n in self._left.primary_key + self._kept]
         cols += [sa.literal_column("(" + e + ")").label(n) for n, e in self._computed.items()]
@@ -708,15 +990,22 @@ class Union(QueryExpression):
     def _sources(self) -> frozenset:
         return self._a.referenced_tables() | self._b.referenced_tables()
 
-    def _compile_base(self) -> Compiled:
+    def _base_shape(self):
+        akey, avalues = self._a._shape()
+        bkey, bvalues = self._b._shape()
+        if akey is None or bkey is None:
+            return None, ()
+        return ("+", akey, bkey), avalues + bvalues
+
+    def _compile_base(self, ctx: BindContext | None = None) -> Compiled:
         names = self.heading.names
         pk = self.primary_key
         a, b = self._a, self._b
         if set(a.heading.names) == set(b.heading.names):
-            stmt = sa.union(a._compile().select(names), b._compile().select(names))
+            stmt = sa.union(a._compile(ctx).select(names), b._compile(ctx).select(names))
         else:
-            ca = a._compile().as_subquery()
-            cb = b._compile().as_subquery()
+            ca = a._compile(ctx).as_subquery()
+            cb = b._compile(ctx).as_subquery()
             on = sa.and_(sa.true(), *[ca.cols[k] == cb.cols[k] for k in pk])
             left = sa.select(*[(ca.cols[n] if n in ca.cols else cb.cols[n]).label(n) for n in names]).select_from(
                 sa.join(ca.from_, cb.from_, on, isouter=True))
@@ -807,8 +1096,12 @@ class Distinct(QueryExpression):
     def _sources(self) -> frozenset:
         return self._child.referenced_tables()
 
-    def _compile_base(self) -> Compiled:
-        inner = self._child._compile()
+    def _base_shape(self):
+        key, values = self._child._shape()
+        return (None, ()) if key is None else (("U", key, tuple(self._attributes)), values)
+
+    def _compile_base(self, ctx: BindContext | None = None) -> Compiled:
+        inner = self._child._compile(ctx)
         sub = inner.select(self._attributes).distinct().subquery()
         return Compiled(sub, {n: sub.c[n] for n in self._attributes}, [], inner.tables)
 
@@ -833,8 +1126,14 @@ class GroupBy(QueryExpression):
     def _sources(self) -> frozenset:
         return self._child.referenced_tables()
 
-    def _compile_base(self) -> Compiled:
-        inner = self._child._compile().as_subquery()
+    def _base_shape(self):
+        key, values = self._child._shape()
+        if key is None:
+            return None, ()
+        return ("UG", key, tuple(self._attributes), tuple(self._computed.items())), values
+
+    def _compile_base(self, ctx: BindContext | None = None) -> Compiled:
+        inner = self._child._compile(ctx).as_subquery()
         cols = [inner.cols[a].label(a) for a in self._attributes]
         cols += [sa.literal_column("(" + e + ")").label(n) for n, e in self._computed.items()]
         stmt = sa.select(*cols).select_from(inner.from_)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import logging
@@ -54,7 +54,13 @@ class Attribute:
         return self.typeinfo.enum_values if self.typeinfo else ()
 
     def renamed(self, new_name: str) -> "Attribute":
-        return replace(self, name=new_name, original_name=self.original_name or self.name)
+        new = object.__new__(Attribute)  # a field-for-field copy: replace() re-runs __init__, slowly
+        state = new.__dict__
+        state.update(self.__dict__)
+        state["name"] = new_name
+        state["original_name"] = self.original_name or self.name
+        state.pop("_encoder_memo", None)  # its messages name the attribute
+        return new
 
 
 def attribute_from_catalog(
@@ -105,13 +111,22 @@ class Heading:
     """Ordered attributes of a relation; hidden (``_``-prefixed) attributes are kept apart."""
 
     def __init__(self, attributes: Iterable[Attribute], table_comment: str = ""):
-        self._all = {a.name: a for a in attributes}
+        self._all = all_ = {a.name: a for a in attributes}
         self.table_comment = table_comment
-        visible = [a for a in self._all.values() if not a.is_hidden]
-        self._visible = {a.name: a for a in visible}
-        self.names = [a.name for a in visible]
-        self.primary_key = [a.name for a in visible if a.in_key]
-        self.secondary_attributes = [a.name for a in visible if not a.in_key]
+        self._visible = visible = {n: a for n, a in all_.items() if n[:1] != "_"}
+        self.names = list(visible)
+        self.primary_key = [n for n, a in visible.items() if a.in_key]
+        self.secondary_attributes = [n for n, a in visible.items() if not a.in_key]
+        self._shape_key = None
+
+    @property
+    def shape_key(self) -> tuple:
+        """What a table's SQL depends on: its column names in order (hidden ones included) and
+        which of them form the primary key (that orders the result's columns)."""
+        key = self._shape_key
+        if key is None:
+            key = self._shape_key = (tuple(self._all), tuple(self.primary_key))
+        return key
 
     @property
     def attributes(self) -> dict[str, Attribute]:

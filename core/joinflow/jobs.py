@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from .backends.base import bound
+from .backends.base import VALUE, bound
 from .condition import AndList, Not
 from .errors import DataJointError
 from .table import Table
@@ -36,6 +36,35 @@ _CLOCK_OFFSETS: dict[str, datetime.timedelta] = {}  # server URL -> server clock
 
 def job_table_name(target_name: str) -> str:
     return "~~" + target_name.lstrip("_")
+
+
+class Prepared:
+    """A statement compiled once for one connection's dialect, then run many times with new values.
+
+    Values are given for the statement's named parameters (``sa.bindparam("name")``); every other
+    parameter keeps the value it was compiled with.  Skips SQLAlchemy's per-call statement
+    building and caching, which cost more than the round trip for the small statements populate()
+    runs per key.
+    """
+
+    __slots__ = ("sql", "defaults", "names", "table")
+
+    def __init__(self, conn, statement, table: str | None = None):
+        compiled = statement.compile(dialect=conn.engine.dialect, compile_kwargs={"render_postcompile": True})
+        self.sql = compiled.string
+        self.defaults = dict(compiled.params)
+        self.names = tuple(compiled.positiontup) if compiled.positional else None
+        self.table = table
+
+    def run(self, conn, values: dict | None = None):
+        params = {**self.defaults, **values} if values else self.defaults
+        if self.names is not None:
+            params = tuple(params[name] for name in self.names)
+        return conn.run_sql(self.sql, params, table=self.table)  # reconnects, retries deadlocks, translates errors
+
+
+def _param(name: str) -> sa.BindParameter:
+    return sa.bindparam(name, type_=VALUE)
 
 
 class Job(Table):
@@ -310,8 +339,9 @@ class Job(Table):
 class Heartbeat:
     """Renews the lease of the key being computed, from its own thread and connection."""
 
-    def __init__(self, jobs: Job):
+    def __init__(self, jobs: Job, claims: "Claims | None" = None):
         self._jobs = jobs
+        self._claims = claims
         self._key: dict | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -342,14 +372,188 @@ class Heartbeat:
         while not self._stop.wait(interval):
             with self._lock:
                 key = self._key
-            if key is None:
+            if key is None and not (self._claims is not None and self._claims.held):
                 continue
             try:
                 if self._connection is None:
                     parent = self._jobs.connection
                     self._connection = Connection(url=parent.url.render_as_string(hide_password=False),
                                                   config=parent.config)
-                if not self._jobs.heartbeat(key, connection=self._connection):
+                if self._claims is not None:
+                    self._claims.renew(self._connection)
+                elif not self._jobs.heartbeat(key, connection=self._connection):
                     self.lost = True
             except Exception as exc:  # a missed beat is not fatal; the lease has slack
                 logger.warning("Heartbeat for %s failed: %s", key, exc)
+
+
+MAX_BATCH = 64  # keys claimed in one statement at most
+BATCH_SECONDS = 0.5  # a batch holds about this much work, so slow makes claim one key at a time
+
+
+class Claims:
+    """One worker's leases during populate(): keys are claimed in batches under a token of its own.
+
+    A claim is two statements whatever the batch size (the candidates, then one conditional
+    UPDATE); each key's job row is completed inside its make transaction; on exit, keys
+    claimed and not made go back to pending.  Every statement is compiled once per
+    populate() call.
+    """
+
+    def __init__(self, jobs: Job, restriction=None, priority: int | None = None):
+        self.jobs = jobs
+        conn = self.connection = jobs.connection
+        self.token = random.getrandbits(62) or 1
+        self.pk = list(jobs.target.primary_key)
+        self.name = jobs.full_table_name
+        self.decoders = jobs._decoders(self.pk)
+        self.lease = float(conn.config["jobs.lease_timeout"])
+        self.keep_completed = bool(conn.config["jobs.keep_completed"])
+        self.priority = priority
+        self.held: dict[tuple, dict] = {}  # raw key -> key, claimed and not finished
+        self.lost = False
+        expr = jobs if restriction is None else jobs.restrict(restriction, semantic_check=False)
+        compiled = expr._compile()
+        src = compiled.from_
+        where = list(compiled.where) + [self._claimable(src)]
+        if priority is not None:
+            where.append(src.c.priority <= _param("jf_priority"))
+        self._candidates = Prepared(conn, sa.select(*[src.c[k] for k in self.pk], src.c.status, src.c.priority)
+                                    .select_from(src)
+                                    .where(*where)
+                                    .order_by(src.c.priority, src.c.scheduled_time, *[src.c[k] for k in self.pk])
+                                    .limit(sa.bindparam("jf_limit", type_=sa.Integer)), self.name)
+        tc = self.tc = jobs._tc()
+        key = sa.and_(*[tc.c[k] == _param(f"jf_k{j}") for j, k in enumerate(self.pk)])
+        if self.keep_completed:
+            complete = sa.update(tc).where(key).values(status="success", completed_time=_param("jf_now"),
+                                                       duration=_param("jf_duration"))
+        else:
+            complete = sa.delete(tc).where(key)
+        self._complete = Prepared(conn, complete, self.name)
+        mine = sa.and_(tc.c.status == "reserved", tc.c.connection_id == bound(self.token))
+        target = jobs.target._table_clause(self.pk)
+        made = sa.exists(sa.select(sa.literal(1)).select_from(target).where(
+            *[target.c[k] == tc.c[k] for k in self.pk]))
+        # made keys' job rows are removed in one statement per batch, not one per key; a worker that
+        # dies before that leaves rows whose lease runs out, and whoever claims one sees it is made
+        self._finish = Prepared(conn, sa.delete(tc).where(mine, made), self.name)
+        self._release = Prepared(conn, sa.update(tc).where(mine, ~made).values(status="pending", reserved_time=None),
+                                 self.name)
+        self.unfinished = 0  # made keys whose job rows are still to be removed
+        self.taken_over: set[tuple] = set()  # claimed from an expired lease: maybe made already
+        self._renew = Prepared(conn, sa.update(tc).where(mine).values(reserved_time=_param("jf_now")), self.name)
+        self._claim: dict[int, tuple[Prepared, Prepared]] = {}  # by batch size
+        self._owner = dict(status="reserved", reserved_time=_param("jf_now"), host=platform.node()[:255],
+                           pid=os.getpid(), connection_id=self.token, user=(conn.get_user() or "")[:255],
+                           error_message="")
+
+    def _claimable(self, tc):
+        return sa.or_(
+            sa.and_(tc.c.status == "pending", tc.c.scheduled_time <= _param("jf_now")),
+            sa.and_(tc.c.status == "reserved", tc.c.reserved_time < _param("jf_expired")),
+        )
+
+    def _claim_statements(self, n: int) -> tuple[Prepared, Prepared]:
+        found = self._claim.get(n)
+        if found is None:
+            tc = self.tc
+            keys = sa.or_(*[sa.and_(*[tc.c[k] == _param(f"jf_k{i}_{j}") for j, k in enumerate(self.pk)])
+                            for i in range(n)])
+            values = {k: (v if isinstance(v, sa.BindParameter) else bound(v)) for k, v in self._owner.items()}
+            claim = sa.update(tc).where(keys, self._claimable(tc)).values(**values)
+            mine = sa.select(*[tc.c[k] for k in self.pk]).where(
+                keys, tc.c.status == "reserved", tc.c.connection_id == bound(self.token))
+            found = self._claim[n] = (Prepared(self.connection, claim, self.name),
+                                      Prepared(self.connection, mine, self.name))
+        return found
+
+    def _times(self) -> dict:
+        jobs = self.jobs
+        now = jobs._now()
+        return {"jf_now": jobs._ts(now), "jf_expired": jobs._ts(now - datetime.timedelta(seconds=self.lease))}
+
+    def any_claimable(self) -> bool:
+        values = {**self._times(), "jf_limit": 1, "jf_priority": self.priority}
+        return bool(self._candidates.run(self.connection, values).fetchall())
+
+    def claim(self, n: int) -> list[tuple[dict, tuple]]:
+        """Up to ``n`` keys this worker now holds, as (key, raw key); [] when nothing is claimable."""
+        conn = self.connection
+        misses = 0
+        while True:
+            times = self._times()
+            rows = self._candidates.run(conn, {**times, "jf_limit": max(4 * n, 8),
+                                               "jf_priority": self.priority}).fetchall()
+            if not rows:
+                return []
+            best = rows[0][-1]
+            pool = [tuple(r[:-2]) for r in rows if r[-1] == best]  # most urgent first; spread workers over them
+            pick = random.sample(pool, min(n, len(pool)))
+            expired = {tuple(r[:-2]) for r in rows if r[-2] == "reserved"}
+            claim, mine = self._claim_statements(len(pick))
+            values = dict(times)
+            for i, raw in enumerate(pick):
+                for j, v in enumerate(raw):
+                    values[f"jf_k{i}_{j}"] = v
+            got = claim.run(conn, values).rowcount
+            if got != len(pick) and got:
+                pick = [tuple(r) for r in mine.run(conn, values).fetchall()]
+            elif not got:
+                misses += 1  # another worker was faster: look again
+                if misses > 2:
+                    threading.Event().wait(random.random() * 0.01 * min(misses, 10))
+                continue
+            claimed = []
+            for raw in pick:
+                key = {name: (decode(v) if decode and v is not None else v)
+                       for name, v, decode in zip(self.pk, raw, self.decoders)}
+                self.held[raw] = key
+                if raw in expired:
+                    self.taken_over.add(raw)
+                claimed.append((key, raw))
+            return claimed
+
+    def complete(self, raw: tuple, duration: float | None = None) -> None:
+        """A held key was made (called inside its make transaction).
+
+        With ``jobs.keep_completed`` the job row becomes ``success`` in that transaction;
+        otherwise the rows of made keys are deleted together by ``flush()``.
+        """
+        if self.keep_completed:
+            values = {f"jf_k{j}": v for j, v in enumerate(raw)}
+            values.update(jf_now=self.jobs._ts(self.jobs._now()), jf_duration=duration)
+            self._complete.run(self.connection, values)
+        else:
+            self.unfinished += 1
+
+    def done(self, raw: tuple) -> None:
+        """The key is no longer held (made, errored or given back)."""
+        self.held.pop(raw, None)
+        self.taken_over.discard(raw)
+
+    def flush(self) -> None:
+        """Remove the job rows of the keys made so far (one statement)."""
+        if self.unfinished:
+            self.unfinished = 0
+            self._finish.run(self.connection)
+
+    def release_all(self) -> None:
+        """Finish the made keys and give back every other key this worker still holds."""
+        self.flush()
+        if self.held:
+            self.held.clear()
+            self.taken_over.clear()
+            self._release.run(self.connection)
+
+    def renew(self, connection) -> None:
+        """Heartbeat: push out the lease of every held key (from the heartbeat's own connection)."""
+        held = len(self.held)
+        if not held:
+            return
+        now = connection.backend.date_to_db(connection.backend.db_now(connection), "datetime")
+        renewed = self._renew.run(connection, {"jf_now": now}).rowcount
+        if renewed < held and len(self.held) >= held:
+            self.lost = True
+            logger.warning("%s: %d lease(s) of this worker were taken over by another worker.",
+                           self.name, held - renewed)

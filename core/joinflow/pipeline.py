@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import sys
 import time
 import types
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 from .autopopulate import AutoPopulate
@@ -45,6 +46,12 @@ def load_step(name: str) -> "Step":
     return Step(load_class(name))
 
 
+def load_class_name_check(name: str) -> None:
+    module_name, _, qualname = name.partition(":")
+    if not module_name or not qualname:
+        raise DataJointError(f"Step name {name!r} must look like 'package.module:Class'.")
+
+
 def _tier(cls: type) -> str:
     for base in cls.__mro__:
         if base.__name__ in TIERS and base.__module__ == "joinflow.user_tables":
@@ -58,16 +65,38 @@ def shard_of(key: dict, nshards: int) -> int:
     return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big") % nshards
 
 
-@dataclass
 class TableNode:
-    """Any table of the pipeline (sources included) as the adapters see it."""
+    """Any table of the pipeline (sources included) as the adapters see it.
 
-    name: str  # importable "module:Class"
-    cls: type
-    tier: str
-    full_table_name: str
-    parents: list[str] = field(default_factory=list)  # full table names
-    parts: list[str] = field(default_factory=list)
+    ``cls`` is imported on first use when the node comes from a manifest
+    (:meth:`Pipeline.from_manifest`); ``name``, ``tier``, ``schema``, ``table_name``,
+    ``full_table_name``, ``parents`` and ``parts`` never need the module or the database.
+    """
+
+    def __init__(self, name: str, cls: type | None, tier: str, full_table_name: str,
+                 parents: Iterable[str] = (), parts: Iterable[str] = (), *,
+                 schema: str | None = None, table_name: str | None = None):
+        self.name = name  # importable "module:Class"
+        self._cls = cls
+        self.tier = tier
+        self.full_table_name = full_table_name
+        self.parents = list(parents)  # full table names
+        self.parts = list(parts)
+        self.schema = schema if schema is not None or cls is None else cls.database
+        self.table_name = table_name if table_name is not None or cls is None else cls().table_name
+
+    def __repr__(self) -> str:
+        return f"TableNode({self.name!r}, tier={self.tier!r})"
+
+    @property
+    def cls(self) -> type:
+        if self._cls is None:
+            self._cls = load_class(self.name)
+        return self._cls
+
+    @property
+    def class_name(self) -> str:
+        return self.name.rpartition(":")[2].rpartition(".")[2]
 
     @property
     def table(self) -> Table:
@@ -83,17 +112,43 @@ class TableNode:
 
 
 class Step:
-    """One auto-populated table as a unit of orchestrated work."""
+    """One auto-populated table as a unit of orchestrated work.
 
-    def __init__(self, cls: type, upstream: Sequence[str] = ()):
-        if not (isinstance(cls, type) and issubclass(cls, AutoPopulate)):
-            raise DataJointError(f"{cls!r} is not an Imported or Computed table; only those are steps.")
-        self.cls = cls
-        self.name = step_name(cls)
+    ``cls`` is the table class, or its importable name ``"module:Class"``: then the module
+    is imported on first use (so a step from a manifest costs nothing until it runs).
+    """
+
+    def __init__(self, cls: type | str, upstream: Sequence[str] = (), *, full_table_name: str | None = None,
+                 schema: str | None = None, table_name: str | None = None):
+        if isinstance(cls, str):
+            self.name = cls
+            self._cls = None
+            load_class_name_check(cls)
+        else:
+            if not (isinstance(cls, type) and issubclass(cls, AutoPopulate)):
+                raise DataJointError(f"{cls!r} is not an Imported or Computed table; only those are steps.")
+            self._cls = cls
+            self.name = step_name(cls)
         self.upstream = list(upstream)
+        self._full_table_name = full_table_name
+        self.schema = schema
+        self.table_name = table_name
 
     def __repr__(self) -> str:
         return f"Step({self.name!r})"
+
+    @property
+    def cls(self) -> type:
+        if self._cls is None:
+            cls = load_class(self.name)
+            if not (isinstance(cls, type) and issubclass(cls, AutoPopulate)):
+                raise DataJointError(f"{self.name} is not an Imported or Computed table; only those are steps.")
+            self._cls = cls
+        return self._cls
+
+    @property
+    def class_name(self) -> str:
+        return self.name.rpartition(":")[2].rpartition(".")[2]
 
     @property
     def table(self):
@@ -101,7 +156,9 @@ class Step:
 
     @property
     def full_table_name(self) -> str:
-        return self.cls().full_table_name
+        if self._full_table_name is None:
+            self._full_table_name = self.cls().full_table_name
+        return self._full_table_name
 
     # -- planning ---------------------------------------------------------------------------
     def pending_count(self, *restrictions) -> int:
@@ -233,7 +290,10 @@ class Pipeline:
         self.steps: list[Step] = []
         for node in self.nodes:
             if node.is_step:
-                self.steps.append(Step(node.cls, self._upstream_steps(node.full_table_name, deps)))
+                self.steps.append(Step(node.cls, self._upstream_steps(node.full_table_name, deps),
+                                       full_table_name=node.full_table_name, schema=node.schema,
+                                       table_name=node.table_name))
+        self.manifest: dict | None = None
 
     def _upstream_steps(self, full: str, deps) -> list[str]:
         """Nearest auto-populated ancestors (through source tables, not through other steps)."""
@@ -272,6 +332,150 @@ class Pipeline:
         return [s.run(**kwargs) for s in self.steps]
 
 
+    # -- manifest: the pipeline's structure without its modules or its database ----------------
+    def to_manifest(self) -> dict:
+        """The structure as a JSON-able dict (see :data:`MANIFEST_FORMAT`), with a content hash.
+
+        An orchestrator builds its task graph from it (:meth:`from_manifest`) without
+        importing the pipeline modules or connecting; tasks import and connect when they run.
+        """
+        if self.manifest is not None:
+            return dict(self.manifest)
+        url = self.connection.url if self.connection is not None else None
+        body = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "modules": sorted({n.name.partition(":")[0] for n in self.nodes}),
+            "schemas": sorted({n.schema for n in self.nodes if n.schema}),
+            "database": None if url is None else {
+                "backend": url.get_backend_name(), "host": url.host,
+                "name": (url.database or "").replace(os.sep, "/").rsplit("/", 1)[-1] or None},
+            "tables": [{"name": n.name, "tier": n.tier, "schema": n.schema, "table_name": n.table_name,
+                        "full_table_name": n.full_table_name, "parents": list(n.parents), "parts": list(n.parts)}
+                       for n in self.nodes],
+            "steps": [{"name": s.name, "upstream": list(s.upstream)} for s in self.steps],
+        }
+        return {**body, "hash": _manifest_hash(body)}
+
+    def write_manifest(self, path: str | os.PathLike) -> dict:
+        """Write :meth:`to_manifest` to ``path`` (JSON, stable key order); returns it."""
+        manifest = self.to_manifest()
+        text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)  # readers (a DAG parser) never see half a file
+        return manifest
+
+    @classmethod
+    def from_manifest(cls, manifest: "str | os.PathLike | dict") -> "Pipeline":
+        """A pipeline rebuilt from a manifest (a dict or a JSON file): no import, no database.
+
+        Nodes and steps have their names, tiers, schemas, tables, parents, parts and upstream
+        steps; a step's class (and with it the database) is loaded only when it is used.
+        """
+        data = read_manifest(manifest)
+        self = cls.__new__(cls)
+        self.connection = None
+        self.manifest = data
+        self.nodes = [TableNode(t["name"], None, t["tier"], t["full_table_name"], t.get("parents", ()),
+                                t.get("parts", ()), schema=t.get("schema"), table_name=t.get("table_name"))
+                      for t in data["tables"]]
+        self._by_table = {n.full_table_name: n for n in self.nodes}
+        by_name = {n.name: n for n in self.nodes}
+        self.steps = []
+        for entry in data["steps"]:
+            node = by_name.get(entry["name"])
+            if node is None or not node.is_step:
+                raise DataJointError(f"Manifest step {entry['name']!r} is not an Imported/Computed table of its "
+                                     "'tables'; regenerate the manifest (python -m joinflow.pipeline manifest ...).")
+            self.steps.append(Step(entry["name"], entry.get("upstream", ()), full_table_name=node.full_table_name,
+                                   schema=node.schema, table_name=node.table_name))
+        return self
+
+    @property
+    def manifest_hash(self) -> str:
+        return self.to_manifest()["hash"]
+
+
+MANIFEST_FORMAT = "joinflow-pipeline-manifest"
+MANIFEST_VERSION = 1
+
+
+def _manifest_hash(body: dict) -> str:
+    canonical = json.dumps({k: v for k, v in body.items() if k != "hash"}, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def read_manifest(manifest: "str | os.PathLike | dict") -> dict:
+    """Load and check a manifest (format, version, content hash); errors say how to fix it."""
+    where = "the manifest dict"
+    if not isinstance(manifest, dict):
+        where = os.fspath(manifest)
+        try:
+            with open(where, encoding="utf-8") as f:
+                manifest = json.load(f)
+        except FileNotFoundError:
+            raise DataJointError(f"Pipeline manifest {where!r} does not exist; create it with "
+                                 f"`python -m joinflow.pipeline manifest MODULE -o {where}`.") from None
+        except json.JSONDecodeError as exc:
+            raise DataJointError(f"Pipeline manifest {where!r} is not valid JSON ({exc}); regenerate it with "
+                                 "`python -m joinflow.pipeline manifest MODULE -o FILE`.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise DataJointError(f"{where} is not a joinflow pipeline manifest (no \"format\": \"{MANIFEST_FORMAT}\").")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise DataJointError(f"{where} has manifest version {manifest.get('version')!r}; this joinflow reads "
+                             f"version {MANIFEST_VERSION}: regenerate it with this joinflow.")
+    missing = [k for k in ("tables", "steps", "hash") if k not in manifest]
+    if missing:
+        raise DataJointError(f"{where} lacks {missing}; regenerate it.")
+    if _manifest_hash(manifest) != manifest["hash"]:
+        raise DataJointError(f"{where}: content hash mismatch (edited by hand or truncated); regenerate it with "
+                             "`python -m joinflow.pipeline manifest MODULE -o FILE`.")
+    return manifest
+
+
+def manifest_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m joinflow.pipeline manifest MODULE [MODULE ...] -o FILE [--url URL]``.
+
+    Imports the modules (which declares their tables on the configured database), loads the
+    foreign-key graph once and writes the manifest.  ``-o -`` prints it.  Meant to be reused
+    by the ``joinflow`` command line as ``joinflow manifest``.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m joinflow.pipeline",
+                                     description="Write a joinflow pipeline manifest (JSON).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mf = sub.add_parser("manifest", help="the pipeline's structure as JSON, for orchestrators")
+    mf.add_argument("modules", nargs="+", help="importable module names of the pipeline")
+    mf.add_argument("-o", "--output", default="-", help="file to write (default: - = stdout)")
+    mf.add_argument("--url", default=None, help="database URL (default: JOINFLOW_DATABASE_URL / dj.config)")
+    mf.add_argument("--path", action="append", default=[], help="prepend to sys.path (repeatable)")
+    args = parser.parse_args(argv)
+    if args.url:
+        from .settings import config
+
+        config["database.url"] = args.url
+    for entry in reversed(args.path):
+        sys.path.insert(0, entry)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        modules = [importlib.import_module(name) for name in args.modules]
+        pipeline = Pipeline(*modules)
+        if args.output == "-":
+            print(json.dumps(pipeline.to_manifest(), indent=1, sort_keys=True))
+        else:
+            manifest = pipeline.write_manifest(args.output)
+            print(f"wrote {args.output}: {len(manifest['tables'])} tables, {len(manifest['steps'])} steps, "
+                  f"{manifest['hash'][:19]}", file=sys.stderr)
+    except (DataJointError, ImportError) as exc:
+        print(f"joinflow: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _classes_of(source: Any) -> list[type]:
     from .schemas import Schema
 
@@ -299,3 +503,7 @@ def _with_parts(classes: Iterable[type]) -> list[type]:
             if isinstance(member, type) and issubclass(member, Part):
                 result.append(member)
     return result
+
+
+if __name__ == "__main__":  # python -m joinflow.pipeline manifest MODULE -o FILE
+    sys.exit(manifest_main())

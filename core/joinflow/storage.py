@@ -22,11 +22,18 @@ back transaction, deletes them again (see ``Table.insert``).
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import logging
+import os
+import re
+import secrets
+import shutil
 import threading
+import urllib.parse
 import uuid
+from pathlib import Path
 from typing import Any
 
 from .errors import BucketInaccessible, DataJointError, MissingExternalFile
@@ -36,6 +43,13 @@ logger = logging.getLogger("joinflow")
 HASH_PREFIX = "_hash"
 SCHEMA_PREFIX = "_schema"
 ATOMIC_BY_NATURE = {"s3", "s3a", "gs", "gcs", "az", "abfs", "adl"}
+TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+MANIFEST_SUFFIX = ".manifest.json"
+# characters DataJoint URL-quotes in primary-key values, plus NUL/control characters and '%'-free safety
+_UNSAFE_PK_CHARS = set('/\\:*?"<>|')
+_MAX_PK_TEXT = 100  # DataJoint: longer values are truncated to 50 characters + "_" + md5[:8]
+_MAX_COMPONENT_BYTES = 200  # below the 255-byte limit of common file systems
+_EXT = re.compile(r"^\.?[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*$")
 
 
 class StoreError(DataJointError):
@@ -47,20 +61,104 @@ def content_hash(data: bytes) -> str:
     return base64.b32encode(hashlib.md5(data).digest()).decode("ascii").rstrip("=").lower()
 
 
+def generate_token(length: int = 8) -> str:
+    """A random token of ``length`` (clamped to 4..16) characters from ``[A-Za-z0-9-_]``."""
+    length = max(4, min(16, int(length)))
+    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(length))
+
+
+def encode_pk_value(value: Any) -> str:
+    """A primary-key value as one path component, as DataJoint renders it, never a path of its own.
+
+    Numbers as ``str``; datetimes ``%Y-%m-%dT%H-%M-%S``; dates ISO; other values as text,
+    URL-quoted when they hold a separator, a character file systems refuse, NUL or a control
+    character; text longer than 100 characters becomes its first 50 characters, ``_`` and
+    8 hex digits of its MD5 (then quoted).  A value can never contribute ``/``, ``..`` or an
+    absolute path to the object's path: the result is always used after ``{attr}=``.
+    """
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.strftime("%Y-%m-%dT%H-%M-%S")
+    if hasattr(value, "isoformat") and not isinstance(value, str):
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        try:
+            return encode_pk_value(value.item())
+        except (TypeError, ValueError):
+            pass
+    text = str(value)
+    unsafe = any(c in _UNSAFE_PK_CHARS or ord(c) < 32 or ord(c) == 127 for c in text)
+    if len(text) > _MAX_PK_TEXT:
+        text = text[:50] + "_" + hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        unsafe = True
+    if unsafe:
+        text = urllib.parse.quote(text, safe="")
+    if len(text.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES:  # e.g. 100 multi-byte characters
+        digest = hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        head = urllib.parse.quote(urllib.parse.unquote(text)[:50], safe="")[:150]
+        cut = head.rfind("%", len(head) - 2)  # never end inside a %XX escape
+        text = (head[:cut] if cut >= 0 else head) + "_" + digest
+    return text
+
+
+def check_relative_path(path: str, what: str = "object path") -> str:
+    """``path`` if it is a relative path that stays inside the store root; else ValueError."""
+    text = str(path)
+    if "\0" in text:
+        raise ValueError(f"The {what} {text!r} contains a NUL character.")
+    if not text or text.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", text) or "://" in text:
+        raise ValueError(f"The {what} {text!r} must be a path relative to the store root.")
+    parts = text.replace("\\", "/").split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(
+            f"The {what} {text!r} must not contain empty, '.' or '..' components (it would leave its folder)."
+        )
+    return text
+
+
+def normalize_ext(ext: str | None) -> str | None:
+    """``"npy"``/``".npy"`` -> ``".npy"``; None/"" -> None; anything that is not a plain suffix -> ValueError."""
+    if ext is None or ext == "":
+        return None
+    ext = str(ext)
+    if len(ext) > 32 or not _EXT.match(ext):
+        raise ValueError(f"File extension {ext!r} is not a plain suffix such as '.dat' or '.tar.gz'.")
+    return ext if ext.startswith(".") else "." + ext
+
+
+def build_object_path(store: "Store", schema: str, table: str, field: str, key: dict | None,
+                      ext: str | None = None) -> str:
+    """The schema-addressed path of a new object (DataJoint 2.x layout)::
+
+        {schema_prefix}/[{partition_attr}={v}/...]{schema}/{table}/{pk1}={v1}/.../{field}_{token}{ext}
+    """
+    key = dict(key or {})
+    pattern = store.spec.get("partition_pattern")
+    partition = re.findall(r"\{(\w+)\}", pattern) if pattern else []
+    parts = [store.schema_prefix] if store.schema_prefix else []
+    parts += [f"{a}={encode_pk_value(key[a])}" for a in partition if a in key]
+    parts += [schema, table]
+    parts += [f"{a}={encode_pk_value(v)}" for a, v in key.items() if a not in partition and not a.startswith("_")]
+    parts.append(f"{field}_{generate_token(store.spec.get('token_length', 8))}{normalize_ext(ext) or ''}")
+    return check_relative_path("/".join(parts))
+
+
 def store_names(cfg) -> list[str]:
     stores = cfg["stores"] or {}
     return [k for k, v in stores.items() if isinstance(v, dict)]
 
 
-def resolve_store_name(cfg, name: str | None) -> str:
-    """The configured store for ``name``; None or "" mean ``stores.default``."""
+def resolve_store_name(cfg, name: str | None, default_key: str = "default") -> str:
+    """The configured store for ``name``; None or "" mean ``stores.default`` (``<filepath@>``:
+    ``stores.filepath_default``, then ``stores.default``)."""
     stores = cfg["stores"] or {}
     if not name:
-        default = stores.get("default")
+        default = stores.get(default_key) or stores.get("default")
         if not default:
             raise StoreError(
-                "The default store is requested (`<...@>`) but config['stores']['default'] is not set. Set it to the "
-                f"name of a configured store (configured: {', '.join(store_names(cfg)) or 'none'})."
+                f"The default store is requested (`<...@>`) but config['stores']['{default_key}'] is not set. Set it "
+                f"to the name of a configured store (configured: {', '.join(store_names(cfg)) or 'none'})."
             )
         name = default
     if not isinstance(stores.get(name), dict):
@@ -135,26 +233,35 @@ class Store:
     def put(self, path: str, data: bytes) -> None:
         """Write ``data`` at ``path`` atomically (temporary name, then rename)."""
         full = self.full_path(path)
+        if not self.is_local and not isinstance(data, (bytes, bytearray)):
+            data = bytes(data)  # fsspec clients want bytes, not a memoryview
         if self.protocol in ATOMIC_BY_NATURE:
             self.fs.pipe_file(full, data)
             return
         parent = full.rsplit("/", 1)[0]
         if parent:
-            self.fs.makedirs(parent, exist_ok=True)
+            if self.is_local:
+                os.makedirs(parent, exist_ok=True)
+            else:
+                self.fs.makedirs(parent, exist_ok=True)
         temp = f"{full}.tmp-{uuid.uuid4().hex}"
         try:
-            self.fs.pipe_file(temp, data)
-            self.fs.mv(temp, full)
+            if self.is_local:  # plain file I/O: no fsspec overhead on the hot path
+                with open(temp, "wb") as f:
+                    f.write(data)
+                os.replace(temp, full)
+            else:
+                self.fs.pipe_file(temp, data)
+                self.fs.mv(temp, full)
         except BaseException:
-            try:
-                if self.fs.exists(temp):
-                    self.fs.rm(temp)
-            except Exception:  # pragma: no cover - best effort
-                pass
+            self._discard(temp)
             raise
 
     def get(self, path: str) -> bytes:
         try:
+            if self.is_local:
+                with open(self.full_path(path), "rb") as f:
+                    return f.read()
             return self.fs.cat_file(self.full_path(path))
         except FileNotFoundError:
             raise MissingExternalFile(
@@ -162,16 +269,113 @@ class Store:
                 "or the store's location changed; restore it, or delete the rows that refer to it."
             ) from None
 
-    def remove(self, path: str) -> bool:
+    def remove(self, path: str, recursive: bool = False) -> bool:
         full = self.full_path(path)
         try:
-            self.fs.rm(full)
+            if recursive and self.fs.isdir(full):
+                self.fs.rm(full, recursive=True)
+            else:
+                self.fs.rm(full)
         except FileNotFoundError:
             return False
         return True
 
     def size(self, path: str) -> int:
         return int(self.fs.size(self.full_path(path)))
+
+    def isdir(self, path: str) -> bool:
+        return bool(self.fs.isdir(self.full_path(path)))
+
+    def open(self, path: str, mode: str = "rb"):
+        try:
+            return self.fs.open(self.full_path(path), mode)
+        except FileNotFoundError:
+            raise MissingExternalFile(f"Object {path} is missing from store '{self.name}'.") from None
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol in ("file", "local")
+
+    def put_file(self, local: str | Path, path: str) -> int:
+        """Copy the local file ``local`` to ``path`` atomically; return its size."""
+        local = Path(local)
+        full = self.full_path(path)
+        if self.protocol in ATOMIC_BY_NATURE:
+            self.fs.put_file(str(local), full)
+            return local.stat().st_size
+        parent = full.rsplit("/", 1)[0]
+        temp = f"{full}.tmp-{uuid.uuid4().hex}"
+        try:
+            if self.is_local:
+                os.makedirs(parent, exist_ok=True)
+                shutil.copyfile(local, temp)
+                os.replace(temp, full)
+            else:
+                self.fs.makedirs(parent, exist_ok=True)
+                self.fs.put_file(str(local), temp)
+                self.fs.mv(temp, full)
+        except BaseException:
+            self._discard(temp)
+            raise
+        return local.stat().st_size
+
+    def put_folder(self, local: str | Path, path: str) -> dict:
+        """Copy the local folder ``local`` to ``path`` (whole: a temporary name, then a rename on file
+        systems) and write DataJoint's ``{path}.manifest.json`` beside it; return the manifest."""
+        local = Path(local)
+        files = []
+        for root, _dirs, names in os.walk(local):
+            for name in sorted(names):
+                item = Path(root) / name
+                files.append({"path": item.relative_to(local).as_posix(), "size": item.stat().st_size})
+        full = self.full_path(path)
+        if self.protocol in ATOMIC_BY_NATURE:
+            for item in files:
+                self.fs.put_file(str(local / item["path"]), f"{full}/{item['path']}")
+        else:
+            temp = f"{full}.tmp-{uuid.uuid4().hex}"
+            try:
+                if self.is_local:
+                    shutil.copytree(local, temp)
+                    os.replace(temp, full)
+                else:
+                    for item in files:
+                        self.fs.pipe_file(f"{temp}/{item['path']}", (local / item["path"]).read_bytes())
+                    self.fs.mv(temp, full, recursive=True)
+            except BaseException:
+                self._discard(temp, recursive=True)
+                raise
+        manifest = {"files": files, "total_size": sum(f["size"] for f in files), "item_count": len(files),
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+        self.put(path + MANIFEST_SUFFIX, json.dumps(manifest, indent=2).encode())
+        return manifest
+
+    def write_with(self, path: str, writer) -> None:
+        """Write ``path`` atomically by calling ``writer(file)`` on a temporary file, then renaming it."""
+        full = self.full_path(path)
+        if not self.is_local:
+            import io as _io
+
+            buffer = _io.BytesIO()
+            writer(buffer)
+            self.put(path, buffer.getbuffer())
+            return
+        os.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+        temp = f"{full}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(temp, "wb") as f:
+                writer(f)
+            os.replace(temp, full)
+        except BaseException:
+            self._discard(temp)
+            raise
+
+    def _discard(self, full: str, recursive: bool = False) -> None:
+        try:
+            if self.fs.exists(full):
+                self.fs.rm(full, recursive=recursive)
+        except Exception:  # pragma: no cover - best effort
+            pass
 
     def hash_path(self, digest: str, schema: str) -> str:
         folds, rest = [], digest
@@ -186,9 +390,9 @@ _stores: dict[tuple[str, str], Store] = {}
 _stores_lock = threading.Lock()
 
 
-def get_store(cfg, name: str | None) -> Store:
+def get_store(cfg, name: str | None, default_key: str = "default") -> Store:
     """The store ``name`` (None/"" = ``stores.default``) of configuration ``cfg`` (cached per spec)."""
-    resolved = resolve_store_name(cfg, name)
+    resolved = resolve_store_name(cfg, name, default_key)
     spec = (cfg["stores"] or {})[resolved]
     key = (resolved, json.dumps(spec, sort_keys=True, default=str))
     store = _stores.get(key)
@@ -204,18 +408,18 @@ class Journal:
     """The objects written during one insert, to delete them if it fails."""
 
     def __init__(self) -> None:
-        self.written: list[tuple[Store, str]] = []
+        self.written: list[tuple[Store, str, bool]] = []
 
-    def record(self, store: Store, path: str) -> None:
-        self.written.append((store, path))
+    def record(self, store: Store, path: str, recursive: bool = False) -> None:
+        self.written.append((store, path, recursive))
 
     def __bool__(self) -> bool:
         return bool(self.written)
 
     def undo(self) -> None:
-        for store, path in reversed(self.written):
+        for store, path, recursive in reversed(self.written):
             try:
-                store.remove(path)
+                store.remove(path, recursive=recursive)
             except Exception as exc:  # pragma: no cover - report, keep cleaning
                 logger.warning("Could not delete object %s from store '%s' after a failed insert: %s",
                                path, store.name, exc)
@@ -249,4 +453,4 @@ def get_hash(meta: dict, cfg) -> bytes:
 
 
 __all__ = ["Store", "StoreError", "Journal", "get_store", "put_hash", "get_hash", "content_hash",
-           "resolve_store_name"]
+           "resolve_store_name", "encode_pk_value", "build_object_path", "check_relative_path", "generate_token"]

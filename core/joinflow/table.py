@@ -146,10 +146,19 @@ class Table(QueryExpression):
         return type(self).__name__ if self._table_name is None or type(self).__name__ != "FreeTable" \
             else to_camel_case(self.table_name)
 
+    _full_name_memo: tuple | None = None  # (class, database, connection, _table_name, full name)
+
     @property
     def full_table_name(self) -> str:
+        memo = self._full_name_memo  # one per class: names are quoted once, not per query
+        if memo is not None and memo[0] is type(self) and memo[1] == self.database \
+                and memo[2] is self._connection and memo[3] == self._table_name:
+            return memo[4]
         self._check_bound()
-        return self.connection.backend.full_table_name(self.database, self.table_name)
+        name = self.connection.backend.full_table_name(self.database, self.table_name)
+        type.__setattr__(type(self), "_full_name_memo",
+                         (type(self), self.database, self._connection, self._table_name, name))
+        return name
 
     def _check_bound(self) -> None:
         if self.database is None or self._connection is None:
@@ -180,7 +189,7 @@ class Table(QueryExpression):
             self.database, self.table_name, names if names is not None else list(self.heading.all_attributes)
         )
 
-    def _compile_base(self) -> Compiled:
+    def _compile_base(self, ctx=None) -> Compiled:
         tc = self._table_clause()
         return Compiled(tc, {n: tc.c[n] for n in self.heading.names}, [], frozenset({self.full_table_name}))
 
@@ -209,6 +218,10 @@ class Table(QueryExpression):
             auto_populated=self._auto_populated,
             allow_new_pk=bool(conn.config["jobs.allow_new_pk_fields_in_computed_tables"]),
         )
+        if self._auto_populated and conn.config["jobs.add_job_metadata"]:  # hidden _job_* columns
+            from .autopopulate import job_metadata_attributes
+
+            spec = dataclasses.replace(spec, attributes=list(spec.attributes) + job_metadata_attributes())
         for fk in spec.foreign_keys:
             parent_full = backend.full_table_name(fk.parent_schema, fk.parent_table)
             if backend.load_columns(conn, fk.parent_schema, fk.parent_table) is None:
@@ -244,7 +257,8 @@ class Table(QueryExpression):
                 continue
             if chain.in_store:
                 try:
-                    resolve_store_name(self.connection.config, chain.store)
+                    default_key = "filepath_default" if chain.codecs[0].name == "filepath" else "default"
+                    resolve_store_name(self.connection.config, chain.store, default_key)
                 except DataJointError as exc:
                     raise DeclarationError(
                         f"Table {self.database}.{self.table_name}, attribute `{attr.name}` ({attr.type}): {exc}"
@@ -435,9 +449,16 @@ class Table(QueryExpression):
     def _execute_insert(self, fields, values, mode, chunk_size=None) -> None:
         conn = self.connection
         backend = conn.backend
-        table = self._table_clause(fields)
-        stmt = backend.insert(table, fields, self.heading.primary_key, mode)
-        compiled = stmt.compile(dialect=conn.engine.dialect)
+        heading = self.heading
+        # the INSERT is compiled once per (table, fields, mode) and heading (populate inserts per key)
+        cache = conn.__dict__.setdefault("_insert_sql_cache", {})
+        cache_key = (self.full_table_name, tuple(fields), mode)
+        hit = cache.get(cache_key)
+        if hit is None or hit[0] is not heading:
+            stmt = backend.insert(self._table_clause(fields), fields, heading.primary_key, mode)
+            compiled = stmt.compile(dialect=conn.engine.dialect)
+            hit = cache[cache_key] = (heading, compiled)
+        compiled = hit[1]
         sql = compiled.string
         if compiled.positional:
             order = [int(name[1:]) for name in compiled.positiontup]

@@ -6,6 +6,13 @@
     airflow standalone                                 # UI on http://localhost:8080
     airflow dags test lcms                             # or: one run now, in-process
 
+The DAG is built from ``pipeline.json``, the pipeline's manifest: parsing this file imports
+no pipeline module and never touches the database (Airflow parses DAG files constantly).
+The tasks import ``lcms.pipeline`` and connect when they run.  After changing the pipeline's
+tables, regenerate the manifest (from the ``examples`` folder)::
+
+    python -m joinflow.pipeline manifest lcms.pipeline -o lcms/pipeline.json
+
 The database URL comes from the Airflow connection ``joinflow_default`` (type ``joinflow``),
 else from ``JOINFLOW_DATABASE_URL``: no credentials in this file.  ``.airflowignore`` keeps
 the other example files of this folder out of Airflow's parser.
@@ -23,7 +30,7 @@ if EXAMPLES not in sys.path:
 
 dag = JoinflowDag(
     dag_id="lcms",
-    pipeline="lcms.pipeline",       # imported after the connection's URL is applied
+    manifest="pipeline.json",       # next to this file; or pipeline="lcms.pipeline" (imports it at parse time)
     schedule="@hourly",
     batch_size=100,
     conn_id="joinflow_default",

@@ -17,6 +17,7 @@ from ..errors import (
     AccessError,
     DataJointError,
     DataTypeError,
+    DeadlockError,
     DuplicateError,
     IntegrityError,
     LostConnectionError,
@@ -92,6 +93,7 @@ ERROR_CLASSES = {
     "lost": LostConnectionError,
     "access": AccessError,
     "unknown_column": UnknownAttributeError,
+    "deadlock": DeadlockError,
 }
 
 
@@ -390,6 +392,18 @@ class Backend:
     def db_now(self, conn) -> datetime.datetime:
         value = conn.execute(sa.select(self.now())).scalar()
         return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    # -- named locks (coordination between workers) ----------------------------------------------
+    def try_lock(self, conn, name: str) -> bool | None:
+        """Take the session-level lock ``name`` without waiting: True if taken, False if another
+        session holds it, None if this backend has no named locks."""
+        return None
+
+    def wait_lock(self, conn, name: str) -> None:
+        """Take the session-level lock ``name``, waiting for its holder."""
+
+    def unlock(self, conn, name: str) -> None:
+        """Release the session-level lock ``name``."""
 
     # -- errors ------------------------------------------------------------------------------------
     def classify_error(self, exc: BaseException) -> tuple[str | None, str]:

@@ -64,6 +64,8 @@ ERRORS = {
     1044: "access",
     1142: "access",
     1143: "access",
+    1213: "deadlock",  # the transaction was rolled back to break a deadlock
+    1205: "deadlock",  # lock wait timeout: the statement was rolled back
 }
 
 
@@ -285,6 +287,15 @@ class MySQLBackend(Backend):
 
     def lock_suffix(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
+
+    def try_lock(self, conn, name: str) -> bool | None:
+        return conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name[:64]}).scalar() == 1
+
+    def wait_lock(self, conn, name: str) -> None:
+        conn.execute(sa.text("SELECT GET_LOCK(:n, 3600)"), {"n": name[:64]})
+
+    def unlock(self, conn, name: str) -> None:
+        conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name[:64]})
 
     def classify_error(self, exc):
         if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):

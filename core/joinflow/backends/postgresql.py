@@ -62,6 +62,19 @@ class PostgreSQLBackend(Backend):
         args = {} if tls is None else {"sslmode": "require" if tls else "disable"}
         return {"connect_args": args}
 
+    def install_events(self, engine: sa.engine.Engine) -> None:
+        @sa.event.listens_for(engine, "connect")
+        def _fast_toast_compression(dbapi_connection, _record):
+            # The server compresses every large bytea/json value it stores (TOAST). Its default,
+            # pglz, spends ~30 ms per MB on blobs of numeric data and usually gains nothing; lz4
+            # (PostgreSQL 14+, when built with it) is ~10x faster. Values read back the same.
+            try:
+                with dbapi_connection.cursor() as cursor:
+                    cursor.execute("SET default_toast_compression = 'lz4'")
+                dbapi_connection.commit()
+            except Exception:  # older server or no lz4: keep the server's default
+                dbapi_connection.rollback()
+
     # -- values --------------------------------------------------------------------------
     def bool_to_db(self, value: Any) -> Any:
         return bool(value)
@@ -340,6 +353,15 @@ class PostgreSQLBackend(Backend):
     def lock_suffix(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
 
+    def try_lock(self, conn, name: str) -> bool | None:
+        return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtextextended(:n, 0))"), {"n": name}).scalar())
+
+    def wait_lock(self, conn, name: str) -> None:
+        conn.execute(sa.text("SELECT pg_advisory_lock(hashtextextended(:n, 0))"), {"n": name})
+
+    def unlock(self, conn, name: str) -> None:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(hashtextextended(:n, 0))"), {"n": name})
+
     def classify_error(self, exc):
         state = getattr(exc, "sqlstate", None) or ""
         diag = getattr(exc, "diag", None)
@@ -367,4 +389,6 @@ class PostgreSQLBackend(Backend):
             return "lost", message
         if state == "42501":
             return "access", message
+        if state in ("40P01", "40001", "55P03"):  # deadlock, serialization failure, lock not available
+            return "deadlock", message
         return None, message

@@ -371,6 +371,44 @@ class SQLiteBackend(Backend):
     def lock_suffix(self) -> str:
         return ""  # BEGIN IMMEDIATE already holds the write lock
 
+    # -- named locks: a lock file next to the database file (every SQLite user is on this machine)
+    def _lock_file(self, conn, name: str):
+        path = conn.engine.url.database
+        if not path or path == ":memory:":
+            return None
+        try:
+            import fcntl  # noqa: F401  (POSIX only)
+        except ImportError:  # pragma: no cover
+            return None
+        return open(f"{path}.{name}.lock", "a+")
+
+    def try_lock(self, conn, name: str) -> bool | None:
+        import fcntl
+
+        handle = self._lock_file(conn, name)
+        if handle is None:
+            return None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        conn.__dict__.setdefault("_named_locks", {})[name] = handle
+        return True
+
+    def wait_lock(self, conn, name: str) -> None:
+        import fcntl
+
+        handle = self._lock_file(conn, name)
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            conn.__dict__.setdefault("_named_locks", {})[name] = handle
+
+    def unlock(self, conn, name: str) -> None:
+        handle = conn.__dict__.get("_named_locks", {}).pop(name, None)
+        if handle is not None:
+            handle.close()  # closing the file releases its lock
+
     def classify_error(self, exc):
         message = str(exc)
         if isinstance(exc, sqlite3.IntegrityError):
@@ -392,6 +430,8 @@ class SQLiteBackend(Backend):
                 return "syntax", message
             if "no such column" in message:
                 return "unknown_column", message
+            if "database is locked" in message or "database table is locked" in message:
+                return "deadlock", message
         if isinstance(exc, (sqlite3.DataError, sqlite3.InterfaceError, OverflowError)):
             return "data", message
         return None, message

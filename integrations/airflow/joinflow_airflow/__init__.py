@@ -26,7 +26,7 @@ def get_provider_info() -> dict:
 
 
 def __getattr__(name: str):  # keep `get_provider_info` import light: Airflow calls it often
-    if name in ("JoinflowDag", "joinflow_dag", "JoinflowMakeError", "pipeline_assets", "table_asset",
+    if name in ("JoinflowDag", "joinflow_dag", "JoinflowMakeError", "JoinflowManifestError", "pipeline_assets", "table_asset",
                 "plan_work", "populate_work", "report_step", "work_label"):
         from . import dag
 
@@ -42,5 +42,5 @@ def __getattr__(name: str):  # keep `get_provider_info` import light: Airflow ca
     raise AttributeError(name)
 
 
-__all__ = ["JoinflowDag", "joinflow_dag", "JoinflowHook", "JoinflowMakeError", "get_provider_info",
+__all__ = ["JoinflowDag", "joinflow_dag", "JoinflowHook", "JoinflowMakeError", "JoinflowManifestError", "get_provider_info",
            "pipeline_assets", "table_asset", "JoinflowPendingSensor", "JoinflowPendingTrigger"]

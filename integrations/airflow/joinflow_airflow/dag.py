@@ -13,6 +13,10 @@ Per Imported/Computed table one TaskGroup ``<Table>``:
 
 Task groups depend on each other as the computed tables do through foreign keys.  Tasks
 carry only step names, keys and a connection id, never live objects, so any executor works.
+
+With ``manifest=`` (a JSON file written by ``python -m joinflow.pipeline manifest``) the DAG
+is built from the manifest alone: parsing the DAG file imports no pipeline module and makes
+no database round trip; the tasks import the modules and connect when they run.
 """
 
 from __future__ import annotations
@@ -20,13 +24,19 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import types
+import os
+import sys
+from pathlib import Path
 from typing import Any, Iterable
 
 from airflow.sdk import DAG, Asset, TaskGroup, get_current_context, task
-from joinflow.pipeline import Pipeline, Step, TableNode, load_step
+from typing import TYPE_CHECKING
 
 from .hooks import JoinflowHook, apply_url
+from .manifest import JoinflowManifestError, load_manifest
+
+if TYPE_CHECKING:  # joinflow itself is imported by the tasks (run time), never for a manifest DAG
+    from joinflow.pipeline import Pipeline, Step, TableNode
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +48,12 @@ class JoinflowMakeError(RuntimeError):
     """Raised by a populate task whose keys failed in make() (errors are in the job table)."""
 
 
+
+
 # -- helpers used at run time (importable; each worker resolves its own connection) -----------
-def _load_step(name: str, conn_id: str | None) -> Step:
+def _load_step(name: str, conn_id: str | None) -> "Step":
+    from joinflow.pipeline import load_step
+
     apply_url(JoinflowHook(conn_id).get_url() if conn_id else None)
     return load_step(name)
 
@@ -75,10 +89,23 @@ def work_label(work: dict) -> str:
     return f"{table} [{span}] ({len(keys)} keys)"
 
 
+def check_table(s: "Step", expected_table: str | None) -> None:
+    """Fail clearly when a manifest's ``schema.table`` is not the step's table any more."""
+    if not expected_table:
+        return
+    table = s.table
+    actual = f"{table.database}.{table.table_name}"
+    if actual != expected_table:
+        raise JoinflowManifestError(
+            f"{s.name}: the DAG's manifest says table {expected_table}, the code declares {actual}. "
+            "The manifest is stale: regenerate it (python -m joinflow.pipeline manifest MODULE -o FILE).")
+
+
 def plan_work(step: str, batch_size: int = 100, conn_id: str | None = None,
-              max_map_length: int | None = None) -> list[dict]:
+              max_map_length: int | None = None, expected_table: str | None = None) -> list[dict]:
     """The step's pending work as descriptors; never more than ``max_map_length`` of them."""
     s = _load_step(step, conn_id)
+    check_table(s, expected_table)
     limit = max_map_length or _max_map_length()
     batches = [[{k: _plain(v) for k, v in key.items()} for key in batch]
                for batch in s.pending_keys(max(1, int(batch_size)))]
@@ -128,8 +155,8 @@ def report_step(step: str, conn_id: str | None = None) -> dict:
 
 
 # -- the Airflow task callables ----------------------------------------------------------------
-def _plan_task(step: str, batch_size: int, conn_id: str | None) -> list[dict]:
-    return plan_work(step, batch_size, conn_id)
+def _plan_task(step: str, batch_size: int, conn_id: str | None, expected_table: str | None = None) -> list[dict]:
+    return plan_work(step, batch_size, conn_id, expected_table=expected_table)
 
 
 def _populate_task(work: dict, conn_id: str | None) -> dict:
@@ -150,7 +177,11 @@ def _report_task(step: str, conn_id: str | None) -> dict:
 
 
 # -- building the DAG (parse time: graph metadata only, no key queries) ------------------------
-def _as_pipeline(pipeline: Any, conn_id: str | None) -> Pipeline:
+# The DAG is built from the manifest dict in both forms: with ``manifest=`` it is read from
+# the file (no joinflow import, no database); with ``pipeline=`` it is ``Pipeline.to_manifest()``.
+def _as_pipeline(pipeline: Any, conn_id: str | None) -> "Pipeline":
+    from joinflow.pipeline import Pipeline
+
     if isinstance(pipeline, Pipeline):
         return pipeline
     items = list(pipeline) if isinstance(pipeline, (list, tuple)) else [pipeline]
@@ -160,43 +191,84 @@ def _as_pipeline(pipeline: Any, conn_id: str | None) -> Pipeline:
     return Pipeline(*items)
 
 
-def table_asset(node: TableNode | Step) -> Asset:
-    """The Airflow Asset of one joinflow table: name ``joinflow.<schema>.<table>``."""
-    table = node.table
-    conn = table.connection
-    url = conn.url
-    where = url.host or url.get_backend_name()  # sqlite: "sqlite" and the file's name
-    db = (url.database or "").rsplit("/", 1)[-1] or "_"
-    schema, name = table.database, table.table_name
-    return Asset(name=f"joinflow.{schema}.{name}", uri=f"joinflow://{where}/{db}/{schema}/{name}",
+def _graph(pipeline: Any, manifest: Any, conn_id: str | None, depth: int) -> dict:
+    if (pipeline is None) == (manifest is None):
+        raise TypeError("JoinflowDag: give exactly one of pipeline= (modules) or manifest= (a manifest file).")
+    if manifest is not None:
+        return load_manifest(_manifest_source(manifest, depth + 1))
+    return _as_pipeline(pipeline, conn_id).to_manifest()
+
+
+def _asset(schema: str, name: str, where: tuple[str, str]) -> Asset:
+    return Asset(name=f"joinflow.{schema}.{name}", uri=f"joinflow://{where[0]}/{where[1]}/{schema}/{name}",
                  group="joinflow")
 
 
-def pipeline_assets(pipeline: Any) -> dict[str, Asset]:
-    """Every table of the pipeline (sources and parts included) as an Asset, by ``module:Class``."""
-    p = _as_pipeline(pipeline, None)
-    return {node.name: table_asset(node) for node in p.nodes}
+def _where(graph: dict) -> tuple[str, str]:
+    """(host, database) of the pipeline's database, for Asset URIs (sqlite: "sqlite", file name)."""
+    db = graph.get("database") or {}
+    return db.get("host") or db.get("backend") or "_", db.get("name") or "_"
 
 
-def _group_ids(steps: Iterable[Step]) -> dict[str, str]:
-    steps = list(steps)
-    short = [s.cls.__name__ for s in steps]
+def table_asset(node: "TableNode | Step") -> Asset:
+    """The Airflow Asset of one joinflow table: name ``joinflow.<schema>.<table>``."""
+    table = node.table
+    url = table.connection.url
+    where = url.host or url.get_backend_name()
+    db = (url.database or "").replace(os.sep, "/").rsplit("/", 1)[-1] or "_"
+    return _asset(table.database, table.table_name, (where, db))
+
+
+def pipeline_assets(pipeline: Any = None, *, manifest: Any = None) -> dict[str, Asset]:
+    """Every table of the pipeline (sources and parts included) as an Asset, by ``module:Class``.
+
+    With ``manifest=`` (path or dict) no module is imported and no database is touched, so
+    another DAG file can use ``schedule=[assets[...]]`` cheaply.
+    """
+    graph = _graph(pipeline, manifest, None, 1)
+    where = _where(graph)
+    return {t["name"]: _asset(t["schema"], t["table_name"], where) for t in graph["tables"]}
+
+
+def _class_name(step_name: str) -> str:
+    return step_name.rpartition(":")[2].rpartition(".")[2]
+
+
+def _group_ids(steps: list[dict], tables: dict[str, dict]) -> dict[str, str]:
+    short = [_class_name(s["name"]) for s in steps]
     ids = {}
     for s in steps:
-        gid = s.cls.__name__
+        gid = _class_name(s["name"])
         if short.count(gid) > 1:
-            gid = f"{s.table.database}__{gid}"
-        ids[s.name] = gid
+            gid = f"{tables[s['name']]['schema']}__{gid}"
+        ids[s["name"]] = gid
     return ids
+
+
+def _manifest_source(manifest: Any, depth: int) -> Any:
+    """A relative manifest path is relative to the DAG file that names it (not the cwd)."""
+    if isinstance(manifest, dict) or os.path.isabs(os.fspath(manifest)):
+        return manifest
+    try:
+        frame = sys._getframe(depth + 1)
+    except ValueError:
+        frame = None
+    caller = frame.f_globals.get("__file__") if frame is not None else None
+    if caller:
+        candidate = Path(caller).resolve().parent / manifest
+        if candidate.exists() or not Path(manifest).exists():
+            return candidate
+    return manifest
 
 
 def joinflow_dag(
     dag_id: str,
-    pipeline: Any,
+    pipeline: Any = None,
     schedule: Any = None,
     batch_size: int = 100,
     conn_id: str | None = "joinflow_default",
     *,
+    manifest: str | os.PathLike | dict | None = None,
     pool: str | None = None,
     populate_retries: int | None = None,
     wait_for_pending: bool | dict = False,
@@ -205,7 +277,10 @@ def joinflow_dag(
     """An Airflow DAG running a joinflow pipeline's computed tables in foreign-key order.
 
     ``pipeline``: a ``joinflow.pipeline.Pipeline``, a module / schema / table classes, an
-    importable module name, or a list of these.  ``batch_size``: keys per mapped populate
+    importable module name, or a list of these.  Or ``manifest``: the path of a pipeline
+    manifest (``python -m joinflow.pipeline manifest MODULE -o FILE``; relative to the DAG
+    file) or its dict: the DAG is then built without importing the pipeline or touching the
+    database (recommended: Airflow parses DAG files constantly).  ``batch_size``: keys per mapped populate
     task (past ``[core] max_map_length`` batches, the plan switches to hash shards).
     ``conn_id``: Airflow connection of type ``joinflow`` (falls back to
     ``JOINFLOW_DATABASE_URL``) applied in every task before the steps are imported.
@@ -216,11 +291,13 @@ def joinflow_dag(
     ``soft_fail=True, mode="reschedule"``: no new keys skips the run).  Other keyword arguments go to
     ``airflow.sdk.DAG`` (``start_date``, ``catchup``, ``default_args``, ``tags``, ...).
     """
-    p = _as_pipeline(pipeline, conn_id)
-    assets = {node.name: table_asset(node) for node in p.nodes}
-    parts_of = {node.name: [assets[n.name] for n in p.nodes if n.full_table_name in node.parts]
-                for node in p.nodes}
-    group_ids = _group_ids(p.steps)
+    graph = _graph(pipeline, manifest, conn_id, 1)
+    tables = {t["name"]: t for t in graph["tables"]}
+    by_full = {t["full_table_name"]: t["name"] for t in graph["tables"]}
+    steps = graph["steps"]
+    where = _where(graph)
+    assets = {name: _asset(t["schema"], t["table_name"], where) for name, t in tables.items()}
+    group_ids = _group_ids(steps, tables)
     dag_kwargs.setdefault("tags", ["joinflow"])
     dag_kwargs.setdefault("doc_md", "joinflow pipeline: " + ", ".join(group_ids.values()))
     populate_options: dict[str, Any] = {"map_index_template": MAP_INDEX_TEMPLATE}
@@ -229,31 +306,34 @@ def joinflow_dag(
     if populate_retries is not None:
         populate_options["retries"] = populate_retries
 
+    plan_task = task(_plan_task, task_id="plan")
+    populate_task = task(_populate_task, task_id="populate", **populate_options)
     with DAG(dag_id, schedule=schedule, **dag_kwargs) as dag:
         groups: dict[str, TaskGroup] = {}
-        for s in p.steps:
-            with TaskGroup(group_ids[s.name], tooltip=f"{s.name} -> {s.full_table_name}") as group:
-                plan = task(_plan_task, task_id="plan")(s.name, batch_size, conn_id)
-                populate = task(_populate_task, task_id="populate", **populate_options) \
-                    .partial(conn_id=conn_id).expand(work=plan)
+        for s in steps:
+            name, table = s["name"], tables[s["name"]]
+            outlets = [assets[name]] + [assets[by_full[p]] for p in table.get("parts", ()) if p in by_full]
+            with TaskGroup(group_ids[name], tooltip=f"{name} -> {table['full_table_name']}") as group:
+                # the plan checks that the step's table is still the one this DAG was built for
+                plan = plan_task(name, batch_size, conn_id, f"{table['schema']}.{table['table_name']}")
+                populate = populate_task.partial(conn_id=conn_id).expand(work=plan)
                 report = task(_report_task, task_id="report", trigger_rule="none_failed",
-                              outlets=[assets[s.name], *parts_of[s.name]])(s.name, conn_id)
+                              outlets=outlets)(name, conn_id)
                 populate >> report
-            groups[s.name] = group
-        for s in p.steps:
-            for up in s.upstream:
+            groups[name] = group
+        for s in steps:
+            for up in s.get("upstream", ()):
                 if up in groups:
-                    groups[up] >> groups[s.name]
+                    groups[up] >> groups[s["name"]]
         if wait_for_pending:
             from .sensors import JoinflowPendingSensor
 
             options = {"soft_fail": True, "mode": "reschedule", "poke_interval": 60, "timeout": 3600}
             options.update(wait_for_pending if isinstance(wait_for_pending, dict) else {})
-            entry = [s for s in p.steps if not any(u in groups for u in s.upstream)]
-            sensor = JoinflowPendingSensor(task_id="wait_for_pending", steps=[s.name for s in entry],
-                                           conn_id=conn_id, **options)
-            for s in p.steps:
-                sensor >> groups[s.name]
+            entry = [s["name"] for s in steps if not any(u in groups for u in s.get("upstream", ()))]
+            sensor = JoinflowPendingSensor(task_id="wait_for_pending", steps=entry, conn_id=conn_id, **options)
+            for s in steps:
+                sensor >> groups[s["name"]]
     return dag
 
 

@@ -82,6 +82,15 @@ dag = JoinflowDag(dag_id={dag_id!r}, pipeline={module}, batch_size={batch_size},
 """
 
 
+MANIFEST_DAG_FILE = """
+import sys
+sys.path.insert(0, {path!r})
+from joinflow_airflow import JoinflowDag
+
+dag = JoinflowDag(dag_id={dag_id!r}, manifest={manifest!r}, batch_size={batch_size}, conn_id=None, **{options!r})
+"""
+
+
 class AirflowRunner:
     """Writes a DAG file for the pipeline into the dags folder, loads it and runs ``dag.test()``."""
 
@@ -90,9 +99,20 @@ class AirflowRunner:
         self.dag_id = f"jfa_{uuid.uuid4().hex[:8]}"
         self.path = DAGS_FOLDER / f"{self.dag_id}.py"
 
-    def dag(self, batch_size: int = 4, **options):
-        self.path.write_text(DAG_FILE.format(path=str(self.pm.tmp_path), module=self.pm.name,
-                                             dag_id=self.dag_id, batch_size=batch_size, options=options))
+    def dag(self, batch_size: int = 4, manifest: bool = False, **options):
+        """Load the DAG file; ``manifest=True`` builds it from a manifest file next to it
+        (relative path) instead of importing the pipeline module."""
+        if manifest:
+            from joinflow.pipeline import Pipeline
+
+            self.manifest_path = self.path.with_suffix(".json")
+            Pipeline(self.pm.module).write_manifest(self.manifest_path)
+            text = MANIFEST_DAG_FILE.format(path=str(self.pm.tmp_path), manifest=self.manifest_path.name,
+                                            dag_id=self.dag_id, batch_size=batch_size, options=options)
+        else:
+            text = DAG_FILE.format(path=str(self.pm.tmp_path), module=self.pm.name,
+                                   dag_id=self.dag_id, batch_size=batch_size, options=options)
+        self.path.write_text(text)
         from airflow.dag_processing.dagbag import DagBag
 
         bag = DagBag(dag_folder=str(self.path))
@@ -117,6 +137,7 @@ class AirflowRunner:
 
     def close(self):
         self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".json").unlink(missing_ok=True)
 
 
 @pytest.fixture

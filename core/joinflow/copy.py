@@ -1,0 +1,545 @@
+"""Copy schemas with their data and objects from one database to another.
+
+``copy_schemas(["lab", "ephys"], "sqlite:///joinflow.db", "postgresql+psycopg://host/db")``
+is what a user who started on SQLite runs when the pipeline outgrows one machine (and
+``joinflow copy --from URL --to URL SCHEMA...`` runs it from the shell).
+
+The steps, each checked before the next starts:
+
+1. **Plan.**  Read the source catalog; order every table of the named schemas parents
+   first (across schemas).  A foreign key to a schema that is not copied must find its
+   parent table in the target already.
+2. **Refuse** when a target schema already holds a table with rows: nothing is changed.
+3. **Declare** each target table from the source's definition (``describe()``), in
+   dependency order, then compare the target heading with the source heading.
+4. **Copy rows** in batches in dependency order.  Values are moved as stored (a blob's
+   bytes are not unpacked and packed again) and converted only between the dialects'
+   driver representations.  Objects that rows reference in a store (hash-addressed
+   ``<blob@>``/``<attach@>``/``<hash@>`` and any codec that lists its paths) are copied
+   to the target's store when the two configurations name different stores, or when a
+   schema is renamed (hash-addressed paths contain the schema name).
+5. **Verify** the row count of every table.
+
+If a step after the refusal check fails, what the copy created is removed again (the
+tables and schemas it declared, the rows it inserted, the objects it wrote), so the
+target is as it was.  Job tables (``~~table``) are not copied: their keys are pending in
+the target again.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import sqlalchemy as sa
+
+from .backends.base import bound
+from .errors import DataJointError
+from .table import FreeTable, part_master, tier_of, to_camel_case
+
+FK_LINE = re.compile(r"^->\s*(?P<opts>\[[^\]]*\]\s*)?(?P<ref>[A-Za-z_][\w.]*?)(?P<proj>\.proj\(.*\))?\s*$")
+
+
+class CopyError(DataJointError):
+    """A copy was refused or failed (the target is left as it was)."""
+
+
+@dataclass
+class TablePlan:
+    source_schema: str
+    target_schema: str
+    table: str  # table name (same in source and target)
+    source_full: str
+    target_full: str = ""
+    rows: int = 0
+    reuse: bool = False  # an empty target table of the same heading exists already
+
+
+@dataclass
+class CopyReport:
+    """What a copy did: rows per table (source and target), objects copied."""
+
+    source: str
+    target: str
+    schemas: dict[str, str]  # source name -> target name
+    tables: list[dict] = field(default_factory=list)
+    objects_copied: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "target": self.target, "schemas": dict(self.schemas),
+                "tables": list(self.tables), "objects_copied": self.objects_copied, "dry_run": self.dry_run,
+                "rows": sum(t["target_rows"] or 0 for t in self.tables)}
+
+
+def parse_schema_names(names: Iterable[str]) -> dict[str, str]:
+    """``["lab", "ephys=ephys_v2"]`` -> ``{"lab": "lab", "ephys": "ephys_v2"}`` (source -> target)."""
+    mapping: dict[str, str] = {}
+    for item in names:
+        source, sep, target = str(item).partition("=")
+        source, target = source.strip(), (target.strip() if sep else source.strip())
+        if not source or not target:
+            raise CopyError(f"Schema argument {item!r}: write SCHEMA or SOURCE=TARGET.")
+        if source in mapping:
+            raise CopyError(f"Schema `{source}` is named twice.")
+        mapping[source] = target
+    if not mapping:
+        raise CopyError("Name at least one schema to copy.")
+    if len(set(mapping.values())) != len(mapping):
+        raise CopyError("Two schemas would be copied into the same target schema; give distinct target names.")
+    return mapping
+
+
+def _connect(url_or_connection, config, role: str):
+    from .connection import Connection
+    from .settings import config as global_config
+
+    if isinstance(url_or_connection, Connection):
+        return url_or_connection, False
+    if not url_or_connection:
+        raise CopyError(f"No {role} database URL given.")
+    try:
+        return Connection(url=str(url_or_connection), config=config or global_config), True
+    except sa.exc.ArgumentError as exc:
+        raise CopyError(f"The {role} URL {url_or_connection!r} is not a database URL ({exc}). Write e.g. "
+                        "sqlite:///path/joinflow.db or postgresql://user@host/db.") from None
+
+
+def _show(conn) -> str:
+    return conn.url.render_as_string(hide_password=True)
+
+
+def _user_tables(conn, schema: str) -> list[str]:
+    return [t for t in conn.backend.list_tables(conn, schema) if not t.startswith("~")]
+
+
+def _count(conn, full: str) -> int:
+    return len(FreeTable(conn, full))
+
+
+def _storage_attr(attr):
+    from .codecs import storage_attribute
+
+    return storage_attribute(attr) if attr.codec is not None else attr
+
+
+class _ObjectMover:
+    """Copies the objects a row references from the source stores to the target stores."""
+
+    def __init__(self, source_cfg, target_cfg, renames: Mapping[str, str]):
+        self.source_cfg = source_cfg
+        self.target_cfg = target_cfg
+        self.renames = renames
+        self.written: list[tuple[Any, str]] = []
+        self.copied = 0
+        self._done: set[tuple[str, str]] = set()
+
+    @staticmethod
+    def _spec(cfg, name):
+        from .storage import resolve_store_name
+
+        resolved = resolve_store_name(cfg, name)
+        return resolved, (cfg["stores"] or {})[resolved]
+
+    def check(self, attr, table: str) -> None:
+        """The target configuration must have the store the attribute names (checked before any change)."""
+        from .storage import resolve_store_name
+
+        chain = attr.codec
+        for cfg, which in ((self.source_cfg, "source"), (self.target_cfg, "target")):
+            try:
+                resolve_store_name(cfg, chain.store)
+            except DataJointError as exc:
+                raise CopyError(
+                    f"Table {table}, attribute `{attr.name}` ({attr.type}) keeps objects in a store, and the {which} "
+                    f"configuration cannot resolve it: {exc} Give the {which} configuration its stores "
+                    f"(--{'from' if which == 'source' else 'to'}-config FILE)."
+                ) from None
+
+    def _copy_file(self, src, tgt, src_path: str, tgt_path: str) -> None:
+        """One object: a file, or a folder of files with its ``.manifest.json`` beside it."""
+        from .storage import MANIFEST_SUFFIX
+
+        key = (f"{tgt.protocol}://{tgt.root}", tgt_path)
+        if key in self._done:
+            return
+        self._done.add(key)
+        if tgt.exists(tgt_path):
+            return
+        full = src.full_path(src_path).rstrip("/")
+        if src.fs.isdir(full):
+            for name in src.fs.find(full):
+                rel = name[len(full) + 1 :] if name.startswith(full + "/") else name.rsplit("/", 1)[-1]
+                target = f"{tgt_path.rstrip('/')}/{rel}"
+                tgt.put(target, src.fs.cat_file(name))
+                self.written.append((tgt, target))
+            if src.exists(src_path + MANIFEST_SUFFIX):
+                tgt.put(tgt_path + MANIFEST_SUFFIX, src.get(src_path + MANIFEST_SUFFIX))
+                self.written.append((tgt, tgt_path + MANIFEST_SUFFIX))
+        else:
+            tgt.put(tgt_path, src.get(src_path))
+            self.written.append((tgt, tgt_path))
+        self.copied += 1
+
+    def _schema_path(self, path: str, src, tgt) -> str:
+        """A schema-addressed path (``_schema/{schema}/...``) under the target's schema name."""
+        prefix = f"{src.schema_prefix}/"
+        if not path.startswith(prefix):
+            return path
+        schema, _, rest = path[len(prefix) :].partition("/")
+        return f"{tgt.schema_prefix}/{self.renames.get(schema, schema)}/{rest}"
+
+    def move(self, attr, stored: Any, table: str) -> Any:
+        """Copy what ``stored`` references; returns the (possibly rewritten) stored value."""
+        from .storage import content_hash, get_store
+
+        chain = attr.codec
+        if chain.codecs[-1].name == "hash" and isinstance(stored, dict) and "hash" in stored:
+            store_name = stored.get("store") or chain.store
+            src = get_store(self.source_cfg, store_name)
+            tgt = get_store(self.target_cfg, store_name)
+            schema = self.renames.get(stored.get("schema"), stored.get("schema"))
+            new_path = tgt.hash_path(stored["hash"], schema) if schema else stored["path"]
+            same = self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name)
+            if same and new_path == stored["path"]:
+                return stored
+            key = (f"{tgt.protocol}://{tgt.root}", new_path)
+            if key not in self._done and not tgt.exists(new_path):
+                data = src.get(stored["path"])
+                if content_hash(data) != stored["hash"]:
+                    raise CopyError(f"Table {table}, attribute `{attr.name}`: object {stored['path']} in store "
+                                    f"'{src.name}' does not match its hash; the source store is corrupted.")
+                tgt.put(new_path, data)
+                self.written.append((tgt, new_path))
+                self.copied += 1
+            self._done.add(key)
+            return {**stored, "path": new_path, "schema": schema, "store": tgt.name}
+        if getattr(chain.codecs[-1], "section", None) == "schema" and isinstance(stored, dict) and "path" in stored:
+            store_name = stored.get("store") or chain.store
+            src, tgt = get_store(self.source_cfg, store_name), get_store(self.target_cfg, store_name)
+            new_path = self._schema_path(stored["path"], src, tgt)
+            same = self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name)
+            if same and new_path == stored["path"]:
+                return stored
+            self._copy_file(src, tgt, stored["path"], new_path)
+            return {**stored, "path": new_path, "store": tgt.name}
+        for path, store_name in chain.referenced_paths(stored):  # any other codec that names its objects
+            store_name = store_name or chain.store
+            if self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name):
+                continue
+            self._copy_file(get_store(self.source_cfg, store_name), get_store(self.target_cfg, store_name), path, path)
+        return stored
+
+    def undo(self) -> None:
+        for store, path in reversed(self.written):
+            try:
+                store.remove(path)
+            except Exception:  # pragma: no cover - best effort clean-up
+                pass
+        self.written.clear()
+
+
+def _definition_context(classes: dict[str, dict[str, type]]) -> dict:
+    """The names a rewritten definition uses: ``schema.Class`` and ``schema.Master.Part``."""
+    return {source_schema: types.SimpleNamespace(**by_name) for source_schema, by_name in classes.items()}
+
+
+def _make_class(target, target_schema: str, table: str, definition: str) -> type:
+    from .schemas import TIERS
+
+    tier = tier_of(table)
+    if tier is None:
+        raise CopyError(f"Table `{target_schema}`.`{table}` has no tier-conforming name; joinflow cannot declare it.")
+    name = to_camel_case(table.split("__")[-1]) if tier == "Part" else to_camel_case(table)
+    # declared as written in the source: a copied Computed table may have its own key attributes
+    return type(name, (TIERS[tier],), {"_table_name": table, "database": target_schema, "_connection": target,
+                                       "definition": definition, "_auto_populated": False,
+                                       "__module__": "joinflow.copied"})
+
+
+def _rewrite_definition(definition: str, source_schema: str, local: set[str]) -> str:
+    """Qualify every foreign-key reference with its source schema name (``Run`` -> ``lab.Run``)."""
+    lines = []
+    for line in definition.splitlines():
+        match = FK_LINE.match(line.strip())
+        if match:
+            ref = match.group("ref")
+            head = ref.split(".")[0]
+            if head in local:  # a table of the same schema: Class or Master.Part
+                ref = f"{source_schema}.{ref}"
+            line = f"-> {match.group('opts') or ''}{ref}{match.group('proj') or ''}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_url, *, source_config=None,
+                 target_config=None, batch_size: int = 10000, progress: bool | None = None,
+                 dry_run: bool = False, log: Callable[[str], None] | None = None) -> CopyReport:
+    """Copy ``schemas`` (names, ``SOURCE=TARGET`` renames, or a mapping) with their rows and objects.
+
+    ``source_url``/``target_url`` are SQLAlchemy URLs (or open :class:`joinflow.Connection`
+    objects).  ``source_config``/``target_config`` supply each side's ``stores`` (default:
+    ``dj.config``); objects are copied when the two configure a store differently.  ``progress``
+    shows a tqdm bar (default: when stderr is a terminal).  ``dry_run`` plans and checks
+    only.  Raises :class:`CopyError` (target unchanged) when a target schema already has
+    rows, a referenced schema is missing, or a step fails.
+    """
+    from .settings import config as global_config
+
+    mapping = dict(schemas) if isinstance(schemas, Mapping) else parse_schema_names(schemas)
+    source_cfg = source_config or global_config
+    target_cfg = target_config or global_config
+    say = log or (lambda text: None)
+    source, own_source = _connect(source_url, source_cfg, "source")
+    try:
+        target, own_target = _connect(target_url, target_cfg, "target")
+    except BaseException:
+        if own_source:
+            source.close()
+        raise
+    report = CopyReport(_show(source), _show(target), mapping, dry_run=dry_run)
+    try:
+        plan, in_store = _plan(source, target, mapping)
+        report.tables = [{"table": p.target_full, "source_rows": p.rows, "target_rows": None} for p in plan]
+        mover = _ObjectMover(source_cfg, target_cfg, mapping)
+        for attr, table in in_store:
+            mover.check(attr, table)
+        if dry_run:
+            return report
+        created_schemas: list[str] = []
+        created_tables: list[TablePlan] = []
+        filled: list[TablePlan] = []
+        try:
+            _declare(source, target, plan, mapping, created_schemas, created_tables, say)
+            _copy_rows(source, target, plan, mover, batch_size, progress, filled, say)
+            for entry, p in zip(report.tables, plan):
+                entry["target_rows"] = _count(target, p.target_full)
+            wrong = [e for e in report.tables if e["target_rows"] != e["source_rows"]]
+            if wrong:
+                raise CopyError("Row counts differ after the copy: " + ", ".join(
+                    f"{e['table']} source {e['source_rows']} target {e['target_rows']}" for e in wrong)
+                    + ". Was the source written to during the copy? Run the copy again when it is idle.")
+        except BaseException:
+            _undo(target, created_schemas, created_tables, filled, mover)
+            raise
+        report.objects_copied = mover.copied
+        say(f"copied {sum(p.rows for p in plan)} rows in {len(plan)} tables and {mover.copied} objects")
+        return report
+    finally:
+        if own_target:
+            target.close()
+        if own_source:
+            source.close()
+
+
+def _plan(source, target, mapping) -> tuple[list[TablePlan], list]:
+    sb, tb = source.backend, target.backend
+    missing = [s for s in mapping if not sb.schema_exists(source, s)]
+    if missing:
+        known = sb.list_schemas(source)
+        raise CopyError(f"Schema `{missing[0]}` does not exist in the source {_show(source)} (schemas there: "
+                        f"{', '.join(known) or 'none'}).")
+    deps = source.dependencies.load()
+    by_full: dict[str, TablePlan] = {}
+    for s, t in mapping.items():
+        for table in _user_tables(source, s):
+            full = sb.full_table_name(s, table)
+            by_full[full] = TablePlan(s, t, table, full, tb.full_table_name(t, table))
+    order = deps.topological(by_full)
+    plan = [by_full[f] for f in order]
+    # foreign keys leaving the copied schemas must find their parent in the target
+    for p in plan:
+        for parent in deps.parents(p.source_full):
+            if parent in by_full:
+                continue
+            ps, pt = sb.split_full_name(parent)
+            if tb.load_columns(target, ps, pt) is None:
+                raise CopyError(
+                    f"Table {p.source_full} references {parent}, whose schema `{ps}` is not being copied and is not "
+                    f"in the target {_show(target)}. Add `{ps}` to the schemas to copy.")
+    # refuse a target that has rows; reuse empty tables of the same heading
+    for t in set(mapping.values()):
+        if not tb.schema_exists(target, t):
+            continue
+        for table in _user_tables(target, t):
+            n = _count(target, tb.full_table_name(t, table))
+            if n:
+                raise CopyError(
+                    f"The target schema `{t}` in {_show(target)} already has data (table `{table}` has {n} rows); "
+                    "joinflow copy never overwrites. Drop the target schema, or copy into a new name "
+                    f"(SOURCE={t}_copy).")
+    needs_store = []
+    for p in plan:
+        p.rows = _count(source, p.source_full)
+        heading = FreeTable(source, p.source_full).heading
+        for attr in heading.all_attributes.values():
+            if attr.codec is not None and attr.codec.in_store:
+                needs_store.append((attr, p.source_full))
+        if tb.schema_exists(target, p.target_schema) and tb.load_columns(target, p.target_schema, p.table):
+            theirs = FreeTable(target, p.target_full).heading
+            _compare(heading, theirs, p.target_full, existing=True)
+            p.reuse = True
+    return plan, needs_store
+
+
+def _compare(ours, theirs, table: str, existing: bool = False) -> None:
+    problems = []
+    for name, attr in ours.all_attributes.items():
+        other = theirs.all_attributes.get(name)
+        if other is None:
+            problems.append(f"`{name}` is missing")
+        elif other.in_key != attr.in_key:
+            problems.append(f"`{name}` is {'not ' if attr.in_key else ''}in the target's primary key")
+        elif other.type != attr.type and (attr.core or attr.codec is not None):  # native types differ by dialect
+            problems.append(f"`{name}` is {other.type} in the target, {attr.type} in the source")
+    extra = [n for n in theirs.all_attributes if n not in ours.all_attributes]
+    problems += [f"`{n}` exists only in the target" for n in extra]
+    if problems:
+        how = ("the target already has this table with a different heading; drop it or copy into a new schema name"
+               if existing else "the declared copy differs from the source")
+        raise CopyError(f"Table {table}: {'; '.join(problems)} ({how}).")
+
+
+def _declare(source, target, plan, mapping, created_schemas, created_tables, say) -> None:
+    from .schemas import Schema
+
+    tb = target.backend
+    for t in dict.fromkeys(mapping.values()):
+        if not tb.schema_exists(target, t):
+            Schema(t, connection=target, create_tables=True)
+            created_schemas.append(t)
+            say(f"created schema `{t}`")
+        else:
+            Schema(t, connection=target, create_tables=True)  # adds ~lineage if it is missing
+    classes: dict[str, dict[str, type]] = {s: {} for s in mapping}
+    local = {s: {to_camel_case(p.table) for p in plan if p.source_schema == s and tier_of(p.table) != "Part"}
+             for s in mapping}
+    outside: dict[str, Any] = {}
+    for p in plan:
+        src_table = FreeTable(source, p.source_full)
+        definition = src_table.describe()
+        tier = tier_of(p.table)
+        cls = _make_class(target, p.target_schema, p.table,
+                          _rewrite_definition(definition, p.source_schema, local[p.source_schema]))
+        if tier == "Part":
+            master = classes[p.source_schema].get(to_camel_case(part_master(p.table)))
+            if master is not None:
+                setattr(master, cls.__name__, cls)
+        else:
+            classes[p.source_schema][cls.__name__] = cls
+        if p.reuse:
+            continue
+        context = dict(outside)
+        context.update(_definition_context(classes))
+        for parent in source.dependencies.parents(p.source_full):
+            ps, _ = source.backend.split_full_name(parent)
+            if ps not in mapping and ps not in context:
+                from .schemas import virtual_schema
+
+                context[ps] = outside[ps] = virtual_schema(ps, connection=target)
+        try:
+            cls().declare(context)
+        except DataJointError as exc:
+            raise CopyError(f"Cannot declare {p.target_full} in the target from the source definition: {exc}\n"
+                            f"The definition was:\n{definition}") from None
+        created_tables.append(p)
+        target.forget_catalog()
+        _compare(src_table.heading, FreeTable(target, p.target_full).heading, p.target_full)
+        say(f"declared {p.target_full}")
+
+
+def _copy_rows(source, target, plan, mover, batch_size, progress, filled, say) -> None:
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(p.rows for p in plan), unit="rows", desc="copy", file=sys.stderr)
+    try:
+        for p in plan:
+            if not p.rows:
+                continue
+            filled.append(p)
+            for n in _copy_table(source, target, p, mover, batch_size):
+                if bar is not None:
+                    bar.set_postfix_str(p.table, refresh=False)
+                    bar.update(n)
+            say(f"copied {p.rows} rows into {p.target_full}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _copy_table(source, target, p: TablePlan, mover: _ObjectMover, batch_size: int):
+    """Copy one table in primary-key order, ``batch_size`` rows at a time (keyset pagination)."""
+    sb, tb = source.backend, target.backend
+    src = FreeTable(source, p.source_full)
+    dst = FreeTable(target, p.target_full)
+    heading = src.heading
+    target_heading = dst.heading
+    names = list(heading.all_attributes)
+    pk = heading.primary_key
+    columns = []  # (decode from source driver, transform, encode for target driver)
+    for name in names:
+        attr = heading[name]
+        decode = sb.decoder(_storage_attr(attr))
+        encode = tb.encoder(_storage_attr(target_heading[name]))
+        move = None
+        if attr.codec is not None and attr.codec.in_store:
+            move = (lambda a: (lambda v: mover.move(a, v, p.source_full)))(attr)
+        columns.append((decode, move, encode))
+    tc = sb.table_clause(p.source_schema, p.table, names)
+    last = None
+    while True:
+        stmt = sa.select(*[tc.c[n] for n in names]).order_by(*[tc.c[k] for k in pk]).limit(batch_size)
+        if last is not None:
+            stmt = stmt.where(sa.tuple_(*[tc.c[k] for k in pk]) > sa.tuple_(*[bound(v) for v in last]))
+        rows = source.execute(stmt, table=p.source_full).fetchall()
+        if not rows:
+            return
+        last = [rows[-1][names.index(k)] for k in pk]
+        values = []
+        for row in rows:
+            out = []
+            for value, (decode, move, encode) in zip(row, columns):
+                if value is not None:
+                    if decode is not None:
+                        value = decode(value)
+                    if move is not None:
+                        value = move(value)
+                    if encode is not None:
+                        value = encode(value)
+                out.append(value)
+            values.append(out)
+        dst._execute_insert(names, values, None, chunk_size=batch_size)
+        yield len(values)
+        if len(rows) < batch_size:
+            return
+
+
+def _undo(target, created_schemas, created_tables, filled, mover) -> None:
+    """Remove what a failed copy created: rows in reused tables, declared tables, new schemas, objects."""
+    tb = target.backend
+    try:
+        if target.in_transaction:
+            target.cancel_transaction()
+        created = {p.target_full for p in created_tables}
+        for p in reversed(filled):
+            if p.reuse and p.target_full not in created:
+                FreeTable(target, p.target_full).delete_quick()
+        for p in reversed(created_tables):
+            if p.target_schema not in created_schemas:
+                tb.drop_table(target, p.target_schema, p.table)
+        for s in reversed(created_schemas):
+            tb.drop_schema(target, s)
+        target.forget_catalog()
+    except Exception as exc:  # pragma: no cover - report, the original error matters more
+        print(f"joinflow copy: clean-up after the failure was incomplete: {exc}", file=sys.stderr)
+    mover.undo()
+
+
+__all__ = ["copy_schemas", "CopyError", "CopyReport", "parse_schema_names"]

@@ -1,0 +1,280 @@
+"""Garbage collection of object stores: delete the objects no row refers to any more.
+
+Rows refer to objects in two sections of a store (DataJoint 2.x layout):
+
+* hash-addressed (``<hash@>``, ``<blob@>``, ``<attach@>``): ``{hash_prefix}/{schema}/{hash}`` —
+  deduplicated per schema, so one object may be shared by many rows of many tables;
+* schema-addressed (``<object@>``, ``<npy@>``): ``{schema_prefix}/{schema}/{table}/{pk}/…`` —
+  one object (a file, or a folder of files plus its ``.manifest.json``) per row and field.
+
+Deleting rows never deletes objects (as in DataJoint): the collector finds the orphans.
+It reads **every** reference of the given schemas first, then lists the stored objects of
+those schemas, and only then deletes — and it refuses to delete anything if any table
+could not be read (a partial scan could take live objects for orphans)::
+
+    collector = dj.gc.GarbageCollector(schema1, schema2, store="main")
+    report = collector.collect()               # dry run: what would be deleted
+    report = collector.collect(dry_run=False)  # delete the orphans
+
+Each path embeds its schema, so collection is confined to the given schemas: objects of
+other schemas in the same store, and files referenced by ``<filepath@>``, are never touched.
+Objects being written by an insert that has not committed yet look like orphans: run the
+collector when no insert into these schemas is in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import sqlalchemy as sa
+
+from .errors import DataJointError
+from .storage import MANIFEST_SUFFIX, StoreError, get_store, resolve_store_name
+
+logger = logging.getLogger("joinflow")
+
+_BASE32_HASH = re.compile(r"^[a-z2-7]{26}$")
+
+
+def _section_of(codec) -> str | None:
+    section = getattr(codec, "section", None)
+    if section in ("hash", "schema"):
+        return section
+    names = {c.__name__ for c in type(codec).__mro__}
+    if "SchemaCodec" in names:
+        return "schema"
+    if getattr(codec, "name", None) == "hash" or "HashCodec" in names:
+        return "hash"
+    return None
+
+
+def _is_covered(path: str, referenced: set[str]) -> bool:
+    """A stored file belongs to a referenced object: it is one, lies inside one (a folder), or is
+    a referenced folder's manifest."""
+    if path.endswith(MANIFEST_SUFFIX):
+        path = path[: -len(MANIFEST_SUFFIX)]
+    if path in referenced:
+        return True
+    cut = path.rfind("/")
+    while cut > 0:
+        if path[:cut] in referenced:
+            return True
+        cut = path.rfind("/", 0, cut)
+    return False
+
+
+class GarbageCollector:
+    """Finds and deletes the orphaned objects of ``schemas`` in one store (``store=None``: the default)."""
+
+    def __init__(self, *schemas, store: str | None = None, config=None) -> None:
+        if not schemas:
+            raise DataJointError("GarbageCollector needs at least one schema: GarbageCollector(schema, ...).")
+        self.schemas = schemas
+        self.config = config if config is not None else schemas[0].connection.config
+        try:
+            self.backend = get_store(self.config, store)
+        except StoreError as exc:
+            raise DataJointError(f"Garbage collection: {exc}") from None
+        self.store = store
+        self.store_name = self.backend.name
+        self._scan_errors: list[str] = []
+
+    # -- references ---------------------------------------------------------------------------
+    def _own_store(self, ref_store: str | None) -> bool:
+        try:
+            return resolve_store_name(self.config, ref_store) == self.store_name
+        except StoreError:
+            return False
+
+    def _references(self, section: str, verbose: bool) -> set[str]:
+        referenced: set[str] = set()
+        for schema in self.schemas:
+            try:
+                tables = schema.list_tables()
+            except Exception as exc:
+                self._scan_errors.append(f"list tables of {schema.database}: {exc}")
+                continue
+            conn = schema.connection
+            for name in tables:
+                try:
+                    table = schema.get_table(name)
+                    heading = table.heading
+                except Exception as exc:
+                    self._scan_errors.append(f"{schema.database}.{name}: {exc}")
+                    continue
+                for attr in heading.all_attributes.values():
+                    chain = attr.codec
+                    if chain is None:
+                        continue
+                    inner = [c for c in chain.codecs if _section_of(c) is not None]
+                    if not inner or _section_of(inner[-1]) != section:
+                        continue
+                    codec = inner[-1]
+                    if verbose:
+                        logger.info("Scanning %s.%s `%s`", schema.database, name, attr.name)
+                    column = table._table_clause([attr.name]).c[attr.name]
+                    try:
+                        result = conn.execute(sa.select(column).where(column.isnot(None)))
+                        values = [row[0] for row in result.fetchall()]
+                    except Exception as exc:
+                        self._scan_errors.append(f"{table.full_table_name}.{attr.name}: {exc}")
+                        continue
+                    for value in values:
+                        if isinstance(value, (bytes, bytearray, memoryview)):
+                            value = bytes(value).decode("utf-8")
+                        if isinstance(value, str):
+                            try:
+                                value = json.loads(value)
+                            except ValueError:
+                                self._scan_errors.append(
+                                    f"{table.full_table_name}.{attr.name}: a value is not JSON metadata")
+                                continue
+                        for path, ref_store in codec.referenced_paths(value):
+                            if self._own_store(ref_store):
+                                referenced.add(path)
+        return referenced
+
+    def hash_references(self, verbose: bool = False) -> set[str]:
+        """Store paths of the hash-addressed objects that rows of the schemas refer to."""
+        return self._references("hash", verbose)
+
+    def schema_references(self, verbose: bool = False) -> set[str]:
+        """Store paths of the schema-addressed objects (files or folders) that rows refer to."""
+        return self._references("schema", verbose)
+
+    # -- stored objects -------------------------------------------------------------------------
+    def _walk(self, relative: str, what: str) -> dict[str, int]:
+        store = self.backend
+        root = store.full_path("").rstrip("/")
+        start = store.full_path(relative)
+        stored: dict[str, int] = {}
+        try:
+            if not store.fs.exists(start):
+                return stored
+            for folder, _dirs, files in store.fs.walk(start, detail=True):
+                for name, info in files.items():
+                    full = f"{folder.rstrip('/')}/{name}"
+                    rel = full[len(root):].lstrip("/") if root else full.lstrip("/")
+                    stored[rel] = int(info.get("size") or 0)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            self._scan_errors.append(f"{what}: {exc}")
+        return stored
+
+    def list_hash_paths(self, schema_name: str) -> dict[str, int]:
+        """``{path: size}`` of the hash-addressed objects stored for ``schema_name``."""
+        prefix = self.backend.hash_prefix
+        found = self._walk(f"{prefix}/{schema_name}" if prefix else schema_name, f"list_hash_paths({schema_name})")
+        return {p: n for p, n in found.items() if _BASE32_HASH.match(p.rsplit("/", 1)[-1])}
+
+    def list_schema_paths(self, schema_name: str) -> dict[str, int]:
+        """``{path: size}`` of the schema-addressed files stored for ``schema_name`` (folder objects
+        listed file by file, with their manifests; unfinished ``.tmp-`` writes left out)."""
+        prefix = self.backend.schema_prefix
+        found = self._walk(f"{prefix}/{schema_name}" if prefix else schema_name,
+                           f"list_schema_paths({schema_name})")
+        return {p: n for p, n in found.items() if ".tmp-" not in p}
+
+    # -- deleting ---------------------------------------------------------------------------------
+    def delete_schema_path(self, path: str) -> bool:
+        """Delete one schema-addressed file and the folders it leaves empty; False if it was not there."""
+        store = self.backend
+        prefix = store.schema_prefix
+        if prefix and not path.startswith(prefix + "/"):
+            raise DataJointError(f"{path!r} is not in the schema-addressed section '{prefix}/' of store "
+                                 f"'{store.name}'; garbage collection deletes nothing else.")
+        full = store.full_path(path)
+        try:
+            if not store.fs.exists(full):
+                return False
+            store.fs.rm(full)
+        except FileNotFoundError:
+            return False
+        stop = store.full_path(prefix).rstrip("/") if prefix else store.full_path("").rstrip("/")
+        parent = full.rsplit("/", 1)[0]
+        while parent.startswith(stop + "/"):
+            try:
+                if store.fs.ls(parent, detail=False):
+                    break
+                store.fs.rmdir(parent)
+            except Exception:
+                break
+            parent = parent.rsplit("/", 1)[0]
+        return True
+
+    def _delete_hash_path(self, path: str) -> bool:
+        prefix = self.backend.hash_prefix
+        if prefix and not path.startswith(prefix + "/"):
+            raise DataJointError(f"{path!r} is not in the hash-addressed section '{prefix}/'.")
+        return self.backend.remove(path)
+
+    # -- orchestration -------------------------------------------------------------------------------
+    def collect(self, dry_run: bool = True, verbose: bool = False) -> dict[str, Any]:
+        """Report the orphaned objects and, with ``dry_run=False``, delete them.
+
+        All references are read before anything is listed or deleted; any error while scanning
+        makes a non-dry run refuse to delete.
+        """
+        self._scan_errors = []
+        hash_referenced = self.hash_references(verbose)
+        schema_referenced = self.schema_references(verbose)
+        hash_stored: dict[str, int] = {}
+        schema_stored: dict[str, int] = {}
+        for schema in self.schemas:
+            hash_stored.update(self.list_hash_paths(schema.database))
+            schema_stored.update(self.list_schema_paths(schema.database))
+        orphaned_hash = sorted(set(hash_stored) - hash_referenced)
+        orphaned_schema = sorted(p for p in schema_stored if not _is_covered(p, schema_referenced))
+        hash_deleted = schema_deleted = bytes_freed = errors = 0
+        if not dry_run:
+            if self._scan_errors:
+                raise DataJointError(
+                    f"Garbage collection refused to delete anything: {len(self._scan_errors)} error(s) while "
+                    f"scanning, so live objects could look orphaned. Fix them and run again: {self._scan_errors}"
+                )
+            for path in orphaned_hash:
+                try:
+                    if self._delete_hash_path(path):
+                        hash_deleted += 1
+                        bytes_freed += hash_stored.get(path, 0)
+                        if verbose:
+                            logger.info("Deleted %s (%d bytes)", path, hash_stored.get(path, 0))
+                except Exception as exc:
+                    errors += 1
+                    logger.warning("Could not delete %s: %s", path, exc)
+            for path in orphaned_schema:
+                try:
+                    if self.delete_schema_path(path):
+                        schema_deleted += 1
+                        bytes_freed += schema_stored.get(path, 0)
+                        if verbose:
+                            logger.info("Deleted %s (%d bytes)", path, schema_stored.get(path, 0))
+                except Exception as exc:
+                    errors += 1
+                    logger.warning("Could not delete %s: %s", path, exc)
+        return {
+            "hash_paths_referenced": len(hash_referenced),
+            "hash_paths_stored": len(hash_stored),
+            "hash_paths_orphaned": len(orphaned_hash),
+            "hash_paths_orphaned_bytes": sum(hash_stored[p] for p in orphaned_hash),
+            "orphaned_hash_paths": orphaned_hash,
+            "schema_paths_referenced": len(schema_referenced),
+            "schema_paths_stored": len(schema_stored),
+            "schema_paths_orphaned": len(orphaned_schema),
+            "schema_paths_orphaned_bytes": sum(schema_stored[p] for p in orphaned_schema),
+            "orphaned_schema_paths": orphaned_schema,
+            "hash_paths_deleted": hash_deleted,
+            "schema_paths_deleted": schema_deleted,
+            "deleted": hash_deleted + schema_deleted,
+            "bytes_freed": bytes_freed,
+            "errors": errors,
+            "scan_errors": list(self._scan_errors),
+            "dry_run": dry_run,
+        }
+
+
+__all__ = ["GarbageCollector"]
