@@ -87,3 +87,35 @@ def test_thread_safe_mode_refuses_globals(monkeypatch):
         dj.conn()
     with pytest.raises(dj.ThreadSafetyError):
         dj.Schema("anything")
+    with pytest.raises(dj.ThreadSafetyError, match="dj.config"):
+        dj.config["database.host"]
+    with pytest.raises(dj.ThreadSafetyError):
+        dj.config["safemode"] = False
+    with pytest.raises(dj.ThreadSafetyError):
+        dj.config.copy()
+
+
+def test_thread_safe_mode_instance_keeps_its_own_config(monkeypatch, tmp_path):
+    """Under DJ_THREAD_SAFE a dj.Instance still works: it carries its own config and connection."""
+    monkeypatch.setenv("DJ_THREAD_SAFE", "true")
+    instance = dj.Instance(backend="sqlite", database__url=f"sqlite:///{tmp_path / 'own.db'}")
+    try:
+        schema = instance.Schema("threadsafe_own")
+
+        @schema
+        class Item(dj.Manual):
+            definition = """
+            item_id : int32
+            """
+
+        Item.insert1({"item_id": 1})
+        assert len(Item()) == 1
+    finally:
+        instance.close()
+
+
+def test_config_proxy_reads_and_writes_the_global_config():
+    with dj.config.override(safemode=False):
+        assert dj.config["safemode"] is False
+        assert "safemode" in dj.config
+    assert dj.config["safemode"] is dj.settings.config["safemode"]

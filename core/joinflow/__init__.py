@@ -17,21 +17,23 @@ from . import diagram
 from .diagram import Diagram
 from .errors import DataJointError, ThreadSafetyError
 from .expression import QueryExpression, Top, U
-from .instance import Instance
+from .instance import ConfigProxy, Instance
 from .objectref import NpyRef, ObjectRef
 from .schemas import Schema, VirtualModule, list_schemas, virtual_schema
-from .settings import config
+from . import settings as _settings
 from .table import FreeTable, Table
 from .user_tables import Compute, Computed, Entry, Imported, Ingest, Lookup, Manual, Part
+
+config = ConfigProxy(_settings.config)  # refused under DJ_THREAD_SAFE, as in DataJoint
 
 __version__ = "0.1.0"
 __author__ = "joinflow developers"
 
 logger = logging.getLogger("joinflow")
 try:
-    logger.setLevel(str(config["loglevel"]).upper())
+    logger.setLevel(str(_settings.config["loglevel"]).upper())
 except ValueError:
-    logger.warning("Unknown loglevel %r in the configuration; using INFO.", config["loglevel"])
+    logger.warning("Unknown loglevel %r in the configuration; using INFO.", _settings.config["loglevel"])
 
 __all__ = [
     "__version__", "config", "conn", "Connection", "Instance", "Schema", "VirtualModule", "virtual_schema",

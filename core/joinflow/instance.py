@@ -20,6 +20,48 @@ def check_thread_safe(what: str) -> None:
         )
 
 
+class ConfigProxy:
+    """``dj.config``: the global configuration, refused in thread-safe mode (``DJ_THREAD_SAFE``).
+
+    Every read and write goes to ``settings.config``; with ``DJ_THREAD_SAFE`` set each access
+    raises :class:`ThreadSafetyError` so that threads and workers keep their own configuration
+    in a ``dj.Instance``.
+    """
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target):
+        object.__setattr__(self, "_target", target)
+
+    def _config(self):
+        check_thread_safe("dj.config")
+        return object.__getattribute__(self, "_target")
+
+    def __getattr__(self, name):
+        return getattr(self._config(), name)
+
+    def __setattr__(self, name, value):
+        setattr(self._config(), name, value)
+
+    def __getitem__(self, key):
+        return self._config()[key]
+
+    def __setitem__(self, key, value):
+        self._config()[key] = value
+
+    def __delitem__(self, key):
+        del self._config()[key]
+
+    def __contains__(self, key):
+        return key in self._config()
+
+    def __iter__(self):
+        return iter(self._config())
+
+    def __repr__(self):
+        return repr(self._config())
+
+
 class Instance:
     """Its own config (a copy of ``dj.config`` plus the arguments) and its own connection."""
 
