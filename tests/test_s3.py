@@ -90,13 +90,16 @@ def test_s3_round_trip_and_gc(schema, connection, s3_store, tmp_path):
     paths = stored_paths(s3_store)
     assert len([p for p in paths if p.startswith(f"_hash/{schema.database}/")]) == 2  # deduplicated
     assert len([p for p in paths if p.startswith(f"_schema/{schema.database}/recording/")]) == 5
-    # a failed insert leaves nothing behind on S3 either
+    # a failed insert leaves nothing behind on S3 either: its private object is deleted at once,
+    # its hash-addressed one (content may be shared) is collected by gc
     with pytest.raises(dj.errors.DuplicateError):
         Recording.insert1({"rec_id": 1, "raw": b"new content", "samples": np.zeros(9)})
+    collector = dj.gc.GarbageCollector(schema)
+    report = collector.collect(dry_run=False)
+    assert report["hash_paths_deleted"] == 1 and report["schema_paths_deleted"] == 0
     assert stored_paths(s3_store) == paths
     # garbage collection: the shared hash objects stay while a row refers to them
     (Recording & {"rec_id": 2}).delete()
-    collector = dj.gc.GarbageCollector(schema)
     report = collector.collect(dry_run=False)
     assert report["hash_paths_deleted"] == 0 and report["schema_paths_deleted"] == 3  # npy, file, manifest
     assert (Recording & {"rec_id": 1}).fetch1("raw") == b"raw bytes"

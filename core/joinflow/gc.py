@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +39,28 @@ from .storage import MANIFEST_SUFFIX, StoreError, get_store, resolve_store_name
 logger = logging.getLogger("joinflow")
 
 _BASE32_HASH = re.compile(r"^[a-z2-7]{26}$")
+TEMP_MARK = ".tmp-"  # unfinished uploads: "<final name>.tmp-<random>" until renamed into place
+
+
+def _modified(info: dict) -> float | None:
+    """The modification time of an fsspec ``info`` entry as a POSIX timestamp (None if unknown)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created", "mtime_ns"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        return number / 1e9 if key == "mtime_ns" else number
+    return None
 
 
 def _section_of(codec) -> str | None:
@@ -69,7 +93,7 @@ def _is_covered(path: str, referenced: set[str]) -> bool:
 class GarbageCollector:
     """Finds and deletes the orphaned objects of ``schemas`` in one store (``store=None``: the default)."""
 
-    def __init__(self, *schemas, store: str | None = None, config=None) -> None:
+    def __init__(self, *schemas, store: str | None = None, config=None, stale_after: float = 3600.0) -> None:
         if not schemas:
             raise DataJointError("GarbageCollector needs at least one schema: GarbageCollector(schema, ...).")
         self.schemas = schemas
@@ -81,6 +105,10 @@ class GarbageCollector:
         self.store = store
         self.store_name = self.backend.name
         self._scan_errors: list[str] = []
+        # unfinished uploads (".tmp-" files a killed writer left) older than this many seconds
+        # are deleted; younger ones may belong to an upload in progress and are left alone
+        self.stale_after = float(stale_after)
+        self._temp_files: dict[str, list[float | None]] = {}
 
     # -- references ---------------------------------------------------------------------------
     def _own_store(self, ref_store: str | None) -> bool:
@@ -159,6 +187,11 @@ class GarbageCollector:
                     full = f"{folder.rstrip('/')}/{name}"
                     rel = full[len(root):].lstrip("/") if root else full.lstrip("/")
                     stored[rel] = int(info.get("size") or 0)
+                    if TEMP_MARK in rel:  # an unfinished file, or a file inside an unfinished folder
+                        parts = rel.split("/")
+                        cut = next(i for i, part in enumerate(parts) if TEMP_MARK in part)
+                        top = "/".join(parts[:cut + 1])
+                        self._temp_files.setdefault(top, []).append(_modified(info))
         except FileNotFoundError:
             pass
         except Exception as exc:
@@ -177,7 +210,7 @@ class GarbageCollector:
         prefix = self.backend.schema_prefix
         found = self._walk(f"{prefix}/{schema_name}" if prefix else schema_name,
                            f"list_schema_paths({schema_name})")
-        return {p: n for p, n in found.items() if ".tmp-" not in p}
+        return {p: n for p, n in found.items() if TEMP_MARK not in p}
 
     # -- deleting ---------------------------------------------------------------------------------
     def delete_schema_path(self, path: str) -> bool:
@@ -220,6 +253,7 @@ class GarbageCollector:
         makes a non-dry run refuse to delete.
         """
         self._scan_errors = []
+        self._temp_files = {}
         hash_referenced = self.hash_references(verbose)
         schema_referenced = self.schema_references(verbose)
         hash_stored: dict[str, int] = {}
@@ -229,7 +263,11 @@ class GarbageCollector:
             schema_stored.update(self.list_schema_paths(schema.database))
         orphaned_hash = sorted(set(hash_stored) - hash_referenced)
         orphaned_schema = sorted(p for p in schema_stored if not _is_covered(p, schema_referenced))
-        hash_deleted = schema_deleted = bytes_freed = errors = 0
+        now = time.time()
+        # an unfinished folder is as recent as its newest file; an unknown time counts as recent
+        stale_temp = sorted(p for p, times in self._temp_files.items()
+                            if None not in times and now - max(times) > self.stale_after)
+        hash_deleted = schema_deleted = temp_deleted = bytes_freed = errors = 0
         if not dry_run:
             if self._scan_errors:
                 raise DataJointError(
@@ -246,6 +284,15 @@ class GarbageCollector:
                 except Exception as exc:
                     errors += 1
                     logger.warning("Could not delete %s: %s", path, exc)
+            for path in stale_temp:
+                try:
+                    if self.backend.remove(path, recursive=True):
+                        temp_deleted += 1
+                        if verbose:
+                            logger.info("Deleted unfinished upload %s", path)
+                except Exception as exc:
+                    errors += 1
+                    logger.warning("Could not delete unfinished upload %s: %s", path, exc)
             for path in orphaned_schema:
                 try:
                     if self.delete_schema_path(path):
@@ -274,6 +321,9 @@ class GarbageCollector:
             "errors": errors,
             "scan_errors": list(self._scan_errors),
             "dry_run": dry_run,
+            # beyond DataJoint: uploads a killed writer never finished (older than stale_after)
+            "stale_temp_paths": stale_temp,
+            "stale_temp_deleted": temp_deleted,
         }
 
 

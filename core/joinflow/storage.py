@@ -405,19 +405,29 @@ def get_store(cfg, name: str | None, default_key: str = "default") -> Store:
 
 
 class Journal:
-    """The objects written during one insert, to delete them if it fails."""
+    """The objects written during one insert, to delete them if it fails.
+
+    Only objects private to the failed rows are deleted: schema-addressed objects (their paths
+    carry a random token).  A hash-addressed object is shared by content: between our write and
+    our rollback another session may have found it and committed a row that references it, so
+    deleting it could break that row.  Such objects are left to garbage collection (``dj.gc``),
+    which deletes them only once no row references them.
+    """
 
     def __init__(self) -> None:
-        self.written: list[tuple[Store, str, bool]] = []
+        self.written: list[tuple[Store, str, bool, bool]] = []
 
-    def record(self, store: Store, path: str, recursive: bool = False) -> None:
-        self.written.append((store, path, recursive))
+    def record(self, store: Store, path: str, recursive: bool = False, shared: bool = False) -> None:
+        self.written.append((store, path, recursive, shared))
 
     def __bool__(self) -> bool:
         return bool(self.written)
 
     def undo(self) -> None:
-        for store, path, recursive in reversed(self.written):
+        for store, path, recursive, shared in reversed(self.written):
+            if shared:
+                logger.debug("Left hash-addressed object %s in store '%s' to garbage collection", path, store.name)
+                continue
             try:
                 store.remove(path, recursive=recursive)
             except Exception as exc:  # pragma: no cover - report, keep cleaning
@@ -434,7 +444,7 @@ def put_hash(data: bytes, schema: str, cfg, store_name: str | None, journal: Jou
     if not store.exists(path):
         store.put(path, data)
         if journal is not None:
-            journal.record(store, path)
+            journal.record(store, path, shared=True)
     return {"hash": digest, "path": path, "schema": schema, "store": store.name, "size": len(data)}
 
 

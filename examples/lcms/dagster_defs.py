@@ -3,8 +3,10 @@
     export JOINFLOW_DATABASE_URL=sqlite:///$PWD/joinflow.db   # or postgresql+psycopg://...
     dagster dev -f examples/lcms/dagster_defs.py
 
-Materialize ``lcms/PeakSummary`` from the UI, or turn on ``joinflow_sensor``: it launches
-a run whenever new runs/spectra are inserted (``python examples/demo.py`` inserts some).
+Materialize the chain ``lcms/Acquisition`` -> ``Centroid`` -> ``DetectedPeaks`` ->
+``PeakSummary`` from the UI, or turn on ``joinflow_sensor``: it launches a run whenever new
+runs are inserted (``python examples/demo.py`` inserts some).  ``Acquisition`` writes and
+reads the simulated raw files in ``$LCMS_RAW_DIR`` (default: a temporary folder).
 """
 
 import os

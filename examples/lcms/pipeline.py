@@ -113,6 +113,12 @@ def raw_dir() -> Path:
     return folder
 
 
+def expected_rt(rt_expected: float, window_s: float) -> float:
+    """Retention time of a standard in a run whose gradient spans `window_s` seconds
+    (``Standard.rt_expected`` is given for the default 30-minute gradient)."""
+    return 60.0 + rt_expected * window_s / 1800.0
+
+
 def _profile(rng, mz, height, resolution):
     """Profile-mode points of one ion: a Gaussian peak, 9 points across +-3 sigma."""
     sigma = mz / resolution / 2.355
@@ -141,7 +147,7 @@ def write_raw_file(key: dict) -> Path:
     compounds = [(float(m), float(t), float(h)) for m, t, h in
                  zip(rng.uniform(120, 900, n), rng.uniform(times[2], times[-3], n), rng.lognormal(13, 0.8, n))]
     spikes = (Run.Spike * Standard & key).to_dicts()
-    compounds += [(s["mass"] + sign * PROTON, s["rt_expected"] * window / 1800.0 + 60.0, 2.0e5 * s["amount_pmol"])
+    compounds += [(s["mass"] + sign * PROTON, expected_rt(s["rt_expected"], window), 2.0e5 * s["amount_pmol"])
                   for s in spikes]
     calibration_ppm = rng.normal(1.5, 0.3)
 
@@ -337,15 +343,14 @@ class PeakSummary(dj.Computed):
 
     def make(self, key):
         scans = (Acquisition.Scan & key).to_dicts(order_by="tic DESC")
-        polarity = (Run & key).fetch1("polarity")
-        sign = 1.0 if polarity == "positive" else -1.0
-        window = float((Run & key).fetch1("gradient_min")) * 60.0
+        sign = 1.0 if (Run & key).fetch1("polarity") == "positive" else -1.0
+        window = float((Acquisition & key).fetch1("duration_s"))  # as recorded, even if Run changed since
         peak_mz, peak_rt = (DetectedPeaks.Peak & key).to_arrays("mz", "rt")
         errors = []
         for std in (Run.Spike * Standard & key).to_dicts():
             ion = std["mass"] + sign * PROTON
             ppm = (peak_mz - ion) / ion * 1e6
-            rt = std["rt_expected"] * window / 1800.0 + 60.0
+            rt = expected_rt(std["rt_expected"], window)
             hits = np.flatnonzero((np.abs(ppm) <= 10) & (np.abs(peak_rt - rt) <= 120))
             if len(hits):
                 errors.append(float(ppm[hits[np.argmin(np.abs(ppm[hits]))]]))

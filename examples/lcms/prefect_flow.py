@@ -6,7 +6,9 @@
 
 The database comes from joinflow's usual settings (``JOINFLOW_DATABASE_URL``, ``dj.config``,
 default: ``joinflow.db`` in the working directory) or, with ``LCMS_DATABASE_BLOCK`` set, from
-that saved ``prefect_joinflow.JoinflowDatabase`` block: no credentials in code.
+that saved ``prefect_joinflow.JoinflowDatabase`` block: no credentials in code.  The raw
+files that ``Acquisition`` reads are simulated into ``$LCMS_RAW_DIR`` (default: a temporary
+folder; workers on several machines need a shared one).
 """
 
 import os
@@ -23,7 +25,8 @@ flow = joinflow_flow(
     "pipeline",                     # imported when the flow runs, after the database block is applied
     name="lcms",
     batch_size=100,
-    retries={"PeakSummary": 2},     # Prefect task retries per table; a retry re-pends its keys' errors
+    retries={"Acquisition": 2},     # Prefect task retries per table (reading raw files is the flaky
+                                    # step); a retry re-pends its keys' errors
     retry_delay_seconds=30,
     database_block=os.environ.get("LCMS_DATABASE_BLOCK"),
 )

@@ -100,15 +100,10 @@ class PipelineModule:
         m = self.module
         m.Sample.insert([{"sample_id": s, "organism": "human", "matrix": matrix} for s, matrix in samples.items()],
                         skip_duplicates=True)
-        runs, spectra = [], []
-        for s in samples:
-            for r in range(runs_per_sample):
-                runs.append({"sample_id": s, "run_idx": r, "ms": "orbi1", "acquired": "2024-05-01 10:00:00",
-                             "polarity": "positive"})
-                spectra += [{"sample_id": s, "run_idx": r, "scan": i, "rt": i * 1.5, "ms_level": 1,
-                             "base_peak_mz": 100.0 + i, "tic": 1000.0 * (i + 1)} for i in range(scans)]
+        runs = [{"sample_id": s, "run_idx": r, "ms": "orbi1", "acquired": "2024-05-01 10:00:00",
+                 "polarity": "positive"} for s in samples for r in range(runs_per_sample)]
         m.Run.insert(runs)
-        m.Run.Spectrum.insert(spectra)
+        m.Run.Spike.insert([dict(run, standard="caffeine", amount_pmol=1.0) for run in runs], ignore_extra_fields=True)
 
 
 def make_pipeline_module(tmp_path: Path, url: str, schema: str, make_seconds: float = 0.0) -> PipelineModule:

@@ -46,13 +46,18 @@ def test_assets_and_deps_match_the_foreign_key_graph(pipeline_module, schema_nam
     assets = build_joinflow_assets(pipeline_module.module)
     specs = _specs(assets)
     s = schema_name
-    assert set(specs) == {f"{s}/Instrument", f"{s}/Sample", f"{s}/Run", f"{s}/PeakSummary", f"{s}/RunQC"}
+    assert set(specs) == {f"{s}/{t}" for t in ("Instrument", "Standard", "Sample", "Run", "Acquisition", "Centroid",
+                                                "DetectedPeaks", "PeakSummary", "RunQC")}
     deps = {k: sorted(d.asset_key.to_user_string() for d in spec.deps) for k, spec in specs.items()}
     assert deps == {
         f"{s}/Instrument": [],
+        f"{s}/Standard": [],
         f"{s}/Sample": [],
-        f"{s}/Run": [f"{s}/Instrument", f"{s}/Sample"],  # the renamed, nullable FK counts too
-        f"{s}/PeakSummary": [f"{s}/Run"],
+        f"{s}/Run": [f"{s}/Instrument", f"{s}/Sample", f"{s}/Standard"],  # renamed nullable FK; part Spike
+        f"{s}/Acquisition": [f"{s}/Run"],
+        f"{s}/Centroid": [f"{s}/Acquisition"],
+        f"{s}/DetectedPeaks": [f"{s}/Centroid"],
+        f"{s}/PeakSummary": [f"{s}/DetectedPeaks", f"{s}/Run"],
         f"{s}/RunQC": [f"{s}/Instrument", f"{s}/PeakSummary"],  # through its part table Flag
     }
     # the same graph as the pipeline's foreign keys (parts folded into their masters)
@@ -67,23 +72,25 @@ def test_assets_and_deps_match_the_foreign_key_graph(pipeline_module, schema_nam
         expected |= {by_full[p].name.split(":")[1].split(".")[0]
                      for part in node.parts for p in by_full[part].parents} - {node.cls.__name__}
         assert {d.asset_key.path[-1] for d in specs[f"{s}/{node.cls.__name__}"].deps} == expected
-    assert _materializable(assets) == {dg.AssetKey([s, "PeakSummary"]), dg.AssetKey([s, "RunQC"])}
+    assert _materializable(assets) == {dg.AssetKey([s, t]) for t in ("Acquisition", "Centroid", "DetectedPeaks",
+                                                                      "PeakSummary", "RunQC")}
     assert all(spec.group_name == s for spec in specs.values())
     summary = specs[f"{s}/PeakSummary"]
     assert summary.description.startswith("per-run summary of the spectra")
     column_schema = summary.metadata["dagster/column_schema"]
     column_schema = getattr(column_schema, "schema", column_schema)  # TableSchema or its MetadataValue
     columns = {c.name: c for c in column_schema.columns}
-    assert list(columns) == ["sample_id", "run_idx", "n_spectra", "max_tic", "base_peak_mz"]
+    assert list(columns) == ["sample_id", "run_idx", "n_spectra", "max_tic", "base_peak_mz", "n_peaks",
+                             "standards_found", "mass_error_ppm"]
     assert columns["base_peak_mz"].description == "base peak of the most intense scan"
     assert "primary key" in columns["sample_id"].constraints.other
     assert "joinflow" in summary.kinds
-    assert specs[f"{s}/Run"].metadata["joinflow/parts"] == ["Run.Spectrum"]
+    assert specs[f"{s}/Run"].metadata["joinflow/parts"] == ["Run.Spike"]
     defs = dg.Definitions(assets=assets, sensors=[build_joinflow_sensor(assets)],
                           resources=_resources(pipeline_module))
     dg.Definitions.validate_loadable(defs)
     check_keys = {c for a in assets if isinstance(a, dg.AssetsDefinition) for c in a.check_keys}
-    assert check_keys == {dg.AssetCheckKey(dg.AssetKey([s, t]), NO_JOB_ERRORS) for t in ("PeakSummary", "RunQC")}
+    assert check_keys == {dg.AssetCheckKey(dg.AssetKey([s, t]), NO_JOB_ERRORS) for t in ("Acquisition", "Centroid", "DetectedPeaks", "PeakSummary", "RunQC")}
 
 
 def test_materialize_computes_every_key_once_and_a_rerun_nothing(pipeline_module, schema_name, instance):
@@ -98,7 +105,7 @@ def test_materialize_computes_every_key_once_and_a_rerun_nothing(pipeline_module
     assert md["dagster/row_count"] == 6 and md["duration_s"] >= 0
     assert sorted(pm.make_calls()) == sorted(set(pm.make_calls())) and len(pm.make_calls()) == 6
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 2 and all(c.passed for c in checks)
+    assert len(checks) == 5 and all(c.passed for c in checks)
 
     again = dg.materialize(assets, instance=instance, resources=_resources(pm))
     assert again.success
@@ -197,7 +204,7 @@ def test_the_sensor_requests_runs_for_new_upstream_rows_only(pipeline_module, sc
     pm.add_runs({"S1": "plasma"})
     result, cursor2 = tick(cursor)
     [request] = result.run_requests
-    assert {k.path[-1] for k in request.asset_selection} == {"PeakSummary", "RunQC"}
+    assert {k.path[-1] for k in request.asset_selection} == {"Acquisition", "Centroid", "DetectedPeaks", "PeakSummary", "RunQC"}
     # the same state again: the same run key (Dagster dedupes it) and, with the new cursor, nothing
     same, _ = tick(cursor)
     assert same.run_requests[0].run_key == request.run_key
@@ -233,7 +240,8 @@ def test_translator_overrides(pipeline_module, schema_name, instance):
     pm = pipeline_module
     assets = build_joinflow_assets(pm.module, MyTranslator(owners=["team:proteomics"], tags={"domain": "lcms"}))
     specs = _specs(assets)
-    assert set(specs) == {"lab/instrument", "lab/sample", "lab/run", "lab/peaksummary", "lab/runqc"}
+    assert set(specs) == {f"lab/{t}" for t in ("instrument", "standard", "sample", "run", "acquisition", "centroid",
+                                                "detectedpeaks", "peaksummary", "runqc")}
     assert {d.asset_key.to_user_string() for d in specs["lab/runqc"].deps} == {"lab/peaksummary", "lab/instrument"}
     spec = specs["lab/peaksummary"]
     assert spec.group_name == "mass_spec" and spec.description == "table PeakSummary"
@@ -248,7 +256,7 @@ def test_translator_overrides(pipeline_module, schema_name, instance):
             return dg.AssetSpec(key=["x", node.cls.__name__], group_name="g")
 
     specs = _specs(build_joinflow_assets(pm.module, WholeSpec()))
-    assert {d.asset_key.to_user_string() for d in specs["x/PeakSummary"].deps} == {"x/Run"}
+    assert {d.asset_key.to_user_string() for d in specs["x/PeakSummary"].deps} == {"x/Run", "x/DetectedPeaks"}
 
 
 def test_partitions_keyed_by_a_primary_key_attribute(pipeline_module, schema_name, instance):
@@ -261,6 +269,8 @@ def test_partitions_keyed_by_a_primary_key_attribute(pipeline_module, schema_nam
     sensor = build_joinflow_sensor(assets)
     defs = dg.Definitions(assets=assets, sensors=[sensor], resources=_resources(pm))
     pm.add_runs({"S1": "plasma", "S2": "plasma"})
+    for upstream in (pm.module.Acquisition, pm.module.Centroid, pm.module.DetectedPeaks):
+        upstream.populate()
     ctx = dg.build_sensor_context(instance=instance, definitions=defs)
     result = sensor(ctx)
     [add] = result.dynamic_partitions_requests
