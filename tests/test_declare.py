@@ -781,3 +781,37 @@ def test_describe_of_part_and_simple_tables(schema):
     part_text = Scan.Field.describe()
     assert part_text.splitlines()[0].strip() == "-> Scan"
     assert part_text.split()[2:] == ["field_idx", ":", "int16"]
+
+
+@pytest.mark.backend
+def test_describe_lists_foreign_keys_that_share_attributes(schema):
+    """Two foreign keys over the same attributes (a redundant link to an ancestor, as in the
+    lcms example's PeakSummary) are both described, ancestor first."""
+
+    @schema
+    class Run(dj.Manual):
+        definition = """
+        run_id : int32
+        """
+
+    @schema
+    class Peaks(dj.Manual):
+        definition = """
+        -> Run
+        ---
+        n_peaks : int32
+        """
+
+    @schema
+    class Summary(dj.Manual):
+        definition = """
+        -> Run
+        -> Peaks
+        ---
+        total : float64
+        """
+
+    text = Summary.describe()
+    assert [line.strip() for line in text.splitlines()] == ["-> Run", "-> Peaks", "---", "total : float64"]
+    parents = schema.connection.dependencies.load().parents(Summary.full_table_name)
+    assert set(parents) == {Run.full_table_name, Peaks.full_table_name}

@@ -795,10 +795,14 @@ class Table(QueryExpression):
         heading = self.heading
         backend = conn.backend
         parents = deps.parents(self.full_table_name)
-        fk_by_attr: dict[str, tuple[str, dict]] = {}
+        # every foreign key, listed at its first attribute; several may share attributes
+        # (`-> Run` and `-> DetectedPeaks` both on the run's key): ancestors first
+        fk_by_attr: dict[str, list[tuple[str, dict]]] = {}
         for parent, info in parents.items():
             for attr_map in info["attr_maps"]:
-                fk_by_attr.setdefault(next(iter(attr_map)), (parent, attr_map))
+                fk_by_attr.setdefault(next(iter(attr_map)), []).append((parent, attr_map))
+        for fks in fk_by_attr.values():
+            fks.sort(key=lambda fk: (len(deps.ancestors(fk[0])), fk[0]))
         lines = [f"# {heading.table_comment}"] if heading.table_comment else []
         done: set[str] = set()
         unique_fks = []
@@ -811,10 +815,7 @@ class Table(QueryExpression):
             if in_key and not attr.in_key:
                 lines.append("---")
                 in_key = False
-            if attr.name in done:
-                continue
-            if attr.name in fk_by_attr:
-                parent, attr_map = fk_by_attr[attr.name]
+            for parent, attr_map in fk_by_attr.get(attr.name, ()):
                 done |= set(attr_map)
                 schema, table = backend.split_full_name(parent)
                 ref = to_camel_case(table) if tier_of(table) != "Part" else (
@@ -831,6 +832,7 @@ class Table(QueryExpression):
                     options.append("unique")
                     unique_fks.append(tuple(attr_map))
                 lines.append(f"-> {'[' + ', '.join(options) + '] ' if options else ''}{ref}")
+            if attr.name in done:
                 continue
             done.add(attr.name)
             if attr.nullable and not attr.in_key:
