@@ -203,3 +203,20 @@ def test_manifest_round_trip_needs_no_import_or_database(pipeline_module, tmp_pa
         Pipeline.from_manifest(tmp_path / "bad.json")
     assert manifest_main(["manifest", "no_such_module_xyz", "-o", str(out)]) == 2
     assert read_manifest(out) == manifest  # a failed run leaves the old file alone
+
+
+def test_run_computes_exactly_the_given_keys(pipeline_module):
+    """Step.run(keys) restricts to exactly those keys (numpy scalars as values, partial keys)."""
+    import numpy as np
+
+    m = pipeline_module
+    m.Animal.insert([{"animal": a} for a in (1, 2)])
+    m.Recording.insert([{"animal": a, "rec": r, "signal": 1.0} for a in (1, 2) for r in range(3)])
+    spikes = Pipeline(m).step("Spikes")
+    batch = [{"animal": np.int32(1), "rec": 2}, {"animal": 2, "rec": np.int64(0)}]
+    result = spikes.run(batch)
+    assert result["rows_added"] == 2 and result["pending_left"] == 0
+    assert sorted(spikes.table.keys(order_by="KEY"), key=lambda k: (k["animal"], k["rec"])) == \
+        [{"animal": 1, "rec": 2}, {"animal": 2, "rec": 0}]
+    assert spikes.run([{"animal": 1}])["rows_added"] == 2  # the rest of animal 1
+    assert spikes.pending_count() == 2

@@ -6,6 +6,16 @@ importable identity (``"module:Class"``) so that any worker process on any machi
 rebuild it with :func:`load_step`, upstream steps, a pending-key count (one anti-join),
 pending keys in batches, ``run()`` that populates exactly the given keys (or one hash
 shard) through the job table, ``status()`` and a cheap ``change_token()``.
+
+A pipeline's structure can be saved as a *manifest* (:meth:`Pipeline.to_manifest`, or
+``python -m joinflow.pipeline manifest MODULE -o pipeline.json``): JSON with the format name
+and version, the modules, schemas and database (backend, host, database name; never
+credentials), every table (``module:Class`` name, tier, schema, table name, full table name,
+parents, parts) in topological order, the steps with their upstream steps, and ``hash``:
+``"sha256:"`` + the SHA-256 of the canonical JSON (sorted keys, separators ``,`` and ``:``,
+ASCII) of every other key.  :meth:`Pipeline.from_manifest` rebuilds the nodes and steps from
+it without importing a module or connecting (a step imports its class on first use), so an
+orchestrator can build its task graph without a database.
 """
 
 from __future__ import annotations
@@ -33,9 +43,8 @@ def step_name(cls: type) -> str:
 
 def load_class(name: str) -> type:
     """``"package.module:Class"`` (or ``Master.Part``) -> the table class, importing the module."""
+    _check_step_name(name)
     module_name, _, qualname = name.partition(":")
-    if not qualname:
-        raise DataJointError(f"Step name {name!r} must look like 'package.module:Class'.")
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -46,7 +55,7 @@ def load_step(name: str) -> "Step":
     return Step(load_class(name))
 
 
-def load_class_name_check(name: str) -> None:
+def _check_step_name(name: str) -> None:
     module_name, _, qualname = name.partition(":")
     if not module_name or not qualname:
         raise DataJointError(f"Step name {name!r} must look like 'package.module:Class'.")
@@ -123,7 +132,7 @@ class Step:
         if isinstance(cls, str):
             self.name = cls
             self._cls = None
-            load_class_name_check(cls)
+            _check_step_name(cls)
         else:
             if not (isinstance(cls, type) and issubclass(cls, AutoPopulate)):
                 raise DataJointError(f"{cls!r} is not an Imported or Computed table; only those are steps.")
@@ -264,7 +273,11 @@ class Step:
 
 
 class Pipeline:
-    """The tables of one or more modules/schemas, and their computed steps in topological order."""
+    """The tables of one or more modules/schemas, and their computed steps in topological order.
+
+    ``Pipeline(*modules_or_schemas_or_classes)`` reads the foreign-key graph from the database;
+    ``Pipeline.from_manifest(path)`` rebuilds the same nodes and steps from a manifest alone.
+    """
 
     def __init__(self, *sources: Any):
         classes: list[type] = []
@@ -317,7 +330,7 @@ class Pipeline:
 
     def step(self, name: str) -> Step:
         for s in self.steps:
-            if s.name == name or s.cls.__name__ == name or s.full_table_name == name:
+            if s.name == name or s.class_name == name or s.full_table_name == name:
                 return s
         raise DataJointError(f"No step {name!r} in this pipeline; steps: {[s.name for s in self.steps]}")
 

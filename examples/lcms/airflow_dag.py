@@ -15,7 +15,9 @@ tables, regenerate the manifest (from the ``examples`` folder)::
 
 The database URL comes from the Airflow connection ``joinflow_default`` (type ``joinflow``),
 else from ``JOINFLOW_DATABASE_URL``: no credentials in this file.  ``.airflowignore`` keeps
-the other example files of this folder out of Airflow's parser.
+the other example files of this folder out of Airflow's parser.  ``Acquisition`` simulates
+the raw files it reads into ``$LCMS_RAW_DIR`` (default: a temporary folder): with workers on
+several machines, point it at a shared folder.
 """
 
 import sys

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def main() -> None:
         warm = statistics.median(r["warm"] for r in runs)
         trips = f"{max(r['round_trips_cold'] for r in runs)}/{max(r['round_trips_warm'] for r in runs)}"
         print(f"{label:<40}{runs[0]['tasks']:>7}{cold:>9.3f}{warm:>9.3f}{trips:>29}")
+    shutil.rmtree(work, ignore_errors=True)
     print("\ncold = first parse in a fresh process (imports joinflow_airflow; the module form also joinflow and the "
           "pipeline); warm = re-parse in the same process. Round trips: SQLAlchemy connects + statements "
           "on any database but Airflow's metadata DB.")

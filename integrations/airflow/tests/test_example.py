@@ -33,10 +33,14 @@ from lcms import pipeline
 pipeline.Sample.insert1({"sample_id": "s1", "organism": "human"})
 pipeline.Run.insert1({"sample_id": "s1", "run_idx": 1, "ms": "orbi1", "acquired": "2026-01-01 10:00:00",
                       "polarity": "positive"})
+from joinflow.pipeline import Pipeline
+live = Pipeline(pipeline).to_manifest()
+saved = json.load(open(sys.argv[1] + "/pipeline.json"))
+stale = [k for k in ("tables", "steps", "schemas", "modules") if live[k] != saved[k]]
 run = dag.test()
 print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids),
                   "groups": groups, "state": str(run.state), "rows": len(pipeline.PeakSummary()),
-                  "parse_queries": len(parse_queries), "imported_at_parse": imported_at_parse}))
+                  "parse_queries": len(parse_queries), "imported_at_parse": imported_at_parse, "stale": stale}))
 """
 
 
@@ -53,6 +57,9 @@ def test_example_dags_folder(tmp_path):
     assert result["groups"] == ["Acquisition", "Centroid", "DetectedPeaks", "PeakSummary"]
     assert result["state"] == "success" and result["rows"] == 1
     assert result["parse_queries"] == 0 and result["imported_at_parse"] is False
+    # the committed manifest describes the example pipeline as it is now
+    assert result["stale"] == [], ("examples/lcms/pipeline.json is stale: run `python -m joinflow.pipeline manifest "
+                                   "lcms.pipeline -o lcms/pipeline.json --url sqlite:///joinflow.db` in examples/")
 
 
 def test_example_dags_folder_parses_with_an_unreachable_database(tmp_path):

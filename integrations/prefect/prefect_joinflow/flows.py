@@ -67,11 +67,20 @@ class JoinflowFlowError(RuntimeError):
     """Raised at the end of a flow run in which some table had failures (after the artifact)."""
 
 
+_steps: dict[str, tuple[Any, Step]] = {}  # name -> (its module, the step) loaded in this process
+
+
 # -- tasks ----------------------------------------------------------------------------------------
 def _step(name: str, database_block: str | None) -> Step:
+    """The step, loaded once per process (again if its module was re-imported since)."""
     apply_database_block(database_block)
-    with db_lock():
-        return load_step(name)
+    module_name = name.partition(":")[0]
+    cached = _steps.get(name)
+    if cached is None or sys.modules.get(module_name) is not cached[0]:
+        with db_lock():
+            step = load_step(name)
+            cached = _steps[name] = (sys.modules.get(module_name), step)
+    return cached[1]
 
 
 def _label(step_name: str) -> str:
@@ -110,11 +119,11 @@ def populate_work(work: dict, database_block: str | None = None, retry_errors: b
     """
     s = _step(work["step"], database_block)
     retry = bool(retry_errors) or task_run_runtime.get_run_count() > 1
-    with db_lock():
+    with db_lock():  # count_pending=False: the flow reads each table's status once, at its end
         if "shard" in work:
-            summary = s.run(shard=work["shard"], nshards=work["nshards"], retry_errors=retry)
+            summary = s.run(shard=work["shard"], nshards=work["nshards"], retry_errors=retry, count_pending=False)
         else:
-            summary = s.run(work["keys"], retry_errors=retry)
+            summary = s.run(work["keys"], retry_errors=retry, count_pending=False)
     if summary["error_count"]:
         raise JoinflowMakeError(summary)
     return summary
@@ -212,7 +221,9 @@ def joinflow_flow(
     ``continue_on_failure``: run downstream tables on whatever their failed upstream tables
     did produce (True, joinflow's key-level semantics) or skip them (False).
     ``tags``: Prefect tags of every task (tag concurrency limits; each tagged task run
-    costs an extra API call).  ``artifact_key``: key of the run-summary markdown artifact.
+    costs an extra API call).  ``task_runner``: default Prefect's thread pool (one thread per
+    task: their Prefect bookkeeping overlaps the database work, which one lock serializes); a
+    ``DaskTaskRunner`` spreads batches over processes.  ``artifact_key``: key of the run-summary markdown artifact.
     Other keyword arguments go to ``prefect.Flow`` (``log_prints``, ``timeout_seconds``...).
     """
     source = pipeline_or_modules
