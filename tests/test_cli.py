@@ -52,7 +52,7 @@ def sqlite_pipeline(tmp_path, monkeypatch):
 def test_help_and_bad_arguments(tmp_path, capsys):
     top = run("--help")
     assert top.returncode == 0
-    for command in ("status", "populate", "jobs", "diagram", "schema", "gc", "copy"):
+    for command in ("status", "populate", "jobs", "diagram", "schema", "gc", "copy", "manifest"):
         assert command in top.stdout
     for args in (["copy", "--help"], ["schema", "describe", "--help"], ["jobs", "--help"]):  # in-process: faster
         with pytest.raises(SystemExit) as exit_:
@@ -148,13 +148,31 @@ def test_schema_list_and_describe(sqlite_pipeline):
 
 
 def test_diagram(sqlite_pipeline, tmp_path):
-    pytest.importorskip("joinflow.diagram", reason="the diagram module is not built yet")
     out = tmp_path / "pipeline.mmd"
     doc = run_json("diagram", sqlite_pipeline.name, "-o", out)
     assert out.exists() and doc["output"] == str(out.resolve())
     assert "Spikes" in out.read_text()
     assert run("diagram", sqlite_pipeline.name, "--status", "-o", tmp_path / "status.mmd").returncode == 0
     assert "Spikes" in (tmp_path / "status.mmd").read_text()
+
+
+def test_manifest(sqlite_pipeline, tmp_path):
+    """`joinflow manifest` writes what JoinflowDag(manifest=...) reads: the same steps, upstream
+    steps and tables as the live pipeline, loadable without a database."""
+    from joinflow.pipeline import Pipeline
+
+    out = tmp_path / "pipeline.json"
+    doc = run_json("manifest", sqlite_pipeline.name, "-o", out)
+    live = Pipeline(sqlite_pipeline.module)
+    offline = Pipeline.from_manifest(out)
+    assert doc["steps"] == len(live.steps) > 0 and doc["hash"] == json.loads(out.read_text())["hash"]
+    assert [s.name for s in offline.steps] == [s.name for s in live.steps]
+    assert [s.upstream for s in offline.steps] == [s.upstream for s in live.steps]
+    printed = run("manifest", sqlite_pipeline.name)  # -o - (default): the JSON on stdout
+    assert printed.returncode == 0 and json.loads(printed.stdout)["hash"] == doc["hash"]
+    missing = run("manifest", "no_such_module_xyz", "-o", tmp_path / "x.json", cwd=tmp_path)
+    assert missing.returncode == 2 and "no_such_module_xyz" in missing.stderr
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_gc(tmp_path):

@@ -468,6 +468,25 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+def cmd_manifest(args) -> int:
+    from .pipeline import Pipeline
+
+    modules = [load_module(name) for name in args.modules]
+    try:
+        pipeline = Pipeline(*modules)
+    except DataJointError as exc:
+        raise UsageError(f"Modules {', '.join(args.modules)}: {exc}") from None
+    manifest = pipeline.to_manifest() if args.output == "-" else pipeline.write_manifest(args.output)
+    if args.output == "-":
+        print(json.dumps(manifest, indent=1, sort_keys=True))
+    elif args.json:
+        _print_json({"output": args.output, "tables": len(manifest["tables"]), "steps": len(manifest["steps"]),
+                     "hash": manifest["hash"]})
+    else:
+        print(f"wrote {args.output}: {len(manifest['tables'])} tables, {len(manifest['steps'])} steps")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--database-url", metavar="URL", default=argparse.SUPPRESS,
@@ -509,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     dia.add_argument("target", metavar="MODULE", help="pipeline module, .py file or schema name")
     dia.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.svg, FILE.png, FILE.mmd or FILE.dot")
     dia.add_argument("--status", action="store_true", help="label computed tables with done / pending / error counts")
+
+    man = command("manifest", cmd_manifest, "write the pipeline's structure as JSON for orchestrators "
+                  "(JoinflowDag(manifest=...) builds a DAG from it without touching the database)")
+    man.add_argument("modules", nargs="+", metavar="MODULE", help="pipeline modules or .py files")
+    man.add_argument("-o", "--output", default="-", metavar="FILE", help="file to write (default: - = stdout)")
 
     sch = command("schema", None, "list schemas, or describe the tables of one")
     schema_sub = sch.add_subparsers(dest="schema_command", required=True, metavar="list|describe",
