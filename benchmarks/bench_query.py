@@ -6,16 +6,19 @@ Not part of the test suite.  For each backend it runs two measurements.
 (a) compile -- a table ``Item(id | grp, b, c)`` gets ``--depth`` chained operators, cycling
     through a dict restriction ``& {"grp": 7}``, a string restriction ``& "b > N"`` and a
     projection that either duplicates ``b`` (``.proj(..., xN="(b)")``) or renames ``c``
-    back and forth (``.proj(..., c2="c")`` / ``.proj(..., c="c2")``).  It times
-    ``expr.make_sql()`` on the already-built expression, ``--reps`` times per library, and
-    reports the median in microseconds.  A second row times building the expression and
-    compiling it together.
+    back and forth (``.proj(..., c2="c")`` / ``.proj(..., c="c2")``).  In one run it reports,
+    for joinflow and DataJoint (median microseconds): building the expression; ``make_sql()``
+    of an expression built (untimed) just before; the same with joinflow's SQL cache emptied
+    first (a shape never seen before); build + ``make_sql()``; build + ``len()`` (one COUNT
+    on the server); and build + ``len()`` of ``--depth`` chained restrictions only (a chain
+    DataJoint's SQL also runs on PostgreSQL).
 
 (b) join -- ``Subject`` (``--subjects``) <- ``Session`` (x ``--sessions-per``) <- ``Trial``
     (x ``--trials-per``), each with a few secondary attributes, and times
     ``(Subject * Session * Trial).to_dicts()`` for joinflow and DataJoint.  The raw driver
     (psycopg 3 with ``dict_row`` / pymysql with ``DictCursor``) runs the equivalent
-    hand-written SQL on joinflow's tables.  It keeps the best of ``--repeat`` runs.
+    hand-written SQL on joinflow's tables.  The libraries take turns (``--repeat`` rounds)
+    and the best run of each is kept.
 
 Each library gets its own schema (``bench_q_jf``, ``bench_q_dj``).  The script drops them
 before it starts and again when it finishes.
@@ -535,7 +538,8 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("postgresql", "mysql", "both"), default="both")
     parser.add_argument("--reps", type=int, default=2000,
-                        help="make_sql() calls per library (default 2000)")
+                        help="timed calls per library and operation (default 2000; "
+                             "the cold make_sql() and the len() rows use N/4)")
     parser.add_argument("--depth", type=int, default=30, help="chained operators (default 30)")
     parser.add_argument("--subjects", type=int, default=1000, help="Subject rows (default 1000)")
     parser.add_argument("--sessions-per", type=int, default=10,

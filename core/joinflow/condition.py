@@ -83,15 +83,18 @@ def compile_condition(expr, compiled, cond: Any, *, semantic_check: bool = True,
     )
 
 
+QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+COMPARED = re.compile(r"\b([a-z_][a-z0-9_]*)\s*(=|<>|!=|<=|>=|<|>|\s+(?:not\s+)?(?:in|like|is|between)\b)", re.I)
+
+
 def check_string_attributes(expr, sql: str) -> None:
     """Catch the common typo early: a bare identifier compared that is not an attribute."""
-    stripped = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
-    for match in re.finditer(r"\b([a-z_][a-z0-9_]*)\s*(=|<>|!=|<=|>=|<|>|\s+(?:not\s+)?(?:in|like|is|between)\b)",
-                             stripped, re.I):
+    stripped = QUOTED.sub("''", sql)
+    for match in COMPARED.finditer(stripped):
         name = match.group(1)
         if name.lower() in ("and", "or", "not", "null", "true", "false"):
             continue
-        if name not in expr.heading.names and name == name.lower():
+        if name not in expr.heading and name == name.lower():
             raise UnknownAttributeError(
                 f"Attribute `{name}` is not found in query (attributes: {', '.join(expr.heading.names)})."
             )
@@ -135,7 +138,7 @@ def dict_condition(expr, compiled, mapping: dict, ctx=None):
             clauses.append(col.is_(None))
         else:
             clauses.append(col == (bound(value) if ctx is None else ctx.bind(value)))
-    return sa.and_(sa.true(), *clauses)
+    return clauses[0] if len(clauses) == 1 else sa.and_(sa.true(), *clauses)
 
 
 def dict_shape(expr, mapping, params: list) -> tuple:

@@ -82,7 +82,7 @@ _PLACEHOLDERS = {  # DB-API paramstyle -> placeholder pattern (quoted text is sk
 
 _SHAPE_IDS: dict = {}  # shape key -> int; keys embed their children's ints, so hashing stays shallow
 _NEXT_SHAPE_ID = itertools.count(1)
-SHAPE_ID_LIMIT = 100_000
+SHAPE_ID_LIMIT = 20_000
 
 
 def shape_id(key: tuple) -> int:
@@ -203,9 +203,12 @@ def _order_key(order_by) -> Any:
     return order_by if order_by is None or isinstance(order_by, str) else tuple(order_by)
 
 
+_QUOTED_TEXT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def sql_identifiers(sql: str) -> set[str]:
-    stripped = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
-    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", stripped))
+    return set(_IDENTIFIER.findall(_QUOTED_TEXT.sub("''", sql)))
 
 
 _TABLE_CLASS: list = []  # [Table], imported on first use (table imports this module)
@@ -307,6 +310,11 @@ class QueryExpression:
         for cond, _check in self._restrictions:
             found |= condition_tables(cond)
         return frozenset(found)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_shape_memo", None)  # shape numbers are per process
+        return state
 
     def _copy(self) -> "QueryExpression":
         new = object.__new__(type(self))
@@ -799,8 +807,9 @@ class Projection(QueryExpression):
             elif (keep_all and name not in excluded) or name in kept:
                 mapping[name] = name
         result = cls(child, mapping, computed)
-        # mapping and computed follow from the child's heading and these arguments: a smaller key
-        result._local_key = ("P", tuple(attributes), tuple(named.items()))
+        if all(a is Ellipsis or isinstance(a, str) for a in attributes):
+            # mapping and computed follow from the child's heading and these arguments: a smaller key
+            result._local_key = ("P", tuple(attributes), tuple(named.items()))
         return result
 
     @property

@@ -53,6 +53,11 @@ class Attribute:
     def enum_values(self) -> tuple[str, ...]:
         return self.typeinfo.enum_values if self.typeinfo else ()
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_encoder_memo", None)  # a backend's closure: per process, and not picklable
+        return state
+
     def renamed(self, new_name: str) -> "Attribute":
         new = object.__new__(Attribute)  # a field-for-field copy: replace() re-runs __init__, slowly
         state = new.__dict__
