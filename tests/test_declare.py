@@ -815,3 +815,19 @@ def test_describe_lists_foreign_keys_that_share_attributes(schema):
     assert [line.strip() for line in text.splitlines()] == ["-> Run", "-> Peaks", "---", "total : float64"]
     parents = schema.connection.dependencies.load().parents(Summary.full_table_name)
     assert set(parents) == {Run.full_table_name, Peaks.full_table_name}
+
+
+def test_heading_repr_reads_like_a_definition(schema):
+    @schema
+    class Reading(dj.Manual):
+        definition = """
+        # a sensor reading
+        reading_id : int32
+        ---
+        value = null : float32   # volts
+        unit = 'V' : varchar(4)
+        """
+
+    lines = repr(Reading.heading).splitlines()
+    assert lines == ["# a sensor reading", "reading_id : int32", "---", "value = null : float32  # volts",
+                     "unit = 'V' : varchar(4)"]

@@ -209,10 +209,6 @@ def _deadlock_pair(conn, lock_table: str, backend: str):
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"], indirect=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "autopopulate.py bug: _populate1 records a DeadlockError raised inside make() as a job error "
-    "instead of rolling back and running the key again; the key ends in 'error' although nothing "
-    "was wrong with it"))
 def test_deadlock_inside_make_is_retried_by_populate(schema, backend, tmp_path):
     @schema
     class Lock(dj.Lookup):

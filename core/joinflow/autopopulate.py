@@ -205,7 +205,11 @@ class AutoPopulate:
         from .table import FreeTable
 
         conn = self.connection
-        parents = conn.dependencies.load().parents(self.full_table_name)
+        deps = conn.dependencies
+        name = self.full_table_name
+        if not deps._loaded or name not in deps.graph:  # the graph is re-read after joinflow's own DDL
+            deps.load()
+        parents = deps.parents(name)
         source = None
         for parent, info in parents.items():
             if not info["primary"]:
@@ -337,11 +341,11 @@ class AutoPopulate:
         """
         conn = self.connection
         backend = conn.backend
-        todo = self._jobs_to_do(restrictions)
-        digest = hashlib.sha1(f"{jobs.full_table_name}|{Prepared(conn, todo._select()).sql}".encode())
+        query = Prepared(conn, self._jobs_to_do(restrictions)._select())  # this worker's key source, values included
+        digest = hashlib.sha1(f"{jobs.full_table_name}|{query.sql}|{sorted(query.defaults.items())!r}".encode())
         name = "joinflow-refresh-" + digest.hexdigest()[:40]
         got = backend.try_lock(conn, name)
-        if got is None:  # no named locks (SQLite): writers take turns anyway
+        if got is None:  # no named locks here (an in-memory SQLite database): just refresh
             jobs.refresh(*restrictions, priority=priority)
             return
         if not got:

@@ -218,8 +218,9 @@ class Connection:
             )
         elif isinstance(error, DeadlockError) and self._in_transaction:
             error = DeadlockError(
-                f"{error}. The server rolled back the transaction to resolve a deadlock or a conflicting "
-                "concurrent update; nothing of it was written. Run the transaction again."
+                f"{error}. The server aborted the transaction's work to resolve a deadlock, a lock wait "
+                "timeout or a conflicting concurrent update; once rolled back, nothing of it is written. "
+                "Run the transaction again."
             )
         return error
 

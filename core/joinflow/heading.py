@@ -166,13 +166,13 @@ class Heading:
     def __repr__(self) -> str:
         lines = [f"# {self.table_comment}"] if self.table_comment else []
         for attr in self._visible.values():
-            if not attr.in_key and lines is not None and attr.name == self.secondary_attributes[0]:
+            if not attr.in_key and attr.name == self.secondary_attributes[0]:
                 lines.append("---")
-            default = "" if attr.default is None or attr.in_key else f"={attr.default} "
+            default = "" if attr.default is None or attr.in_key else f" = {attr.default}"
             if attr.nullable and not attr.in_key:
-                default = "=null "
+                default = " = null"
             comment = f"  # {attr.comment}" if attr.comment else ""
-            lines.append(f"{attr.name} {default}: {attr.type}{comment}")
+            lines.append(f"{attr.name}{default} : {attr.type}{comment}")
         return "\n".join(lines)
 
     def select(self, names: Iterable[str]) -> "Heading":

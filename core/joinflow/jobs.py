@@ -4,7 +4,8 @@ The layout is DataJoint 2.x's, so DataJoint and joinflow workers can share a que
 reservation is a *lease*: ``reserved_time`` is renewed by a heartbeat while ``make`` runs,
 and a reservation whose ``reserved_time`` is older than ``jobs.lease_timeout`` seconds
 may be taken over by any worker.  No extra column is needed, so job tables created by
-DataJoint work unchanged.
+DataJoint work unchanged.  ``Claims`` is one populate() call's side of the queue: batch
+claims, batch completion and the statements it runs, compiled once (``Prepared``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import os
 import platform
 import random
 import threading
-import traceback
-from typing import Any, Iterable
 
 import sqlalchemy as sa
 
 from .backends.base import VALUE, bound
-from .condition import AndList, Not
+from .condition import Not
 from .errors import DataJointError
 from .table import Table
 
@@ -30,8 +29,17 @@ logger = logging.getLogger("joinflow")
 STATUSES = ("pending", "reserved", "success", "error", "ignore")
 ERROR_MESSAGE_LENGTH = 2047
 TRUNCATION = "...truncated"
-WORKER_TOKEN = random.getrandbits(62)
-_CLOCK_OFFSETS: dict[str, datetime.timedelta] = {}  # server URL -> server clock minus local clock  # identifies this process's reservations (connection_id)
+WORKER_TOKEN = random.getrandbits(62)  # Job.reserve()'s mark in connection_id (populate uses Claims.token)
+_CLOCK_OFFSETS: dict[str, datetime.timedelta] = {}  # server URL -> server clock minus local clock
+
+
+def _new_worker_token() -> None:
+    global WORKER_TOKEN
+    WORKER_TOKEN = random.getrandbits(62)
+
+
+if hasattr(os, "register_at_fork"):  # a forked worker is a worker of its own
+    os.register_at_fork(after_in_child=_new_worker_token)
 
 
 def job_table_name(target_name: str) -> str:
@@ -387,17 +395,18 @@ class Heartbeat:
                 logger.warning("Heartbeat for %s failed: %s", key, exc)
 
 
-MAX_BATCH = 64  # keys claimed in one statement at most
-BATCH_SECONDS = 0.5  # a batch holds about this much work, so slow makes claim one key at a time
+MAX_BATCH = 16  # keys claimed in one statement at most (a killed worker strands no more until its lease ends)
+BATCH_SECONDS = 0.1  # a batch holds about this much work, so slow makes claim one key at a time
 
 
 class Claims:
     """One worker's leases during populate(): keys are claimed in batches under a token of its own.
 
     A claim is two statements whatever the batch size (the candidates, then one conditional
-    UPDATE); each key's job row is completed inside its make transaction; on exit, keys
-    claimed and not made go back to pending.  Every statement is compiled once per
-    populate() call.
+    UPDATE that writes this worker's token into ``connection_id``).  The job rows of the keys
+    made are deleted by one statement per batch (``flush``); with ``jobs.keep_completed`` each
+    becomes ``success`` inside its key's transaction instead.  On exit, keys claimed and not
+    made go back to pending.  Every statement is compiled once per populate() call.
     """
 
     def __init__(self, jobs: Job, restriction=None, priority: int | None = None):
@@ -411,6 +420,7 @@ class Claims:
         self.keep_completed = bool(conn.config["jobs.keep_completed"])
         self.priority = priority
         self.held: dict[tuple, dict] = {}  # raw key -> key, claimed and not finished
+        self.claimed = False  # a claim was sent since the last release_all
         self.lost = False
         expr = jobs if restriction is None else jobs.restrict(restriction, semantic_check=False)
         compiled = expr._compile()
@@ -458,8 +468,11 @@ class Claims:
         found = self._claim.get(n)
         if found is None:
             tc = self.tc
-            keys = sa.or_(*[sa.and_(*[tc.c[k] == _param(f"jf_k{i}_{j}") for j, k in enumerate(self.pk)])
-                            for i in range(n)])
+            if len(self.pk) == 1:  # an IN list: every server looks the keys up in the primary key
+                keys = tc.c[self.pk[0]].in_([_param(f"jf_k{i}_0") for i in range(n)])
+            else:
+                keys = sa.or_(*[sa.and_(*[tc.c[k] == _param(f"jf_k{i}_{j}") for j, k in enumerate(self.pk)])
+                                for i in range(n)])
             values = {k: (v if isinstance(v, sa.BindParameter) else bound(v)) for k, v in self._owner.items()}
             claim = sa.update(tc).where(keys, self._claimable(tc)).values(**values)
             mine = sa.select(*[tc.c[k] for k in self.pk]).where(
@@ -496,6 +509,7 @@ class Claims:
             for i, raw in enumerate(pick):
                 for j, v in enumerate(raw):
                     values[f"jf_k{i}_{j}"] = v
+            self.claimed = True  # from here on a signal may leave rows with our token: release_all looks
             got = claim.run(conn, values).rowcount
             if got != len(pick) and got:
                 pick = [tuple(r) for r in mine.run(conn, values).fetchall()]
@@ -541,9 +555,10 @@ class Claims:
     def release_all(self) -> None:
         """Finish the made keys and give back every other key this worker still holds."""
         self.flush()
-        if self.held:
+        if self.held or self.claimed:
             self.held.clear()
             self.taken_over.clear()
+            self.claimed = False
             self._release.run(self.connection)
 
     def renew(self, connection) -> None:

@@ -382,6 +382,10 @@ class Backend:
         """
         raise NotImplementedError  # pragma: no cover
 
+    def rows_in(self, columns: Sequence, rows: Sequence[Sequence]):
+        """``(c1, c2, ..) IN ((p, p, ..), ..)``: rows of bound parameters (a list of keys)."""
+        return sa.tuple_(*columns).in_([sa.tuple_(*row) for row in rows])
+
     def lock_suffix(self) -> str:
         return " FOR UPDATE"
 

@@ -349,6 +349,23 @@ class SQLiteBackend(Backend):
         return result
 
     # -- statements ----------------------------------------------------------------------------------
+    def rows_in(self, columns, rows):
+        """SQLite scans the whole table for ``(a, b) IN ((..), ..)`` (and older versions refuse it);
+        ``(a, b) IN (SELECT * FROM (VALUES (..), ..))`` searches the index instead."""
+        marks, binds = [], []
+        for row in rows:
+            names = []
+            for param in row:
+                name = param.key
+                if param.unique:  # an anonymous parameter: give it a name the text can use
+                    name = f"jf_row_{len(binds)}"
+                    param = sa.bindparam(name, param.value, type_=param.type, unique=True)
+                binds.append(param)
+                names.append(":" + name)
+            marks.append("(" + ", ".join(names) + ")")
+        values = sa.text("SELECT * FROM (VALUES " + ", ".join(marks) + ")").bindparams(*binds)
+        return sa.tuple_(*columns).in_(values.columns(*[sa.column(f"column{i + 1}") for i in range(len(columns))]))
+
     def insert(self, table, columns, primary_key, mode, select=None):
         if select is not None:
             stmt = sqlite_insert(table).from_select(list(columns), select.where(sa.true()))
