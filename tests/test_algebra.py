@@ -229,3 +229,140 @@ def test_redeclared_table_gets_its_own_sql(schema):
 
     Pair.insert1({"a": 2, "b": "y"})
     assert (Pair & {"a": 2}).to_dicts() == [{"b": "y", "a": 2, "c": 0}]
+
+
+# -- joins whose right side is a join; SQL text next to namesake columns ------------------------------------
+
+
+def test_join_with_a_join_on_the_right(lab, connection):
+    """SQLite cannot see inside a parenthesised join from the outer ON: such joins are written flat."""
+    S, Se, T = lab.Subject, lab.Session, lab.Trial
+    expected = sql_rows(
+        connection,
+        f"SELECT s.subject_id, t.session_idx, t.trial FROM {q(S)} s JOIN {q(Se)} se ON s.subject_id = se.subject_id "
+        f"JOIN {q(T)} t ON se.subject_id = t.subject_id AND se.session_idx = t.session_idx",
+    )
+    nested = S * (Se * T)
+    assert len(nested) == len(expected) == 36
+    assert sorted((r["subject_id"], r["session_idx"], r["trial"]) for r in nested.to_dicts()) == expected
+    assert sorted(nested.keys(), key=str) == sorted((S * Se * T).keys(), key=str)
+    counts = S.aggr(Se * T, n="count(trial)")
+    assert sorted((r["subject_id"], int(r["n"])) for r in counts.to_dicts()) == [
+        ("s1", 12), ("s2", 12), ("s3", 12), ("s4", 0)]
+    assert len(S.aggr(Se * T, n="count(*)", exclude_nonmatching=True)) == 3
+    left = S.join(Se * T, left=True)  # a left join keeps the right side whole (a subquery)
+    assert len(left) == 36 + 1
+    assert [r["trial"] for r in left.to_dicts() if r["subject_id"] == "s4"] == [None]
+    deeper = S * (Se * (T & {"trial": 1}))
+    assert len(deeper) == 9 and len(S & deeper.proj()) == 3
+    # a left join inside the right side stays a left join
+    extended = S * T.extend(Se)
+    assert len(extended) == 36
+    assert sorted(((r["subject_id"], r["session_idx"], r["trial"], r["rig"]) for r in extended.to_dicts()),
+                  key=str) == sorted(
+        sql_rows(connection, f"SELECT t.subject_id, t.session_idx, t.trial, se.rig FROM {q(T)} t LEFT JOIN {q(Se)} se "
+                             f"ON se.subject_id = t.subject_id AND se.session_idx = t.session_idx"),
+        key=str)
+    # the attribute joined on comes from an outer-joined table of the right side: not flattened
+    rig = lab.Rig.proj(rig="rig_id")
+    by_rig = rig * T.extend(Se)
+    expected = sql_rows(
+        connection,
+        f"SELECT t.subject_id, t.session_idx, t.trial FROM {q(T)} t JOIN {q(Se)} se "
+        f"ON se.subject_id = t.subject_id AND se.session_idx = t.session_idx WHERE se.rig IS NOT NULL",
+    )
+    assert sorted((r["subject_id"], r["session_idx"], r["trial"]) for r in by_rig.to_dicts()) == expected
+    assert len(by_rig) == len(expected) == 24
+
+
+def test_string_restriction_next_to_namesakes(lab, connection):
+    """SQL text names the expression's attributes even when several tables of its FROM share a name."""
+    S, Se, T = lab.Subject, lab.Session, lab.Trial
+    expected = sql_rows(connection, f"SELECT subject_id, session_idx, trial FROM {q(T)} WHERE session_idx > 0")
+    assert len(expected) == 24
+
+    def rows(expr):
+        return sorted((r["subject_id"], r["session_idx"], r["trial"]) for r in expr.to_dicts())
+
+    for expr in (
+        (Se * T) & "session_idx > 0",
+        (Se & "session_idx > 0") * T,  # the text was placed before the join brought in a namesake
+        T * (Se & "session_idx > 0"),
+        (Se * T) & dj.AndList(["session_idx > 0", "trial >= 0"]),
+        (Se * T) & ["session_idx = 1", "session_idx = 2"],
+        (Se * T) - "session_idx = 0",
+        S * ((Se * T) & "session_idx > 0"),
+        (S * Se * T) & "subject_id <> 'nobody' AND session_idx > 0",
+    ):
+        assert len(expr) == 24
+        assert rows(expr) == expected
+    # computed attributes over (or next to) namesakes
+    p = (Se * T).proj(x="session_idx * 10 + trial")
+    assert sorted(int(r["x"]) for r in p.to_dicts()) == sorted(10 * i + t for _s, i, t in sql_rows(
+        connection, f"SELECT subject_id, session_idx, trial FROM {q(T)}"))
+    p = Se.proj(x="session_idx + 1") * T
+    assert all(int(r["x"]) == r["session_idx"] + 1 for r in p.to_dicts()) and len(p.to_dicts()) == 36
+    assert len(p & "x > 1") == 24
+    # a computed attribute compared inside a semijoin with a query that has a column of that text's name
+    shifted = Se.proj(trial="session_idx + 1")  # no lineage: semantic_check=False
+    matched = shifted.restrict(T & "trial = 2", semantic_check=False)
+    assert sorted((r["subject_id"], r["session_idx"]) for r in matched.to_dicts()) == [
+        ("s1", 1), ("s2", 1), ("s3", 1)]
+    # chained restrictions of one table stay one flat query
+    flat = Se & "session_idx > 0" & {"subject_id": "s1"} & "rig IS NULL"
+    assert "SELECT" not in flat.make_sql().split("FROM", 1)[1]
+    assert len(flat) == 1
+
+
+def test_populate_a_join_key_source_by_string(schema):
+    lab = declare_lab(schema)
+    fill_lab(lab, subjects=("s1", "s2"), sessions=3, trials=2)
+
+    @schema
+    class TrialStat(dj.Computed):
+        definition = """
+        -> lab.Trial
+        ---
+        value : int32
+        """
+        key_source = lab.Session.proj() * lab.Trial.proj()  # a join on subject_id and session_idx
+
+        def make(self, key):
+            self.insert1(dict(key, value=10 * key["session_idx"] + key["trial"]))
+
+    assert TrialStat.progress("session_idx = 1") == (2 * 2, 2 * 2)
+    TrialStat.populate("session_idx = 1", {"subject_id": "s1"})
+    assert sorted(TrialStat.keys(), key=str) == [
+        {"subject_id": "s1", "session_idx": 1, "trial": t} for t in (0, 1)]
+    TrialStat.populate("session_idx >= 1")
+    got = sorted((r["subject_id"], r["session_idx"], r["trial"], r["value"]) for r in TrialStat.to_dicts())
+    assert got == [(s, i, t, 10 * i + t) for s in ("s1", "s2") for i in (1, 2) for t in (0, 1)]
+    assert len(TrialStat.pending("session_idx >= 0")) == 2 * 2
+
+
+def test_restriction_by_a_list_of_keys(lab, connection):
+    """A list of keys: rows matching any of them (the same attributes in every dict: one IN)."""
+    T = lab.Trial
+
+    def key_tuples(rows):
+        return sorted((r["subject_id"], r["session_idx"], r["trial"]) for r in rows)
+
+    keys = [{"subject_id": s, "session_idx": i, "trial": t} for s in ("s1", "s3") for i in (0, 2) for t in (1, 3)]
+    keys.append({"subject_id": "nobody", "session_idx": 0, "trial": 0})
+    assert key_tuples((T & keys).keys()) == key_tuples(keys[:-1])
+    assert len(T - keys) == len(T & dj.Not(keys)) == 36 - 8
+    # a list longer than SQLite's expression depth (an OR of 1200 terms fails there)
+    many = [{"subject_id": "s2", "session_idx": 1, "trial": t} for t in range(1200)]
+    assert key_tuples((T & many).keys()) == [("s2", 1, t) for t in range(4)]
+    evil = "x' OR 1=1 --"
+    assert len(T & [{"subject_id": "s2"}, {"subject_id": "s3"}, {"subject_id": evil}]) == 24
+    assert len(T & [{"subject_id": evil}, {"subject_id": evil + "2"}]) == 0
+    assert len(T & [{"session_idx": 1, "trial": 0}, {"session_idx": 2}]) == 3 + 12  # mixed attributes: OR
+    assert len(lab.Session & [{"rig": None}, {"rig": "A"}]) == 9  # None needs IS NULL: OR
+    assert len(T & [{"trial": 0, "unknown": 1}, {"trial": 1, "unknown": 2}]) == 18  # unknown keys are ignored
+    for subject, idx in (("s1", 0), ("s2", 2), ("s4", 0)):  # one shape, other values
+        expected = sql_rows(connection, f"SELECT subject_id, session_idx, trial FROM {q(T)} "
+                                        f"WHERE subject_id = '{subject}' AND session_idx IN ({idx}, 1)")
+        pair = [{"subject_id": subject, "session_idx": idx}, {"subject_id": subject, "session_idx": 1}]
+        assert key_tuples((T & pair).keys()) == expected
+        assert len(T & pair) == len(expected)

@@ -76,6 +76,10 @@ def compile_condition(expr, compiled, cond: Any, *, semantic_check: bool = True,
         items = list(cond)
         if not items:
             return sa.false()
+        if len(items) > 1 and all(type(c) is dict for c in items):
+            clause = keys_in(expr, compiled, items, ctx)
+            if clause is not None:
+                return clause
         return sa.or_(*[compile_condition(expr, compiled, c, semantic_check=semantic_check, ctx=ctx) for c in items])
     raise DataJointError(
         f"Invalid restriction of type {type(cond).__name__}: use a dict, a string, a query, a "
@@ -139,6 +143,27 @@ def dict_condition(expr, compiled, mapping: dict, ctx=None):
         else:
             clauses.append(col == (bound(value) if ctx is None else ctx.bind(value)))
     return clauses[0] if len(clauses) == 1 else sa.and_(sa.true(), *clauses)
+
+
+def keys_in(expr, compiled, keys: list, ctx=None):
+    """A list of dicts with the same attributes and no None: ``a IN (..)`` or ``(a, b) IN ((..), ..)``
+    (the backend writes the row form), values bound in the order ``condition_shape`` lists them.
+    None for other lists (the caller writes an OR of the dicts)."""
+    rows = [encoded_items(expr, key) for key in keys]
+    names = [name for name, _value in rows[0]]
+    if not names:
+        return None
+    wanted = set(names)
+    for row in rows:
+        if len(row) != len(names) or any(value is None for _name, value in row) or {n for n, _v in row} != wanted:
+            return None
+    params = []
+    for row in rows:
+        by_name = {name: (bound(value) if ctx is None else ctx.bind(value)) for name, value in row}
+        params.append([by_name[name] for name in names])
+    if len(names) == 1:
+        return compiled.cols[names[0]].in_([row[0] for row in params])
+    return expr.connection.backend.rows_in([compiled.cols[name] for name in names], params)
 
 
 def dict_shape(expr, mapping, params: list) -> tuple:
@@ -225,9 +250,24 @@ def semijoin(expr, compiled, other, *, semantic_check: bool = True, ctx=None):
         from .expression import assert_join_compatibility
 
         assert_join_compatibility(expr, other, shared)
+    from .expression import exposed_columns, sql_identifiers
+
     inner = other._compile(ctx)
     if inner.tables & compiled.tables:
         inner = inner.as_subquery()
+    # SQL text of a computed attribute of expr, compared inside the EXISTS, would see inner's
+    # columns of the same names first: then compare with inner under names no text uses
+    outer_text = set()
+    for n in shared:
+        col = compiled.cols[n]
+        if getattr(col, "is_literal", False):
+            outer_text |= sql_identifiers(col.name)
+    if outer_text and outer_text & exposed_columns(inner.from_).keys():
+        labels = {n: f"jf_semijoin_{i}" for i, n in enumerate(shared)}
+        sub = sa.select(*[inner.cols[n].label(labels[n]) for n in shared]).select_from(inner.from_).where(
+            *inner.where).subquery()
+        eqs = [compiled.cols[n] == sub.c[labels[n]] for n in shared]
+        return sa.exists(sa.select(sa.literal(1)).select_from(sub).where(*eqs))
     eqs = [compiled.cols[n] == inner.cols[n] for n in shared]
     query = sa.select(sa.literal(1)).select_from(inner.from_).where(*inner.where, *eqs)
     return sa.exists(query)

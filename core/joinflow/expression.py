@@ -31,11 +31,24 @@ from .heading import Attribute, Heading
 
 @dataclass
 class Compiled:
+    """The pieces of one query: ``SELECT cols FROM from_ WHERE where``.
+
+    ``from_`` is a table, a subquery, or a left-deep chain of joins of those (never a join nested
+    on the right: SQLite does not let an outer ON name the tables inside a parenthesised join).
+    SQL text written by the user (string restrictions, computed attributes) names attributes
+    bare, so it is only correct in a scope where each name it uses means the attribute:
+    ``unsafe`` lists the attribute names that do not (renamed, computed, join namesakes) and
+    ``text`` the identifiers used by text already placed in ``where``/``cols``.  Text is never
+    placed where it would be ambiguous: the query is wrapped as a subquery first (``text_ready``),
+    and a join wraps a side whose text would see a namesake column of the other side.
+    """
+
     from_: Any
     cols: dict[str, Any]
     where: list = field(default_factory=list)
     tables: frozenset = frozenset()
     unsafe: frozenset = frozenset()  # names that SQL text cannot use bare over from_ (renamed/ambiguous)
+    text: frozenset = frozenset()  # identifiers of SQL text in where/cols (not sealed in a subquery)
 
     def select(self, names: Sequence[str]):
         return sa.select(*[self.cols[n].label(n) for n in names]).select_from(self.from_).where(*self.where)
@@ -44,9 +57,86 @@ class Compiled:
         sub = self.select(list(self.cols)).subquery()
         return Compiled(sub, {n: sub.c[n] for n in self.cols}, [], self.tables)
 
+    def text_clashes(self, names: set) -> bool:
+        """Whether SQL text naming ``names`` bare would not mean this query's attributes."""
+        if self.unsafe & names:
+            return True
+        if not isinstance(self.from_, sa.Join):
+            return False  # one table or subquery: every attribute is its column of that name
+        exposed = exposed_columns(self.from_)
+        for name in names & exposed.keys():
+            columns = exposed[name]
+            if len(columns) > 1 or (name in self.cols and self.cols[name] is not columns[0]):
+                return True
+        return False
+
     def text_ready(self, sql: str) -> "Compiled":
         """This, or a subquery of it, over which ``sql`` can name attributes bare."""
-        return self.as_subquery() if self.unsafe & sql_identifiers(sql) else self
+        return self.as_subquery() if self.text_clashes(sql_identifiers(sql)) else self
+
+
+def exposed_columns(from_) -> dict[str, list]:
+    """name -> the columns that a bare ``name`` could mean in a FROM clause (all of its tables)."""
+    found: dict[str, list] = {}
+    stack = [from_]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, sa.Join):
+            stack.append(item.right)
+            stack.append(item.left)
+            continue
+        for column in item.c:
+            found.setdefault(column.key, []).append(column)
+    return found
+
+
+def join_chain(from_) -> list | None:
+    """A left-deep FROM as [(from, None, False), (from, onclause, isouter), ...], else None."""
+    chain = []
+    while isinstance(from_, sa.Join):
+        if isinstance(from_.right, sa.Join):
+            return None
+        chain.append((from_.right, from_.onclause, from_.isouter))
+        from_ = from_.left
+    chain.append((from_, None, False))
+    chain.reverse()
+    return chain
+
+
+def flat_inner_join(left_from, right_from, pairs: Sequence[tuple]):
+    """``left INNER JOIN (r1 JOIN r2 ON c1 ...) ON pairs`` written without the parentheses:
+    ``left JOIN r1 ON .. JOIN r2 ON c1 ..``, each equality of ``pairs`` (left column, right column)
+    placed at the first inner join where its right column's table is present.  None when that is
+    not possible (the right column is not a column of one of the right side's tables, or its
+    table is joined by an outer join); the caller then joins a subquery instead."""
+    chain = join_chain(right_from)
+    if chain is None:
+        return None
+    step = {id(item): i for i, (item, _on, _outer) in enumerate(chain)}
+    placed: list[list] = [[] for _ in chain]
+    for left_col, right_col in pairs:
+        i = step.get(id(getattr(right_col, "table", None)))
+        if i is None or chain[i][2]:
+            return None
+        placed[i].append(left_col == right_col)
+    from_ = left_from
+    for (item, on, outer), eqs in zip(chain, placed):
+        if on is not None:
+            eqs.append(on)
+        from_ = sa.join(from_, item, sa.and_(sa.true(), *eqs), isouter=outer)
+    return from_
+
+
+def condition_text(cond: Any) -> str | None:
+    """The SQL text of the string conditions in ``cond`` (outside of queries), or None."""
+    if type(cond) is str:
+        return cond
+    if isinstance(cond, Not):
+        return condition_text(cond.restriction)
+    if isinstance(cond, (list, tuple, set, frozenset)):  # AndList is a list
+        parts = [text for text in map(condition_text, cond) if text is not None]
+        return " ".join(parts) if parts else None
+    return cond if isinstance(cond, str) else None
 
 
 class BindContext:
@@ -331,15 +421,20 @@ class QueryExpression:
             return compiled
         where = list(compiled.where)
         for cond, check in self._restrictions:
-            if isinstance(cond, str) and compiled.unsafe and compiled.unsafe & sql_identifiers(cond):
-                compiled.where = where
-                compiled = compiled.as_subquery()
-                where = []
             if isinstance(cond, Top):
                 compiled.where = where
                 compiled = cond.apply(self, compiled)
                 where = []
                 continue
+            if type(cond) is not dict:
+                text = condition_text(cond)
+                if text is not None:
+                    names = sql_identifiers(text)
+                    if compiled.text_clashes(names):  # e.g. a namesake of a join: resolve over its output
+                        compiled.where = where
+                        compiled = compiled.as_subquery()
+                        where = []
+                    compiled.text = compiled.text | names
             where.append(compile_condition(self, compiled, cond, semantic_check=check, ctx=ctx))
         compiled.where = where
         return compiled
@@ -846,14 +941,18 @@ class Projection(QueryExpression):
 
     def _compile_base(self, ctx: BindContext | None = None) -> Compiled:
         inner = self._child._compile(ctx)
-        if self._computed and inner.unsafe:
-            inner = inner.text_ready(" ".join(self._computed.values()))
+        text = inner.text
+        if self._computed:
+            names = sql_identifiers(" ".join(self._computed.values()))
+            if inner.text_clashes(names):
+                inner = inner.as_subquery()
+            text = inner.text | names
         cols = {new: inner.cols[old] for new, old in self._mapping.items()}
         for new, sql in self._computed.items():
             cols[new] = inner.cols[sql] if sql in inner.cols else sa.literal_column("(" + sql + ")")
         unsafe = {new for new, old in self._mapping.items() if new != old} | set(self._computed)
         unsafe |= {old for new, old in self._mapping.items() if new != old}  # hidden by the rename
-        return Compiled(inner.from_, cols, list(inner.where), inner.tables, frozenset(inner.unsafe | unsafe))
+        return Compiled(inner.from_, cols, list(inner.where), inner.tables, frozenset(inner.unsafe | unsafe), text)
 
 
 class Join(QueryExpression):
@@ -907,15 +1006,28 @@ class Join(QueryExpression):
     def _compile_base(self, ctx: BindContext | None = None) -> Compiled:
         left = self._left._compile(ctx)
         right = self._right._compile(ctx)
-        if (right.tables & left.tables) or (self._is_left and right.where):
+        if (right.tables & left.tables) or (self._is_left and (right.where or isinstance(right.from_, sa.Join))):
+            right = right.as_subquery()  # a self-join, or a left join that must keep the right side whole
+        # SQL text on one side must not see the other side's namesake columns: seal it in a subquery
+        if left.text and left.text & exposed_columns(right.from_).keys():
+            left = left.as_subquery()
+        if right.text and right.text & exposed_columns(left.from_).keys():
             right = right.as_subquery()
-        on = sa.and_(sa.true(), *[left.cols[n] == right.cols[n] for n in self._shared])
-        from_ = sa.join(left.from_, right.from_, on, isouter=self._is_left)
+        shared = self._shared
+        from_ = None
+        if isinstance(right.from_, sa.Join):  # inner join: flatten, the right side's joins follow the left
+            from_ = flat_inner_join(left.from_, right.from_, [(left.cols[n], right.cols[n]) for n in shared])
+            if from_ is None:
+                right = right.as_subquery()
+        if from_ is None:
+            on = sa.and_(sa.true(), *[left.cols[n] == right.cols[n] for n in shared])
+            from_ = sa.join(left.from_, right.from_, on, isouter=self._is_left)
         cols = dict(left.cols)
         for n, c in right.cols.items():
             cols.setdefault(n, c)
-        unsafe = left.unsafe | right.unsafe | set(self._shared)  # namesakes are ambiguous in text
-        return Compiled(from_, cols, left.where + right.where, left.tables | right.tables, frozenset(unsafe))
+        unsafe = left.unsafe | right.unsafe | set(shared)  # namesakes are ambiguous in text
+        return Compiled(from_, cols, left.where + right.where, left.tables | right.tables, frozenset(unsafe),
+                        left.text | right.text)
 
 
 class Aggregation(QueryExpression):
