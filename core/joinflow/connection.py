@@ -77,6 +77,9 @@ class Connection:
         self.backend.dialect = self.engine.dialect
         self.backend.install_events(self.engine)
         self._conn: sa.Connection | None = None
+        self._driver: tuple | None = None  # (SQLAlchemy connection, its DBAPI connection, a cursor)
+        self._dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        self._returns_rows = self.backend.cursor_returns_rows
         self._in_transaction = False
         self._reconnect = bool(cfg["database.reconnect"])
         self.headings: dict[str, Any] = {}  # heading cache by full table name
@@ -96,6 +99,7 @@ class Connection:
         self._in_transaction = False
 
     def close(self) -> None:
+        self._driver = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -158,15 +162,61 @@ class Connection:
         """Run pre-compiled SQL (the dialect's paramstyle) with one parameter set, or many.
 
         The same policy as every statement: reconnect after a lost connection and retry a
-        deadlock while no transaction is open; driver errors become joinflow errors.
+        deadlock while no transaction is open; driver errors become joinflow errors.  The
+        statement goes straight to the driver's cursor (SQLAlchemy's execution machinery costs
+        more client time than the statement itself for short queries); the result is read at
+        once and returned as a `DriverResult`.
         """
-        if args is None:
-            return self._run(lambda c: c.exec_driver_sql(sql), table)
-        return self._run(lambda c: c.exec_driver_sql(sql, args), table)
+        return self._run(lambda c: self._driver_execute(c, sql, args), table)
 
     def executemany_driver(self, sql: str, rows: Sequence, *, table: str | None = None):
         """Run pre-compiled SQL over many parameter rows with the driver's executemany."""
-        return self._run(lambda c: c.exec_driver_sql(sql, rows), table)
+        rows = rows if isinstance(rows, list) else list(rows)
+        return self._run(lambda c: self._driver_execute(c, sql, rows), table)
+
+    def _driver_execute(self, sa_conn: sa.Connection, sql: str, args: Any) -> "DriverResult":
+        """Execute on the DBAPI cursor of ``sa_conn``; a driver error is raised the way SQLAlchemy
+        raises it (``sa.exc.DBAPIError``, the session invalidated when the server is gone)."""
+        if sa_conn._has_events or self.engine._has_events:  # cursor-execute listeners must see it
+            return sa_conn.exec_driver_sql(sql, args) if args is not None else sa_conn.exec_driver_sql(sql)
+        _, dbapi_conn, cursor = self._driver_for(sa_conn)
+        try:
+            if args is None:
+                cursor.execute(sql)
+            elif type(args) is list:
+                if len(args) == 1:
+                    cursor.execute(sql, args[0])
+                elif args:
+                    cursor.executemany(sql, args)
+                else:
+                    cursor.execute(sql)
+            else:
+                cursor.execute(sql, args)
+            return DriverResult(cursor, self._returns_rows(cursor))
+        except self._dbapi_error as exc:
+            raise self._driver_error(exc, sql, args) from exc
+
+    def _driver_for(self, sa_conn: sa.Connection) -> tuple:
+        """(sa_conn, its DBAPI connection, a cursor on it), made once per session."""
+        if self._driver is None or self._driver[0] is not sa_conn:
+            dbapi_conn = sa_conn.connection.dbapi_connection
+            self._driver = (sa_conn, dbapi_conn, dbapi_conn.cursor())
+        return self._driver
+
+    def _driver_error(self, exc: BaseException, sql: str, args: Any) -> sa.exc.DBAPIError:
+        """Wrap a driver error as SQLAlchemy does; invalidate the session if the server is gone."""
+        sa_conn, dbapi_conn, cursor = self._driver
+        dialect = self.engine.dialect
+        try:
+            lost = bool(dialect.is_disconnect(exc, dbapi_conn, cursor))
+        except Exception:  # pragma: no cover - a dialect check must not hide the error
+            lost = False
+        self._driver = None
+        if lost:
+            with contextlib.suppress(Exception):
+                sa_conn.invalidate(exc)
+        return sa.exc.DBAPIError.instance(sql, args, exc, self._dbapi_error, connection_invalidated=lost,
+                                          dialect=dialect)
 
     def _run(self, action, table: str | None):
         """Run ``action(sa_connection)``: reconnect once after a lost connection and retry
@@ -232,10 +282,11 @@ class Connection:
         compiled = statement.compile(dialect=self.engine.dialect)
         params = compiled.params
         args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
-        return self._run(lambda c: c.exec_driver_sql(compiled.string, args), table).rowcount
+        return self._run(lambda c: self._driver_execute(c, compiled.string, args), table).rowcount
 
     def _discard_connection(self) -> None:
         """Forget a dead session; the next statement opens a new one."""
+        self._driver = None
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.invalidate()
@@ -272,7 +323,8 @@ class Connection:
             raise DataJointError("Nested connections are not supported.")
         # a lost connection (e.g. the server dropped us during a long compute) reconnects here;
         # a lock timeout on BEGIN (SQLite's BEGIN IMMEDIATE) is retried like any statement
-        self._run(lambda c: c.exec_driver_sql(self.backend.begin_statement), None)
+        begin = self.backend.begin_statement
+        self._run(lambda c: self._driver_execute(c, begin, None), None)
         self._in_transaction = True
 
     def commit_transaction(self) -> None:
@@ -284,7 +336,7 @@ class Connection:
             raise LostConnectionError("The connection to the database was lost before COMMIT; the transaction was "
                                       "rolled back by the server and nothing of it was written. Run it again.")
         try:
-            self._conn.exec_driver_sql("COMMIT")
+            self._driver_execute(self._conn, "COMMIT", None)
         except sa.exc.DBAPIError as exc:
             error = self.translate_error(exc)
             self._in_transaction = False
@@ -294,7 +346,7 @@ class Connection:
                 self._discard_connection()
             else:  # the server refused the commit: the transaction is rolled back
                 with contextlib.suppress(Exception):
-                    self.sa_connection.exec_driver_sql("ROLLBACK")
+                    self._driver_execute(self.sa_connection, "ROLLBACK", None)
                 self._undo(actions)
             raise error from exc
         self._in_transaction = False
@@ -305,7 +357,7 @@ class Connection:
             self._discard_connection()
         else:
             try:
-                self._conn.exec_driver_sql("ROLLBACK")
+                self._driver_execute(self._conn, "ROLLBACK", None)
             except (sa.exc.DBAPIError, sa.exc.PendingRollbackError):
                 logger.warning("ROLLBACK failed; the connection is reset.")
                 self._discard_connection()  # the next statement reconnects
@@ -361,6 +413,67 @@ class Connection:
         self.headings.clear()
         if self._dependencies is not None:
             self._dependencies.clear()
+
+
+class DriverResult:
+    """The result of a statement run on the driver's cursor, read at once.
+
+    It offers the part of SQLAlchemy's ``CursorResult`` that joinflow uses: ``rowcount``,
+    ``lastrowid``, ``returns_rows``, ``fetchall()``, ``fetchone()``, ``first()``, ``scalar()``,
+    iteration, ``close()``, and ``cursor`` (itself while it holds rows).  Rows are the driver's
+    tuples.
+    """
+
+    __slots__ = ("rowcount", "lastrowid", "_rows", "_pos")
+
+    def __init__(self, cursor, returns_rows: bool):
+        self.rowcount = cursor.rowcount
+        self.lastrowid = getattr(cursor, "lastrowid", None)
+        self._rows = cursor.fetchall() if returns_rows else None
+        self._pos = 0
+
+    @property
+    def returns_rows(self) -> bool:
+        return self._rows is not None
+
+    @property
+    def cursor(self):
+        return self if self._rows is not None else None
+
+    def _need_rows(self) -> list:
+        if self._rows is None:
+            raise sa.exc.ResourceClosedError("This result object does not return rows.")
+        return self._rows
+
+    def fetchall(self) -> list:
+        rows = self._need_rows()
+        out = rows[self._pos:] if self._pos else rows
+        self._pos = len(rows)
+        return out
+
+    def fetchone(self):
+        rows = self._need_rows()
+        if self._pos >= len(rows):
+            return None
+        self._pos += 1
+        return rows[self._pos - 1]
+
+    def first(self):
+        row = self.fetchone()
+        self.close()
+        return row
+
+    def scalar(self):
+        row = self.first()
+        return None if row is None else row[0]
+
+    def __iter__(self):
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    def close(self) -> None:
+        if self._rows is not None:
+            self._pos = len(self._rows)
 
 
 _singleton: Connection | None = None

@@ -137,6 +137,10 @@ class Backend:
     def install_events(self, engine: sa.engine.Engine) -> None:
         """Per-connection set-up (pragmas, session variables)."""
 
+    def cursor_returns_rows(self, cursor) -> bool:
+        """Whether the statement just run on this DBAPI cursor produced a result set."""
+        return cursor.description is not None
+
     def database_name(self, engine: sa.engine.Engine) -> str:
         return engine.url.database or ""
 

@@ -15,6 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..heading import Attribute
+
+try:  # psycopg 3, the default driver
+    from psycopg.pq import ExecStatus as _ExecStatus
+except ImportError:  # pragma: no cover - another driver is installed
+    _ExecStatus = None
 from .base import Backend, ColumnInfo, ForeignKeyInfo
 
 TYPES = {
@@ -61,6 +66,14 @@ class PostgreSQLBackend(Backend):
         tls = cfg["database.use_tls"]
         args = {} if tls is None else {"sslmode": "require" if tls else "disable"}
         return {"connect_args": args}
+
+    def cursor_returns_rows(self, cursor) -> bool:
+        # psycopg 3 builds a Column object per column on every `description` access; the
+        # result's status says the same without that cost
+        result = getattr(cursor, "pgresult", False)
+        if result is False or _ExecStatus is None:  # another driver
+            return cursor.description is not None
+        return result is not None and result.status == _ExecStatus.TUPLES_OK
 
     def install_events(self, engine: sa.engine.Engine) -> None:
         @sa.event.listens_for(engine, "connect")
