@@ -224,6 +224,9 @@ def sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+_BIND_NAMES = tuple(f"{BIND_PREFIX}{i}" for i in range(64))  # the names of a query's values, in bind order
+
+
 class SqlTemplate:
     """The SQL text of one statement shape, with its parameter layout."""
 
@@ -247,8 +250,9 @@ class SqlTemplate:
             named = self.fixed
         else:
             named = dict(self.fixed)
-            for i, v in enumerate(values):
-                named[f"{BIND_PREFIX}{i}"] = v
+            bind_names = _BIND_NAMES if len(values) <= len(_BIND_NAMES) else \
+                [f"{BIND_PREFIX}{i}" for i in range(len(values))]
+            named.update(zip(bind_names, values))
         if self.positional:
             return tuple(named[n] for n in self.names)
         return named
@@ -622,15 +626,29 @@ class QueryExpression:
     def _decoders(self, names) -> list:
         backend = self.connection.backend
         heading = self.heading
+        # without codecs or computed columns the decoders depend only on the backend and the
+        # attributes: made once per heading and column list (fetch1 in make() runs per key)
+        memo = heading.__dict__.get("_jf_decoders")
+        if memo is None or memo[0] is not backend:
+            memo = heading._jf_decoders = (backend, {})
+        names_key = tuple(names)
+        found = memo[1].get(names_key)
+        if found is not None:
+            return found
         decoders = []
+        plain = True
         for n in names:
             attr = heading[n]
             if attr.sql_expression is not None:
                 decoders.append(None)
+                plain = False
             elif attr.codec is not None:
                 decoders.append(self._codec_decoder(attr))
+                plain = False
             else:
                 decoders.append(backend.decoder(attr))
+        if plain and len(memo[1]) < 64:
+            memo[1][names_key] = decoders
         return decoders
 
     def _codec_decoder(self, attr: Attribute):

@@ -169,6 +169,12 @@ class Table(QueryExpression):
 
     @property
     def heading(self) -> Heading:
+        memo = self._full_name_memo  # fast path (make() reads it several times per key): the quoted name is known
+        if memo is not None and memo[0] is type(self) and memo[2] is self._connection and memo[2] is not None \
+                and memo[1] == self.database and memo[3] == self._table_name and memo[1] is not None:
+            heading = memo[2].headings.get(memo[4])
+            if heading is not None:
+                return heading
         self._check_bound()
         cache = self.connection.headings
         key = self.full_table_name
@@ -306,6 +312,18 @@ class Table(QueryExpression):
             return
         heading = self.heading
         known = heading.all_attributes
+        checked = heading.__dict__.get("_jf_insert_checked")  # field tuples that passed the checks below
+        if checked is None:
+            checked = heading._jf_insert_checked = {}
+        fields_key = tuple(fields)
+        plain = checked.get(fields_key)  # True: no codec among the fields
+        if plain is not None:
+            mode = "replace" if replace else "skip" if skip_duplicates else None
+            if plain:
+                self._encode(fields, values, lenient_text)
+                self._execute_insert(fields, values, mode, chunk_size)
+                return
+            return self._insert_with_codecs(fields, values, lenient_text, mode, chunk_size)
         unknown = [f for f in fields if f not in known or (f.startswith("_") and f not in heading.primary_key)]
         if unknown:
             if not ignore_extra_fields:
@@ -323,10 +341,16 @@ class Table(QueryExpression):
                 "have no value and no default. Give a value for each (or declare it `= null`)."
             )
         mode = "replace" if replace else "skip" if skip_duplicates else None
-        if not any(known[f].codec is not None for f in fields):
+        plain = not any(known[f].codec is not None for f in fields)
+        if len(checked) < 64:
+            checked[tuple(fields)] = plain
+        if plain:
             self._encode(fields, values, lenient_text)
             self._execute_insert(fields, values, mode, chunk_size)
             return
+        self._insert_with_codecs(fields, values, lenient_text, mode, chunk_size)
+
+    def _insert_with_codecs(self, fields, values, lenient_text, mode, chunk_size) -> None:
         # codec values may write objects to stores: delete them again if the insert fails
         journal = Journal()
         try:
@@ -340,6 +364,9 @@ class Table(QueryExpression):
 
     def _normalize_rows(self, rows: Any) -> tuple[list[str], list[list], bool]:
         """(field names, row value lists, came-from-pandas)."""
+        kind = type(rows)
+        if (kind is tuple or kind is list) and rows and type(rows[0]) is dict:  # insert1(dict), a list of dicts
+            return self._dict_rows(rows)
         if isinstance(rows, (str, Path)) and str(rows).lower().endswith(".csv"):
             import pandas as pd
 
@@ -359,19 +386,7 @@ class Table(QueryExpression):
             return [], [], False
         first = rows[0]
         if isinstance(first, collections.abc.Mapping):
-            fields = list(first.keys())
-            n = len(fields)
-            try:
-                if n > 1:
-                    getter = operator.itemgetter(*fields)
-                    values = [list(getter(row)) for row in rows]
-                else:
-                    values = [[row[f] for f in fields] for row in rows]
-            except (KeyError, TypeError):
-                raise DataJointError("Attempt to insert rows with different fields.") from None
-            if any(len(row) != n for row in rows):
-                raise DataJointError("Attempt to insert rows with different fields.")
-            return fields, values, False
+            return self._dict_rows(rows)
         if isinstance(first, np.void) and first.dtype.names:
             fields = list(first.dtype.names)
             return fields, [list(r.tolist()) for r in rows], False
@@ -391,9 +406,31 @@ class Table(QueryExpression):
             )
         return list(names[:width]), [list(r) for r in rows], False
 
+    @staticmethod
+    def _dict_rows(rows: list | tuple) -> tuple[list[str], list[list], bool]:
+        """(field names, row value lists, False) of mappings that all have the first one's fields."""
+        fields = list(rows[0].keys())
+        n = len(fields)
+        try:
+            if n > 1:
+                getter = operator.itemgetter(*fields)
+                values = [list(getter(row)) for row in rows]
+            else:
+                values = [[row[f] for f in fields] for row in rows]
+        except (KeyError, TypeError):
+            raise DataJointError("Attempt to insert rows with different fields.") from None
+        if any(len(row) != n for row in rows):
+            raise DataJointError("Attempt to insert rows with different fields.")
+        return fields, values, False
+
     def _encode(self, fields: list[str], values: list[list], lenient_text: bool, journal=None) -> None:
         backend = self.connection.backend
         heading = self.heading
+        # the encoders depend only on the backend and the attribute: made once per heading
+        memo = heading.__dict__.get("_jf_encoders")
+        if memo is None or memo[0] is not backend:
+            memo = heading._jf_encoders = (backend, {})
+        encoders = memo[1]
         keys = None
         for i, name in enumerate(fields):
             attr = heading[name]
@@ -403,7 +440,10 @@ class Table(QueryExpression):
                     keys = [{k: row[j] for k, j in where} for row in values]
                 self._encode_codec(i, attr, values, keys, journal)
                 continue
-            encode = backend.encoder(attr)
+            try:
+                encode = encoders[name]
+            except KeyError:
+                encode = encoders[name] = backend.encoder(attr)
             fallback = backend.literal_default(attr) if (not attr.nullable and attr.default is not None) else None
             needs_default = not attr.nullable and attr.default is not None
             try:
@@ -452,27 +492,36 @@ class Table(QueryExpression):
         heading = self.heading
         # the INSERT is compiled once per (table, fields, mode) and heading (populate inserts per key)
         cache = conn.__dict__.setdefault("_insert_sql_cache", {})
-        cache_key = (self.full_table_name, tuple(fields), mode)
+        full_name = self.full_table_name
+        cache_key = (full_name, tuple(fields), mode)
         hit = cache.get(cache_key)
         if hit is None or hit[0] is not heading:
             stmt = backend.insert(self._table_clause(fields), fields, heading.primary_key, mode)
             compiled = stmt.compile(dialect=conn.engine.dialect)
-            hit = cache[cache_key] = (heading, compiled)
-        compiled = hit[1]
-        sql = compiled.string
-        if compiled.positional:
-            order = [int(name[1:]) for name in compiled.positiontup]
-            if order != list(range(len(fields))):
-                values = [[row[j] for j in order] for row in values]
+            if compiled.positional:
+                order = [int(name[1:]) for name in compiled.positiontup]
+                layout = None if order == list(range(len(fields))) else order  # None: rows as they are
+            else:
+                layout = [f"p{i}" for i in range(len(fields))]
+            hit = cache[cache_key] = (heading, compiled, compiled.string, compiled.positional, layout)
+        _, compiled, sql, positional, layout = hit
+        if positional:
+            if layout is not None:
+                values = [[row[j] for j in layout] for row in values]
             params = [tuple(row) for row in values]
         else:
-            keys = [f"p{i}" for i in range(len(fields))]
-            params = [dict(zip(keys, row)) for row in values]
+            params = [dict(zip(layout, row)) for row in values]
         size = int(chunk_size or conn.config["insert.batch_size"] or len(params))
+        if conn.in_transaction and len(params) <= size:  # the usual insert1 inside make(): one statement
+            try:
+                conn.executemany_driver(sql, params, table=full_name)
+            except DataTypeError as exc:
+                raise self._diagnose(fields, values, exc) from None
+            return
         with conn.transaction_if_needed():
             try:
                 for start in range(0, len(params), size):
-                    conn.executemany_driver(sql, params[start : start + size], table=self.full_table_name)
+                    conn.executemany_driver(sql, params[start : start + size], table=full_name)
             except DataTypeError as exc:
                 raise self._diagnose(fields, values, exc) from None
 
