@@ -1,5 +1,8 @@
-"""The example pipeline of issue 2, declared into a given schema (shared by tests)."""
+"""Pipelines declared into a given schema, shared by tests: the example pipeline of issue 2
+(`declare_lab`) and a Source -> Square (with part Digit) populate pipeline (`declare_pipeline`)."""
 
+import os
+import time
 from types import SimpleNamespace
 
 import joinflow as dj
@@ -58,3 +61,44 @@ def fill_lab(lab, subjects=("s1", "s2"), sessions=2, trials=3) -> None:
     with lab.Session.connection.transaction:
         lab.Session.insert(rows)
         lab.Trial.insert(trial_rows)
+
+
+def declare_pipeline(schema, calls_file=None, fail_on=(), slow_key=None):
+    @schema
+    class Source(dj.Manual):
+        definition = """
+        source_id : int32
+        ---
+        value : float64
+        """
+
+    @schema
+    class Square(dj.Computed):
+        definition = """
+        -> Source
+        ---
+        squared : float64
+        """
+
+        class Digit(dj.Part):
+            definition = """
+            -> master
+            position : int16
+            ---
+            digit : int16
+            """
+
+        def make(self, key):
+            if calls_file:
+                with open(calls_file, "a") as f:
+                    f.write(f"{key['source_id']}\n")
+            value = (Source & key).fetch1("value")
+            self.insert1(dict(key, squared=value * value))
+            if slow_key is not None and slow_key in (key["source_id"], "all") and os.environ.get("JF_TEST_SLOW"):
+                time.sleep(60)  # killed here, master row inserted, parts not yet
+            if key["source_id"] in fail_on:
+                raise ValueError(f"cannot square {key['source_id']}")
+            digits = str(int(value))
+            self.Digit.insert([dict(key, position=i, digit=int(d)) for i, d in enumerate(digits)])
+
+    return Source, Square

@@ -12,40 +12,10 @@ import sqlalchemy as sa
 
 import joinflow as dj
 from joinflow import errors
+from lab import declare_pipeline
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql", "mysql"], indirect=True)
 PASSWORD = "jf-readonly-pw"
-
-
-def declare(schema):
-    @schema
-    class Source(dj.Manual):
-        definition = """
-        source_id : int32
-        ---
-        value : float64
-        """
-
-    @schema
-    class Square(dj.Computed):
-        definition = """
-        -> Source
-        ---
-        squared : float64
-        """
-
-        class Digit(dj.Part):
-            definition = """
-            -> master
-            position : int16
-            """
-
-        def make(self, key):
-            value = (Source & key).fetch1("value")
-            self.insert1(dict(key, squared=value * value))
-            self.Digit.insert1(dict(key, position=0))
-
-    return Source, Square
 
 
 @pytest.fixture
@@ -92,7 +62,7 @@ def assert_permission_error(info, table_name: str):
 
 
 def test_readonly_user_can_query_but_not_write(schema, readonly_url, test_config):
-    Source, Square = declare(schema)
+    Source, Square = declare_pipeline(schema)
     Source.insert([{"source_id": i, "value": float(i)} for i in range(3)])
     Square.populate(max_calls=1)
     Square.jobs  # the job table exists, so that only privileges stand in the way
@@ -102,7 +72,7 @@ def test_readonly_user_can_query_but_not_write(schema, readonly_url, test_config
     ro = dj.Connection(url=readonly_url(), config=test_config)
     try:
         ro_schema = dj.Schema(schema.database, connection=ro, create_schema=False)
-        RoSource, RoSquare = declare(ro_schema)
+        RoSource, RoSquare = declare_pipeline(ro_schema)
         # queries work
         assert len(RoSource()) == 3 and len(RoSquare * RoSource) == 1
         assert RoSource.to_arrays("value", order_by="source_id").tolist() == [0.0, 1.0, 2.0]

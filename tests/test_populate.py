@@ -9,47 +9,7 @@ import pytest
 
 import joinflow as dj
 from joinflow import errors
-
-
-def declare_pipeline(schema, calls_file=None, fail_on=(), slow_key=None):
-    @schema
-    class Source(dj.Manual):
-        definition = """
-        source_id : int32
-        ---
-        value : float64
-        """
-
-    @schema
-    class Square(dj.Computed):
-        definition = """
-        -> Source
-        ---
-        squared : float64
-        """
-
-        class Digit(dj.Part):
-            definition = """
-            -> master
-            position : int16
-            ---
-            digit : int16
-            """
-
-        def make(self, key):
-            if calls_file:
-                with open(calls_file, "a") as f:
-                    f.write(f"{key['source_id']}\n")
-            value = (Source & key).fetch1("value")
-            self.insert1(dict(key, squared=value * value))
-            if slow_key is not None and slow_key in (key["source_id"], "all") and os.environ.get("JF_TEST_SLOW"):
-                time.sleep(60)  # killed here, master row inserted, parts not yet
-            if key["source_id"] in fail_on:
-                raise ValueError(f"cannot square {key['source_id']}")
-            digits = str(int(value))
-            self.Digit.insert([dict(key, position=i, digit=int(d)) for i, d in enumerate(digits)])
-
-    return Source, Square
+from lab import declare_pipeline
 
 
 def test_populate_direct_mode(schema):
