@@ -245,6 +245,23 @@ class GarbageCollector:
             raise DataJointError(f"{path!r} is not in the hash-addressed section '{prefix}/'.")
         return self.backend.remove(path)
 
+    @staticmethod
+    def _delete_each(paths, delete, sizes: dict[str, int], verbose: bool) -> tuple[int, int, int]:
+        """Run ``delete(path)`` for each path: (deleted, bytes freed, failures); a failure is
+        logged and the others go on."""
+        deleted = freed = failed = 0
+        for path in paths:
+            try:
+                if delete(path):
+                    deleted += 1
+                    freed += sizes.get(path, 0)
+                    if verbose:
+                        logger.info("Deleted %s (%d bytes)", path, sizes.get(path, 0))
+            except Exception as exc:
+                failed += 1
+                logger.warning("Could not delete %s: %s", path, exc)
+        return deleted, freed, failed
+
     # -- orchestration -------------------------------------------------------------------------------
     def collect(self, dry_run: bool = True, verbose: bool = False) -> dict[str, Any]:
         """Report the orphaned objects and, with ``dry_run=False``, delete them.
@@ -274,35 +291,14 @@ class GarbageCollector:
                     f"Garbage collection refused to delete anything: {len(self._scan_errors)} error(s) while "
                     f"scanning, so live objects could look orphaned. Fix them and run again: {self._scan_errors}"
                 )
-            for path in orphaned_hash:
-                try:
-                    if self._delete_hash_path(path):
-                        hash_deleted += 1
-                        bytes_freed += hash_stored.get(path, 0)
-                        if verbose:
-                            logger.info("Deleted %s (%d bytes)", path, hash_stored.get(path, 0))
-                except Exception as exc:
-                    errors += 1
-                    logger.warning("Could not delete %s: %s", path, exc)
-            for path in stale_temp:
-                try:
-                    if self.backend.remove(path, recursive=True):
-                        temp_deleted += 1
-                        if verbose:
-                            logger.info("Deleted unfinished upload %s", path)
-                except Exception as exc:
-                    errors += 1
-                    logger.warning("Could not delete unfinished upload %s: %s", path, exc)
-            for path in orphaned_schema:
-                try:
-                    if self.delete_schema_path(path):
-                        schema_deleted += 1
-                        bytes_freed += schema_stored.get(path, 0)
-                        if verbose:
-                            logger.info("Deleted %s (%d bytes)", path, schema_stored.get(path, 0))
-                except Exception as exc:
-                    errors += 1
-                    logger.warning("Could not delete %s: %s", path, exc)
+            hash_deleted, freed, failed = self._delete_each(orphaned_hash, self._delete_hash_path, hash_stored, verbose)
+            bytes_freed, errors = bytes_freed + freed, errors + failed
+            temp_deleted, _, failed = self._delete_each(
+                stale_temp, lambda path: self.backend.remove(path, recursive=True), {}, verbose)
+            errors += failed
+            schema_deleted, freed, failed = self._delete_each(orphaned_schema, self.delete_schema_path, schema_stored,
+                                                              verbose)
+            bytes_freed, errors = bytes_freed + freed, errors + failed
         return {
             "hash_paths_referenced": len(hash_referenced),
             "hash_paths_stored": len(hash_stored),
