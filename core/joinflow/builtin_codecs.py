@@ -22,6 +22,16 @@ from .storage import (MANIFEST_SUFFIX, build_object_path, check_relative_path, g
                       put_hash)
 
 
+
+def stored_path_reference(stored) -> list[tuple[str, str | None]]:
+    """``[(path, store)]`` of a stored codec value (its JSON metadata), for garbage collection."""
+    if isinstance(stored, (str, bytes)):
+        try:
+            stored = json.loads(stored)
+        except ValueError:
+            return []
+    return [(stored["path"], stored.get("store"))] if isinstance(stored, dict) and "path" in stored else []
+
 class BlobCodec(Codec):
     """Any serializable Python object (numpy arrays, scalars, containers) in DataJoint's blob format."""
 
@@ -62,12 +72,7 @@ class HashCodec(Codec):
         return get_hash(stored, self._codec_config(key, context))
 
     def referenced_paths(self, stored) -> list[tuple[str, str | None]]:
-        if isinstance(stored, (str, bytes)):
-            try:
-                stored = json.loads(stored)
-            except ValueError:
-                return []
-        return [(stored["path"], stored.get("store"))] if isinstance(stored, dict) and "path" in stored else []
+        return stored_path_reference(stored)
 
 
 class AttachCodec(Codec):
@@ -157,12 +162,7 @@ class SchemaCodec(Codec, register=False):
             journal.record(store, path, recursive)
 
     def referenced_paths(self, stored) -> list[tuple[str, str | None]]:
-        if isinstance(stored, (str, bytes)):
-            try:
-                stored = json.loads(stored)
-            except ValueError:
-                return []
-        return [(stored["path"], stored.get("store"))] if isinstance(stored, dict) and "path" in stored else []
+        return stored_path_reference(stored)
 
     @staticmethod
     def _passthrough(value):

@@ -113,6 +113,18 @@ def _encoder(backend, attr):
     return memo[1]
 
 
+def _encode_restriction_value(backend, attr, name: str, value):
+    """A restriction value as the driver takes it (the memo lookup inlined: this runs per value)."""
+    memo = attr.__dict__.get("_encoder_memo")
+    encode = memo[1] if memo is not None and memo[0] is backend else _encoder(backend, attr)
+    if encode is None:
+        return value
+    try:
+        return encode(value)
+    except DataJointError as exc:
+        raise DataJointError(f"Restriction on `{name}`: {exc}") from None
+
+
 def encoded_items(expr, mapping: dict) -> list[tuple[str, Any]]:
     """(name, driver value or None) for the keys of ``mapping`` that are in the heading, in order."""
     visible = expr.heading.attributes
@@ -123,13 +135,7 @@ def encoded_items(expr, mapping: dict) -> list[tuple[str, Any]]:
         if attr is None:
             continue  # DataJoint semantics: keys absent from the heading are ignored
         if value is not None and attr.sql_expression is None:
-            memo = attr.__dict__.get("_encoder_memo")
-            encode = memo[1] if memo is not None and memo[0] is backend else _encoder(backend, attr)
-            if encode is not None:
-                try:
-                    value = encode(value)
-                except DataJointError as exc:
-                    raise DataJointError(f"Restriction on `{name}`: {exc}") from None
+            value = _encode_restriction_value(backend, attr, name, value)
         items.append((name, value))
     return items
 
@@ -180,13 +186,7 @@ def dict_shape(expr, mapping, params: list) -> tuple:
         if value is not None and attr.sql_expression is None:
             if backend is None:
                 backend = expr.connection.backend
-            memo = attr.__dict__.get("_encoder_memo")
-            encode = memo[1] if memo is not None and memo[0] is backend else _encoder(backend, attr)
-            if encode is not None:
-                try:
-                    value = encode(value)
-                except DataJointError as exc:
-                    raise DataJointError(f"Restriction on `{name}`: {exc}") from None
+            value = _encode_restriction_value(backend, attr, name, value)
         if value is None:
             parts.append((name,))
         else:
