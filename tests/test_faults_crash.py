@@ -112,9 +112,9 @@ def _worker(table, fault_spec: str) -> None:
         fault("before_reserve")
         return reserve(self, *args, **kwargs)
 
-    def commit_hook(self):
+    def commit_hook(self, *args, **kwargs):
         fault("before_commit")
-        commit(self)
+        commit(self, *args, **kwargs)
         fault("after_commit")
 
     def put_hook(self, path, data):

@@ -284,8 +284,12 @@ class AutoPopulate:
             keys = self.pending(*restrictions).keys(limit=max_calls)
             result = {"success_count": 0, "error_list": []}
             exists = self._exists_statement()
-            for key in self._progress_bar(keys, display_progress):
-                self._populate1(key, None, None, result, exists=exists, **options)
+            last = len(keys) - 1
+            try:
+                for i, key in enumerate(self._progress_bar(keys, display_progress)):
+                    self._populate1(key, None, None, result, exists=exists, chain=i < last, **options)
+            finally:
+                conn.end_chain()
             return result
 
     def _progress_bar(self, keys, display: bool, total: int | None = None):
@@ -315,10 +319,12 @@ class AutoPopulate:
                     claimed = claims.claim(want)
                     if not claimed:
                         break
-                    for key, raw in claimed:
+                    last = len(claimed) - 1
+                    for i, (key, raw) in enumerate(claimed):
                         started = time.perf_counter()
+                        # keys of a batch are made back to back: each commit opens the next key's transaction
                         self._populate1(key, claims, raw, result, exists=exists if raw in claims.taken_over else None,
-                                        **options)
+                                        chain=i < last, **options)
                         calls += 1
                         took = time.perf_counter() - started
                         per_key = took if per_key is None else 0.8 * per_key + 0.2 * took
@@ -327,6 +333,7 @@ class AutoPopulate:
                     claims.flush()
                     batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_key, 1e-6))))
             finally:
+                conn.end_chain()
                 claims.release_all()  # claimed and not made (error, signal, max_calls): pending again
         if bar is not None:
             bar.close()
@@ -390,7 +397,7 @@ class AutoPopulate:
 
     def _make1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, *,
                suppress_errors: bool, return_exception_objects: bool, make_kwargs: dict,
-               exists=None, metadata=None, last: bool = True) -> None:
+               exists=None, metadata=None, last: bool = True, chain: bool = False) -> None:
         conn = self.connection
         cls = type(self)
         start = time.time()
@@ -430,7 +437,7 @@ class AutoPopulate:
                 if conn.in_transaction:
                     conn.cancel_transaction()
                 raise
-            conn.commit_transaction()
+            conn.commit_transaction(chain=chain and not tripartite)  # tripartite: no transaction while computing
             if claims is not None:
                 claims.done(raw)
         except DuplicateError as exc:

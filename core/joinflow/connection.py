@@ -81,6 +81,9 @@ class Connection:
         self._dbapi_error = self.engine.dialect.loaded_dbapi.Error
         self._returns_rows = self.backend.cursor_returns_rows
         self._in_transaction = False
+        # after commit_transaction(chain=True): the server has the next transaction open already
+        # (COMMIT AND CHAIN); start_transaction() takes it over, any other statement ends it first
+        self._chained = False
         self._reconnect = bool(cfg["database.reconnect"])
         self.headings: dict[str, Any] = {}  # heading cache by full table name
         self.schemas: dict[str, Any] = {}  # activated Schema objects by name
@@ -97,9 +100,11 @@ class Connection:
                 "Check database.host/port/user/password (or JOINFLOW_DATABASE_URL)."
             ) from None
         self._in_transaction = False
+        self._chained = False
 
     def close(self) -> None:
         self._driver = None
+        self._chained = False
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -223,6 +228,8 @@ class Connection:
         deadlocks while no transaction is open; every other failure becomes a joinflow error."""
         lost_retried = False
         deadlocks = 0
+        if self._chained:
+            self.end_chain()
         while True:
             if self._conn is not None and self._conn.invalidated and not self._in_transaction:
                 self._discard_connection()  # the session died earlier: start a fresh one
@@ -287,6 +294,7 @@ class Connection:
     def _discard_connection(self) -> None:
         """Forget a dead session; the next statement opens a new one."""
         self._driver = None
+        self._chained = False
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.invalidate()
@@ -321,13 +329,23 @@ class Connection:
     def start_transaction(self) -> None:
         if self._in_transaction:
             raise DataJointError("Nested connections are not supported.")
+        if self._chained:  # the previous commit opened this transaction already
+            self._chained = False
+            if self._conn is not None and not self._conn.invalidated:
+                self._in_transaction = True
+                return
+            self._discard_connection()
         # a lost connection (e.g. the server dropped us during a long compute) reconnects here;
         # a lock timeout on BEGIN (SQLite's BEGIN IMMEDIATE) is retried like any statement
         begin = self.backend.begin_statement
         self._run(lambda c: self._driver_execute(c, begin, None), None)
         self._in_transaction = True
 
-    def commit_transaction(self) -> None:
+    def commit_transaction(self, chain: bool = False) -> None:
+        """COMMIT.  With ``chain`` (where the backend has COMMIT AND CHAIN) the next transaction is
+        opened by the same round trip: the caller's next ``start_transaction()`` costs nothing, and
+        any other statement first commits the (empty) chained transaction.  For loops that start
+        the next transaction at once, never before a pause."""
         actions = self.__dict__.pop("_rollback_actions", [])
         if self._conn is None or self._conn.invalidated:
             self._in_transaction = False
@@ -335,8 +353,9 @@ class Connection:
             self._undo(actions)
             raise LostConnectionError("The connection to the database was lost before COMMIT; the transaction was "
                                       "rolled back by the server and nothing of it was written. Run it again.")
+        statement = (chain and self.backend.commit_chain_statement) or "COMMIT"
         try:
-            self._driver_execute(self._conn, "COMMIT", None)
+            self._driver_execute(self._conn, statement, None)
         except sa.exc.DBAPIError as exc:
             error = self.translate_error(exc)
             self._in_transaction = False
@@ -350,6 +369,20 @@ class Connection:
                 self._undo(actions)
             raise error from exc
         self._in_transaction = False
+        self._chained = statement != "COMMIT"
+
+    def end_chain(self) -> None:
+        """Commit the empty transaction a chained commit left open, if any (one round trip)."""
+        if not self._chained:
+            return
+        self._chained = False
+        if self._conn is None or self._conn.invalidated:
+            self._discard_connection()
+            return
+        try:
+            self._driver_execute(self._conn, "COMMIT", None)
+        except sa.exc.DBAPIError:  # nothing was in it; the next statement reconnects if the session is gone
+            self._discard_connection()
 
     def cancel_transaction(self) -> None:
         self._in_transaction = False

@@ -395,7 +395,9 @@ class Heartbeat:
                 logger.warning("Heartbeat for %s failed: %s", key, exc)
 
 
-MAX_BATCH = 16  # keys claimed in one statement at most (a killed worker strands no more until its lease ends)
+# keys claimed in one statement at most; a batch also holds about BATCH_SECONDS of work at most, so a
+# killed worker strands little work until its lease ends
+MAX_BATCH = 64
 BATCH_SECONDS = 0.1  # a batch holds about this much work, so slow makes claim one key at a time
 
 
@@ -424,15 +426,7 @@ class Claims:
         self.lost = False
         expr = jobs if restriction is None else jobs.restrict(restriction, semantic_check=False)
         compiled = expr._compile()
-        src = compiled.from_
-        where = list(compiled.where) + [self._claimable(src)]
-        if priority is not None:
-            where.append(src.c.priority <= _param("jf_priority"))
-        self._candidates = Prepared(conn, sa.select(*[src.c[k] for k in self.pk], src.c.status, src.c.priority)
-                                    .select_from(src)
-                                    .where(*where)
-                                    .order_by(src.c.priority, src.c.scheduled_time, *[src.c[k] for k in self.pk])
-                                    .limit(sa.bindparam("jf_limit", type_=sa.Integer)), self.name)
+        self._candidates = Prepared(conn, self._candidate_select(compiled.from_, list(compiled.where)), self.name)
         tc = self.tc = jobs._tc()
         key = sa.and_(*[tc.c[k] == _param(f"jf_k{j}") for j, k in enumerate(self.pk)])
         if self.keep_completed:
@@ -463,6 +457,29 @@ class Claims:
             sa.and_(tc.c.status == "pending", tc.c.scheduled_time <= _param("jf_now")),
             sa.and_(tc.c.status == "reserved", tc.c.reserved_time < _param("jf_expired")),
         )
+
+    def _candidate_select(self, src, where: list):
+        """The most urgent claimable keys: (pk..., status, priority), at most ``jf_limit`` of them.
+
+        Pending keys and keys whose lease ran out are looked up separately, each in the order of
+        the index (status, priority, scheduled_time), and merged: a single OR of the two scans and
+        sorts the whole queue every time a worker claims a batch.
+        """
+        if self.priority is not None:
+            where = where + [src.c.priority <= _param("jf_priority")]
+        limit = sa.bindparam("jf_limit", type_=sa.Integer)
+        order = ("priority", "scheduled_time")  # the index order: no sort of the whole queue
+
+        def branch(condition):
+            return (sa.select(*[src.c[k] for k in self.pk], src.c.status, src.c.priority, src.c.scheduled_time)
+                    .select_from(src).where(*where, condition)
+                    .order_by(*[src.c[k] for k in order]).limit(limit).subquery())
+
+        pending = branch(sa.and_(src.c.status == "pending", src.c.scheduled_time <= _param("jf_now")))
+        expired = branch(sa.and_(src.c.status == "reserved", src.c.reserved_time < _param("jf_expired")))
+        merged = sa.union_all(sa.select(pending), sa.select(expired)).subquery()
+        return (sa.select(*[merged.c[k] for k in self.pk], merged.c.status, merged.c.priority)
+                .order_by(*[merged.c[k] for k in order]).limit(limit))
 
     def _claim_statements(self, n: int) -> tuple[Prepared, Prepared]:
         found = self._claim.get(n)
@@ -496,7 +513,8 @@ class Claims:
         misses = 0
         while True:
             times = self._times()
-            rows = self._candidates.run(conn, {**times, "jf_limit": max(4 * n, 8),
+            # a few more candidates than wanted: workers pick at random among them, so they rarely collide
+            rows = self._candidates.run(conn, {**times, "jf_limit": 2 * n + 8,
                                                "jf_priority": self.priority}).fetchall()
             if not rows:
                 return []

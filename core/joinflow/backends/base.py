@@ -124,6 +124,9 @@ class Backend:
     default_port: int | None = None
     max_name_length = 64
     begin_statement = "BEGIN"
+    # commits and opens the next transaction in one round trip (None: the backend has no such
+    # statement); populate() uses it between keys made back to back
+    commit_chain_statement: str | None = "COMMIT AND CHAIN"
     transactional_ddl = False
     supports_schemas_natively = True
 
