@@ -79,6 +79,23 @@ def test_restricted_reserved_populate_takes_only_matching_keys(schema):
     assert Square.jobs.progress()["pending"] == 27
 
 
+def test_reserved_populate_of_a_key_list_makes_exactly_those_keys(schema):
+    """The orchestrator adapters pass lists of keys; claims look them up in the job table directly."""
+    Source, Square = declare_pipeline(schema)
+    Source.insert([{"source_id": i, "value": float(i)} for i in range(40)])
+    Square.jobs.refresh()
+    keys = [{"source_id": i} for i in (3, 17, 29, 31)]
+    assert Square.populate(keys, reserve_jobs=True, refresh=False)["success_count"] == 4
+    assert sorted(k["source_id"] for k in Square.keys()) == [3, 17, 29, 31]
+    # dicts naming other attributes restrict the key source as always (attributes it lacks are ignored)
+    chosen = [{"source_id": 5, "value": 5.0}, {"source_id": 6, "value": 99.0}]
+    assert Square.populate(chosen, reserve_jobs=True, refresh=False)["success_count"] == 2
+    assert Square.populate({"source_id": 7}, [{"source_id": 7}, {"source_id": 8}], reserve_jobs=True,
+                           refresh=False)["success_count"] == 1  # restrictions are ANDed
+    assert sorted(k["source_id"] for k in Square.keys()) == [3, 5, 6, 7, 17, 29, 31]
+    assert Square.jobs.progress()["pending"] == 33
+
+
 def test_tripartite_make_detects_upstream_change(schema):
     @schema
     class Reading(dj.Manual):

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from .condition import AndList, Not
 from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError
 from .backends.base import VALUE
-from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, Prepared
+from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, Prepared, key_lists
 
 logger = logging.getLogger("joinflow")
 
@@ -303,7 +303,7 @@ class AutoPopulate:
         conn = self.connection
         jobs = Job(self).ensure()
         claim_filter = self._jobs_to_do(restrictions) if restrictions else None
-        claims = Claims(jobs, claim_filter, priority)
+        claims = Claims(jobs, claim_filter, priority, keys=key_lists(restrictions, self.primary_key))
         if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
             self._refresh_once(jobs, claims, restrictions, priority)
         result = {"success_count": 0, "error_list": []}

@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import threading
+from typing import Sequence
 
 import sqlalchemy as sa
 
@@ -69,6 +70,20 @@ class Prepared:
         if self.names is not None:
             params = tuple(params[name] for name in self.names)
         return conn.run_sql(self.sql, params, table=self.table)  # reconnects, retries deadlocks, translates errors
+
+
+def key_lists(restrictions: Sequence, primary_key: Sequence[str]) -> list[list[dict]]:
+    """The restrictions of a populate() call that are keys of its job table: a dict, or a list of
+    dicts, naming primary-key attributes only (what the orchestrator adapters pass).  Claims apply
+    them to the job table directly as well as through the key source."""
+    pk = set(primary_key)
+    found = []
+    for restriction in restrictions:
+        rows = [restriction] if isinstance(restriction, dict) else restriction
+        if (isinstance(rows, (list, tuple)) and rows
+                and all(isinstance(row, dict) and row and set(row) <= pk for row in rows)):
+            found.append(list(rows))
+    return found
 
 
 def _param(name: str) -> sa.BindParameter:
@@ -411,7 +426,7 @@ class Claims:
     made go back to pending.  Every statement is compiled once per populate() call.
     """
 
-    def __init__(self, jobs: Job, restriction=None, priority: int | None = None):
+    def __init__(self, jobs: Job, restriction=None, priority: int | None = None, keys: Sequence = ()):
         self.jobs = jobs
         conn = self.connection = jobs.connection
         self.token = random.getrandbits(62) or 1
@@ -425,8 +440,11 @@ class Claims:
         self.claimed = False  # a claim was sent since the last release_all
         self.lost = False
         expr = jobs if restriction is None else jobs.restrict(restriction, semantic_check=False)
+        for key_list in keys:  # keys of the job table itself: looked up in its primary key, not by scanning the queue
+            expr = expr.restrict(key_list, semantic_check=False)
         compiled = expr._compile()
-        self._candidates = Prepared(conn, self._candidate_select(compiled.from_, list(compiled.where)), self.name)
+        self._candidates = Prepared(conn, self._candidate_select(compiled.from_, list(compiled.where), bool(keys)),
+                                    self.name)
         tc = self.tc = jobs._tc()
         key = sa.and_(*[tc.c[k] == _param(f"jf_k{j}") for j, k in enumerate(self.pk)])
         if self.keep_completed:
@@ -458,12 +476,14 @@ class Claims:
             sa.and_(tc.c.status == "reserved", tc.c.reserved_time < _param("jf_expired")),
         )
 
-    def _candidate_select(self, src, where: list):
+    def _candidate_select(self, src, where: list, by_keys: bool = False):
         """The most urgent claimable keys: (pk..., status, priority), at most ``jf_limit`` of them.
 
         Pending keys and keys whose lease ran out are looked up separately, each in the order of
         the index (status, priority, scheduled_time), and merged: a single OR of the two scans and
-        sorts the whole queue every time a worker claims a batch.
+        sorts the whole queue every time a worker claims a batch.  When the claim is restricted to
+        a list of keys (``by_keys``), those few rows are found by primary key and sorted instead:
+        an ordered scan of the queue would pass over every other pending key first.
         """
         if self.priority is not None:
             where = where + [src.c.priority <= _param("jf_priority")]
@@ -471,9 +491,11 @@ class Claims:
         order = ("priority", "scheduled_time")  # the index order: no sort of the whole queue
 
         def branch(condition):
-            return (sa.select(*[src.c[k] for k in self.pk], src.c.status, src.c.priority, src.c.scheduled_time)
-                    .select_from(src).where(*where, condition)
-                    .order_by(*[src.c[k] for k in order]).limit(limit).subquery())
+            select = (sa.select(*[src.c[k] for k in self.pk], src.c.status, src.c.priority, src.c.scheduled_time)
+                      .select_from(src).where(*where, condition))
+            if not by_keys:
+                select = select.order_by(*[src.c[k] for k in order]).limit(limit)
+            return select.subquery()
 
         pending = branch(sa.and_(src.c.status == "pending", src.c.scheduled_time <= _param("jf_now")))
         expired = branch(sa.and_(src.c.status == "reserved", src.c.reserved_time < _param("jf_expired")))
