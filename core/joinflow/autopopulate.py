@@ -138,7 +138,7 @@ class Upstream:
         )
 
     def __getitem__(self, target):
-        from .table import FreeTable
+        from .upstream import upstream_restrictions
 
         table = self._table
         conn = table.connection
@@ -153,23 +153,7 @@ class Upstream:
                 f"Table {name} is not upstream of {table.class_name} ({me}): self.upstream[...] takes a "
                 "table that this table depends on through foreign keys (a parent, grandparent, ...)."
             )
-        graph = deps.graph
-        between = (deps.descendants(name) & ancestors) | {name}
-        restricted: dict[str, list] = {}  # node -> OR-list of restrictions from its children on the path
-        for node in reversed(deps.topological(between)):  # children before parents
-            conditions = []
-            for child in graph.successors(node):
-                for attr_map in graph.edges[node, child]["attr_maps"]:
-                    if child == me:  # the current key fixes the parent's row when the foreign key is in it
-                        if all(c in self._key for c in attr_map):
-                            conditions.append({p: self._key[c] for c, p in attr_map.items()})
-                    elif child in restricted:
-                        source = FreeTable(conn, child).restrict(restricted[child], semantic_check=False)
-                        kept = [c for c, p in attr_map.items() if c == p]
-                        renamed = {p: c for c, p in attr_map.items() if c != p}
-                        conditions.append(source.proj(*kept, **renamed))
-            if conditions:
-                restricted[node] = conditions
+        restricted = upstream_restrictions(conn, me, self._key, until=name)
         if name not in restricted:
             raise DataJointError(
                 f"Table {name} is upstream of {table.class_name} only through secondary foreign keys, "

@@ -68,6 +68,7 @@ STYLES = {
     "Computed": TierStyle("ellipse", "#fbd3c4", "#c0431f", "#7a2710"),
     "Part": TierStyle("plaintext", "none", "none", "#3d3d3d", fontsize=9.0),
     "Other": TierStyle("circle", "#fff3b0", "#b39500", "#5c4c00", fontsize=9.0),
+    "Collapsed": TierStyle("box3d", "#f2efe6", "#7a7361", "#3b372c"),
 }
 DARK_STYLES = {
     "Manual": TierStyle("box", "#1f4a22", "#7fcf83", "#e2f6e3", rounded=True),
@@ -76,7 +77,9 @@ DARK_STYLES = {
     "Computed": TierStyle("ellipse", "#5c2414", "#f39a7b", "#fde6dd"),
     "Part": TierStyle("plaintext", "none", "none", "#d8d8d8", fontsize=9.0),
     "Other": TierStyle("circle", "#5a4c00", "#e0c640", "#fff7cc", fontsize=9.0),
+    "Collapsed": TierStyle("box3d", "#3b382f", "#b8b09a", "#f2efe6"),
 }
+COLLAPSED_PREFIX = "\0collapsed:"  # drawn-node key of a collapsed schema (never a table name)
 RENAMED_COLOR = "#C77D3A"
 STATUS_COLORS = {"error": "#c62828", "pending": "#d9a400", "done": "#2f7d32"}
 
@@ -212,6 +215,12 @@ class Diagram(nx.DiGraph):
         super().__init__()
         self.context = context
         self.show_status = status
+        # data-aware state: per table, the restrictions applied one after the other (AND); each may
+        # itself be a list (OR).  _mode tells which operation made them: cascade, trace or restrict.
+        self._restrictions: dict[str, list] = {}
+        self._mode: str | None = None
+        self._seed: str | None = None
+        self._collapsed: set[str] = set()
         if source is None:  # an empty graph (networkx makes these when copying)
             self._catalog = None
             return
@@ -219,11 +228,13 @@ class Diagram(nx.DiGraph):
             self._catalog = source._catalog
             self.show_status = status or source.show_status
             self._show(set(source.nodes))
+            source._pass_state(self, set(source.nodes))
             return
         if isinstance(source, (list, tuple, set)):
             combined = Diagram.from_sequence(list(source))
             self._catalog = combined._catalog
             self._show(set(combined.nodes))
+            combined._pass_state(self, set(combined.nodes))
             return
         connection, names, classes = _resolve(source)
         self._catalog = _catalog_for(connection)
@@ -248,7 +259,15 @@ class Diagram(nx.DiGraph):
         new.context = self.context
         new._catalog = self._catalog
         new._show(names)
+        self._pass_state(new, names)
         return new
+
+    def _pass_state(self, new: "Diagram", names: set[str]) -> None:
+        """Give ``new`` this diagram's restrictions and collapsed tables among ``names``."""
+        new._restrictions = {n: c for n, c in self._restrictions.items() if n in names}
+        new._mode = self._mode if new._restrictions else None
+        new._seed = self._seed if self._seed in names else None
+        new._collapsed = self._collapsed & names
 
     def _show(self, names: set[str]) -> None:
         catalog = self._catalog
@@ -279,6 +298,20 @@ class Diagram(nx.DiGraph):
         new.context = self.context
         new._catalog = merged
         new._show(names)
+        # restrictions: each operand's, for the tables kept; one table restricted differently by both
+        # has no single meaning here
+        for name in names & set(self._restrictions) & set(other._restrictions):
+            if self._restrictions[name] is not other._restrictions[name]:
+                raise DataJointError(
+                    f"Both diagrams restrict {name} differently, so their combination is ambiguous. "
+                    "Combine the plain diagrams first, then restrict the result: (d1 + d2).restrict(expr)."
+                )
+        new._restrictions = {n: c for d in (other, self) for n, c in d._restrictions.items() if n in names}
+        new._mode = (self._mode or other._mode) if new._restrictions else None
+        new._seed = next((d._seed for d in (self, other) if d._seed in names), None)
+        # collapsed: a table stays collapsed only if no operand that holds it shows it expanded
+        expanded = {n for d in (self, other) for n in d.nodes if n not in d._collapsed}
+        new._collapsed = ((self._collapsed | other._collapsed) & names) - expanded
         return new
 
     def __add__(self, other: "Diagram | int") -> "Diagram":
@@ -329,7 +362,19 @@ class Diagram(nx.DiGraph):
         graph = self._full_graph()
         parts = {c for n in self.nodes for c in graph.successors(n)
                  if self._catalog.node(c)["master"] == n}
-        return self._derive(set(self.nodes) | parts)
+        new = self._derive(set(self.nodes) | parts)
+        new._collapsed |= {p for p in parts if self._catalog.node(p)["master"] in self._collapsed}
+        return new
+
+    def collapse(self) -> "Diagram":
+        """A copy drawn with each schema as one box ("(N tables)").
+
+        In a union, a table that another diagram shows expanded stays expanded:
+        ``dj.Diagram(Subject) + dj.Diagram(analysis).collapse()``.
+        """
+        new = self._derive(set(self.nodes))
+        new._collapsed = set(new.nodes)
+        return new
 
     def copy(self, as_view: bool = False) -> "Diagram":
         if as_view:
@@ -342,6 +387,176 @@ class Diagram(nx.DiGraph):
         new.show_status = status
         return new
 
+    # -- data-aware --------------------------------------------------------------------------------
+    @staticmethod
+    def _seed_table(expr: Any, operation: str) -> Table:
+        """The table (possibly restricted) that a data-aware operation starts from."""
+        from .expression import is_table_class
+
+        if is_table_class(expr):
+            expr = expr()
+        if not isinstance(expr, Table):
+            raise DataJointError(
+                f"Diagram.{operation}() takes a table or a restricted table (Table & condition), not "
+                f"{type(expr).__name__}; restrict the table by your query instead: Table & query."
+            )
+        return expr
+
+    def _data_diagram(self, names: set[str], restrictions: dict[str, list], mode: str, seed: str) -> "Diagram":
+        new = self._derive(names)
+        new._restrictions = restrictions
+        new._mode = mode
+        new._seed = seed
+        return new
+
+    @classmethod
+    def cascade(cls, expr: Any, part_integrity: str = "enforce") -> "Diagram":
+        """Everything that deleting ``expr`` would delete: its table and the descendants reached,
+        each restricted to its doomed rows (a row is reached when any parent path reaches it).
+
+        ``part_integrity`` is as in ``delete()``: "enforce" (part rows only with their master),
+        "ignore", or "cascade" (doomed part rows bring their masters, which are then in the
+        diagram too).  Nothing is deleted; ``counts()`` previews the delete.
+        """
+        table = cls._seed_table(expr, "cascade")
+        if part_integrity not in ("enforce", "ignore", "cascade"):
+            raise DataJointError(
+                f'Diagram.cascade({table.full_table_name}): part_integrity must be "enforce", "ignore" or '
+                f'"cascade", not {part_integrity!r}.'
+            )
+        if getattr(table, "_is_part", False) and part_integrity == "enforce":
+            raise DataJointError(
+                f"Cannot cascade from a Part directly ({table.full_table_name}): start from its master, or "
+                "pass part_integrity='ignore' (part rows alone) or part_integrity='cascade' (their masters too)."
+            )
+        plan = table._cascade_plan(part_integrity)  # the plan delete() executes, parents first
+        base = cls(table)  # reads the catalog afresh; the plan's tables are all in it
+        restrictions = {name: list(query.restriction) for name, query in plan if not base._hidden(name)}
+        return base._data_diagram(set(restrictions), restrictions, "cascade", table.full_table_name)
+
+    @classmethod
+    def trace(cls, expr: Any) -> "Diagram":
+        """The ancestors of ``expr``'s table, each restricted to the rows that the rows of ``expr``
+        derive from (through primary and secondary foreign keys; rows reached by any path are kept).
+
+        ``diagram[T]`` is ancestor ``T``'s restricted query, ``diagram[expr's table]`` is ``expr``.
+        """
+        from .upstream import upstream_restrictions
+
+        table = cls._seed_table(expr, "trace")
+        conn = table.connection
+        conn.dependencies.load()
+        start = table.full_table_name
+        traced = upstream_restrictions(conn, start, table)
+        restrictions = {name: [conditions] for name, conditions in traced.items()}
+        restrictions[start] = list(table.restriction)
+        return cls(table)._data_diagram(set(restrictions), restrictions, "trace", start)
+
+    def restrict(self, expr: Any) -> "Diagram":
+        """This diagram with ``expr``'s table restricted by ``expr`` and the restriction carried down
+        the foreign keys to the descendants shown: a row is kept only if every restricted parent it
+        references is kept (AND; for selecting a consistent subset, e.g. to export).  Chainable.
+        Only foreign keys between tables of this diagram carry the restriction.
+        """
+        if self._mode in ("cascade", "trace"):
+            raise DataJointError(
+                f"restrict() cannot be applied to a diagram made by Diagram.{self._mode}(); restrict a plain "
+                "diagram: dj.Diagram(schema).restrict(Table & condition)."
+            )
+        table = self._seed_table(expr, "restrict")
+        seed = table.full_table_name
+        if seed not in set(self.nodes):
+            raise DataJointError(
+                f"Table {seed} is not in this diagram, so restrict() cannot start there; add it first: "
+                f"(diagram + dj.Diagram(Table)).restrict(...)."
+            )
+        new = self._derive(set(self.nodes))
+        new._mode, new._seed = "restrict", seed
+        restrictions = dict(new._restrictions)
+        restrictions[seed] = restrictions.get(seed, []) + list(table.restriction)
+        descendants = nx.descendants(self._plain(), seed)
+        changed = {seed}
+        for node in self.topo_sort():
+            if node not in descendants:
+                continue
+            conditions = []
+            for parent in self.predecessors(node):
+                if parent not in changed:
+                    continue
+                parent_rows = self._query(parent, restrictions)
+                for attr_map in self.edges[parent, node]["attr_maps"]:
+                    renames = {c: p for c, p in attr_map.items() if c != p}
+                    conditions.append(parent_rows.proj(**renames) if renames else parent_rows.proj())
+            if conditions:
+                restrictions[node] = restrictions.get(node, []) + conditions
+                changed.add(node)
+        new._restrictions = restrictions
+        return new
+
+    @property
+    def restricted(self) -> bool:
+        """True when the diagram carries row restrictions (cascade, trace or restrict)."""
+        return bool(self._restrictions)
+
+    def _query(self, name: str, restrictions: dict[str, list] | None = None, base: Table | None = None) -> Table:
+        restrictions = self._restrictions if restrictions is None else restrictions
+        query = FreeTable(self.connection, name) if base is None else base
+        for condition in restrictions.get(name, ()):
+            query = query.restrict(condition, semantic_check=False)
+        return query
+
+    def counts(self) -> dict[str, int]:
+        """``{full table name: rows}`` of each restricted table (parents first)."""
+        if not self._restrictions:
+            raise DataJointError(
+                "counts() needs a restricted diagram: Diagram.cascade(Table & condition), "
+                "Diagram.trace(Table & condition) or diagram.restrict(Table & condition)."
+            )
+        return {name: len(self._query(name)) for name in self.topo_sort() if name in self._restrictions}
+
+    def prune(self) -> "Diagram":
+        """A copy without the tables that have no rows (after their restriction, if any)."""
+        return self._derive({name for name in self.nodes if self._query(name)})
+
+    def _target_name(self, target: Any) -> tuple[str, Table | None]:
+        from .expression import is_table_class
+
+        if isinstance(target, str):
+            backend = self.connection.backend
+            return backend.full_table_name(*backend.split_full_name(target)), None
+        if is_table_class(target):
+            target = target()
+        if isinstance(target, Table):
+            if target.restriction:
+                raise DataJointError(
+                    f"diagram[...] takes a table, not a restricted query ({target.full_table_name}); "
+                    "restrict the result instead: diagram[T] & condition."
+                )
+            return target.full_table_name, None if isinstance(target, FreeTable) else target
+        raise DataJointError(
+            f"diagram[...] takes a table class, a table object or a 'schema.table' name, not {type(target).__name__}."
+        )
+
+    def __getitem__(self, target: Any) -> Table:
+        """The table ``target`` as this diagram restricts it (the whole table if unrestricted)."""
+        name, base = self._target_name(target)
+        if not super().__contains__(name):
+            if self._mode == "trace":
+                raise DataJointError(
+                    f"Table {name} is not upstream of {self._seed} through foreign keys that its rows determine; "
+                    "Diagram.trace(expr)[T] takes an ancestor of expr's table (a parent, grandparent, ...)."
+                )
+            raise DataJointError(
+                f"Table {name} is not in this diagram; add it first: diagram + dj.Diagram(Table)."
+            )
+        return self._query(name, base=base)
+
+    def _plain(self) -> nx.DiGraph:
+        plain = nx.DiGraph()  # a plain graph: this class iterates as tables, not names
+        plain.add_nodes_from(self.nodes)
+        plain.add_edges_from(self.edges)
+        return plain
+
     # -- reading ---------------------------------------------------------------------------------
     @property
     def connection(self):
@@ -349,18 +564,17 @@ class Diagram(nx.DiGraph):
 
     def topo_sort(self) -> list[str]:
         """Full table names of the diagram, parents first (ties by name)."""
-        plain = nx.DiGraph()  # a plain graph: this class iterates as tables, not names
-        plain.add_nodes_from(self.nodes)
-        plain.add_edges_from(self.edges)
-        return list(nx.lexicographical_topological_sort(plain))
+        return list(nx.lexicographical_topological_sort(self._plain()))
 
     def __iter__(self) -> Iterator[FreeTable]:
+        """The tables, parents first, each restricted as the diagram restricts it."""
         for name in self.topo_sort():
-            yield FreeTable(self.connection, name)
+            yield self._query(name)
 
     def __reversed__(self) -> Iterator[FreeTable]:
+        """The tables, children first (the order a delete goes in), restricted."""
         for name in reversed(self.topo_sort()):
-            yield FreeTable(self.connection, name)
+            yield self._query(name)
 
     def __contains__(self, item: Any) -> bool:
         if isinstance(item, str):
@@ -387,7 +601,7 @@ class Diagram(nx.DiGraph):
 
         counts: dict[str, dict] = {}
         for name in self.topo_sort():
-            if self.nodes[name]["tier"] not in ("Imported", "Computed"):
+            if self.nodes[name]["tier"] not in ("Imported", "Computed") or name in self._collapsed:
                 continue
             cls = self._catalog.classes.get(name)
             entry = {"done": None, "pending": None, "error": 0, "reserved": 0}
@@ -404,6 +618,42 @@ class Diagram(nx.DiGraph):
                 entry["error"], entry["reserved"] = progress["error"], progress["reserved"]
             counts[name] = entry
         return counts
+
+    # -- drawing collapsed schemas -------------------------------------------------------------------
+    def _drawing(self) -> tuple[list[str], dict[str, list[str]], dict[str, str], list[tuple[str, str, dict]]]:
+        """What is drawn: (expanded tables in order, {schema: its collapsed tables},
+        {drawn node: id}, [(drawn parent, drawn child, edge facts)]).  A collapsed schema is one node."""
+        order = [n for n in self.topo_sort() if n not in self._collapsed]
+        groups: dict[str, list[str]] = {}
+        for name in self.topo_sort():
+            if name in self._collapsed:
+                groups.setdefault(self.nodes[name]["schema"], []).append(name)
+        ids = _mermaid_ids(order)
+        used = set(ids.values())
+        drawn = {n: n for n in order}
+        for schema, members in sorted(groups.items()):
+            key = COLLAPSED_PREFIX + schema
+            candidate, k = _mermaid_safe("collapsed_" + schema), 1
+            base = candidate
+            while candidate in used:
+                k += 1
+                candidate = f"{base}_{k}"
+            used.add(candidate)
+            ids[key] = candidate
+            drawn.update({m: key for m in members})
+        edges: dict[tuple[str, str], dict] = {}
+        for parent, child in sorted(self.edges):
+            a, b = drawn[parent], drawn[child]
+            if a == b:
+                continue
+            facts = self.edges[parent, child]
+            if a == parent and b == child:
+                edges[a, b] = facts
+                continue
+            merged = edges.setdefault((a, b), {"attr_maps": [], "primary": True, "one_to_one": False,
+                                                "aliased": False, "multi": False, "fk_attributes": []})
+            merged["primary"] = merged["primary"] and facts["primary"]
+        return order, groups, ids, [(a, b, facts) for (a, b), facts in edges.items()]
 
     # -- DOT -------------------------------------------------------------------------------------
     def _direction(self) -> str:
@@ -445,8 +695,7 @@ class Diagram(nx.DiGraph):
         dot = pydot.Dot(graph_type="digraph", rankdir=self._direction(), bgcolor="#1e1e1e" if dark else "white",
                         nodesep="0.3", ranksep="0.45", fontname="Helvetica", compound="true")
         clusters: dict[str, pydot.Cluster] = {}
-        order = self.topo_sort()
-        ids = _mermaid_ids(order)
+        order, groups, ids, drawn_edges = self._drawing()
         for schema in sorted({self.nodes[n]["schema"] for n in order}):
             cluster = pydot.Cluster(
                 _mermaid_safe("schema_" + schema), label=schema, style="dashed,rounded",
@@ -486,14 +735,24 @@ class Diagram(nx.DiGraph):
             node = pydot.Node(ids[name], **attrs)
             holder = families.get(name) or families.get(info["master"]) or clusters[info["schema"]]
             holder.add_node(node)
-        for parent, child in sorted(self.edges):
-            edge = self.edges[parent, child]
+        collapsed_style = styles["Collapsed"]
+        for schema, members in sorted(groups.items()):
+            label = f"<{html.escape(schema)}<BR/>({len(members)} tables)>"
+            dot.add_node(pydot.Node(
+                ids[COLLAPSED_PREFIX + schema], label=label, shape="box3d", style="filled",
+                fillcolor=collapsed_style.fill, color=collapsed_style.line, fontcolor=collapsed_style.font,
+                fontsize=str(collapsed_style.fontsize), fontname="Helvetica", penwidth="1",
+                tooltip=f"schema {schema}, collapsed: " + ", ".join(self.nodes[m]["label"] for m in members),
+                **{"class": "collapsed"},
+            ))
+        for parent, child, edge in drawn_edges:
             color = RENAMED_COLOR if edge["aliased"] else ("#555555" if not dark else "#bbbbbb")
             dot.add_edge(pydot.Edge(
                 ids[parent], ids[child], arrowhead="none", color=color,
                 style="solid" if edge["primary"] else "dashed",
                 penwidth="2" if edge["one_to_one"] else "0.75",
-                tooltip=", ".join(f"{c}→{p}" if c != p else c for m in edge["attr_maps"] for c, p in m.items()),
+                tooltip=", ".join(f"{c}→{p}" if c != p else c for m in edge["attr_maps"] for c, p in m.items())
+                or "foreign keys to/from a collapsed schema",
                 **{"class": " ".join(["fk-primary" if edge["primary"] else "fk-secondary"]
                                      + (["fk-one-to-one"] if edge["one_to_one"] else [])
                                      + (["fk-renamed"] if edge["aliased"] else []))},
@@ -558,7 +817,7 @@ class Diagram(nx.DiGraph):
         """A Mermaid flowchart: one ``subgraph`` per schema, one ``classDef`` per tier."""
         direction = self._direction()
         status = self.status_counts() if self.show_status else {}
-        ids = _mermaid_ids(self.topo_sort())
+        order, groups, ids, drawn_edges = self._drawing()
         lines = [f"flowchart {direction}"]
         for tier, cls in (("Manual", "manual"), ("Lookup", "lookup"), ("Imported", "imported"),
                           ("Computed", "computed"), ("Part", "part"), ("Other", "other")):
@@ -567,11 +826,13 @@ class Diagram(nx.DiGraph):
                 lines.append(f"    classDef {cls} fill:none,stroke:none,color:{style.font},font-size:11px")
             else:
                 lines.append(f"    classDef {cls} fill:{style.fill},stroke:{style.line},color:{style.font}")
+        collapsed_style = STYLES["Collapsed"]
+        lines.append(f"    classDef collapsed fill:{collapsed_style.fill},stroke:{collapsed_style.line},"
+                     f"color:{collapsed_style.font}")
         for state, color in STATUS_COLORS.items():
             lines.append(f"    classDef status_{state} stroke:{color},stroke-width:3px")
         shapes = {"Manual": ('("', '")'), "Lookup": ('("', '")'), "Imported": ('(["', '"])'),
                   "Computed": ('(["', '"])'), "Part": ('["', '"]'), "Other": ('(("', '"))')}
-        order = self.topo_sort()
         for schema in sorted({self.nodes[n]["schema"] for n in order}):
             lines.append(f'    subgraph {_mermaid_safe("schema_" + schema)}["{schema}"]')
             for name in order:
@@ -593,9 +854,11 @@ class Diagram(nx.DiGraph):
                     state = "error" if counts["error"] else ("pending" if counts["pending"] else "done")
                     lines.append(f"        class {ids[name]} status_{state}")
             lines.append("    end")
+        for schema, members in sorted(groups.items()):
+            name = html.escape(schema, quote=False).replace('"', "#quot;")
+            lines.append(f'    {ids[COLLAPSED_PREFIX + schema]}[["{name}<br/>({len(members)} tables)"]]:::collapsed')
         renamed = []
-        for index, (parent, child) in enumerate(sorted(self.edges)):
-            edge = self.edges[parent, child]
+        for index, (parent, child, edge) in enumerate(drawn_edges):
             link = "===" if edge["one_to_one"] else ("---" if edge["primary"] else "-.-")
             lines.append(f"    {ids[parent]} {link} {ids[child]}")
             if edge["aliased"]:
