@@ -23,6 +23,7 @@ from .schemas import Schema, VirtualModule, list_schemas, virtual_schema
 from . import settings as _settings
 from .table import FreeTable, Table
 from .user_tables import Compute, Computed, Entry, Imported, Ingest, Lookup, Manual, Part
+from .validation import ValidationResult
 
 config = ConfigProxy(_settings.config)  # refused under DJ_THREAD_SAFE, as in DataJoint
 
@@ -40,7 +41,7 @@ __all__ = [
     "list_schemas", "Table", "FreeTable", "Manual", "Entry", "Lookup", "Imported", "Ingest", "Computed",
     "Compute", "Part", "Not", "AndList", "Top", "U", "QueryExpression", "errors", "DataJointError", "ThreadSafetyError",
     "logger", "Codec", "get_codec", "list_codecs", "blob", "Diagram", "diagram",
-    "ObjectRef", "NpyRef", "gc",
+    "ObjectRef", "NpyRef", "gc", "ValidationResult",
 ]
 
 

@@ -345,6 +345,11 @@ class Store:
             except BaseException:
                 self._discard(temp, recursive=True)
                 raise
+        return self.write_manifest(path, files)
+
+    def write_manifest(self, path: str, files: list[dict]) -> dict:
+        """Write DataJoint's ``{path}.manifest.json`` for the folder at ``path`` holding ``files``
+        (``[{"path": relative path, "size": bytes}]``); return the manifest."""
         manifest = {"files": files, "total_size": sum(f["size"] for f in files), "item_count": len(files),
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
         self.put(path + MANIFEST_SUFFIX, json.dumps(manifest, indent=2).encode())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import dataclasses
-import datetime
 import decimal
 import logging
 import operator
@@ -33,6 +32,8 @@ from .condition import AndList, Not
 from .expression import Compiled, QueryExpression, is_table_class
 from .heading import Attribute, Heading, attribute_from_catalog
 from .storage import Journal
+from .validation import (fit_problem, missing_fields, missing_fields_message, null_problem, unknown_field_message,
+                         unknown_fields, validate_rows)
 
 logger = logging.getLogger("joinflow")
 
@@ -289,6 +290,17 @@ class Table(QueryExpression):
         """Insert one row (a dict, a sequence in heading order, or a numpy record)."""
         self.insert((row,), **kwargs)
 
+    def validate(self, rows: Any, *, ignore_extra_fields: bool = False):
+        """Check rows as ``insert`` would, without inserting: a ``ValidationResult`` (true when valid)."""
+        return validate_rows(self, rows, ignore_extra_fields=ignore_extra_fields)
+
+    @property
+    def staged_insert1(self):
+        """``with T.staged_insert1 as s:`` write ``<object@>`` values in place, then insert the row."""
+        from .staged_insert import StagedInsert
+
+        return StagedInsert(self)
+
     def insert(
         self,
         rows: Any,
@@ -324,22 +336,16 @@ class Table(QueryExpression):
                 self._execute_insert(fields, values, mode, chunk_size)
                 return
             return self._insert_with_codecs(fields, values, lenient_text, mode, chunk_size)
-        unknown = [f for f in fields if f not in known or (f.startswith("_") and f not in heading.primary_key)]
+        unknown = unknown_fields(heading, fields)
         if unknown:
             if not ignore_extra_fields:
-                raise UnknownAttributeError(
-                    f"`{unknown[0]}` is not in the table heading of {self.full_table_name} "
-                    f"(attributes: {', '.join(heading.names)}). Fix the name or pass ignore_extra_fields=True."
-                )
+                raise UnknownAttributeError(unknown_field_message(self.full_table_name, heading, unknown[0]))
             keep = [i for i, f in enumerate(fields) if f not in unknown]
             fields = [fields[i] for i in keep]
             values = [[row[i] for i in keep] for row in values]
-        missing = [a.name for a in heading.all_attributes.values() if a.name not in fields and not a.has_default]
+        missing = missing_fields(heading, fields)
         if missing:
-            raise MissingAttributeError(
-                f"Cannot insert into {self.full_table_name}: attribute(s) {', '.join(f'`{m}`' for m in missing)} "
-                "have no value and no default. Give a value for each (or declare it `= null`)."
-            )
+            raise MissingAttributeError(missing_fields_message(self.full_table_name, missing))
         mode = "replace" if replace else "skip" if skip_duplicates else None
         plain = not any(known[f].codec is not None for f in fields)
         if len(checked) < 64:
@@ -457,11 +463,8 @@ class Table(QueryExpression):
             if needs_default or attr.in_key:
                 for row in values:
                     if row[i] is None:
-                        if attr.in_key and not attr.autoincrement and not needs_default:
-                            raise MissingAttributeError(
-                                f"Table {self.full_table_name}: primary-key attribute `{name}` is None. "
-                                "Every primary-key attribute needs a value."
-                            )
+                        if attr.in_key and null_problem(attr):
+                            raise MissingAttributeError(f"Table {self.full_table_name}: {null_problem(attr)}")
                         if needs_default:
                             row[i] = encode(fallback) if encode else fallback
 
@@ -528,29 +531,14 @@ class Table(QueryExpression):
     def _diagnose(self, fields, values, exc) -> DataJointError:
         """Name the attribute and row behind a value the server refused."""
         heading = self.heading
-        checks = {
-            "int": lambda v: isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.strip().lstrip("-+").isdigit()),
-            "float": lambda v: isinstance(v, (int, float, np.number)) or _is_number_text(v),
-            "decimal": lambda v: isinstance(v, (int, float, decimal.Decimal)) or _is_number_text(v),
-            "string": lambda v: isinstance(v, str),
-            "enum": lambda v: isinstance(v, str) and v in heading[name].enum_values,
-            "date": lambda v: isinstance(v, (datetime.date, str)),
-            "datetime": lambda v: isinstance(v, (datetime.datetime, datetime.date, str)),
-        }
         for i, name in enumerate(fields):
             attr = heading[name]
-            check = checks.get(attr.category)
-            if check is None:
-                continue
             for k, row in enumerate(values):
-                v = row[i]
-                if v is None:
-                    continue
-                if not check(v) or (attr.category == "string" and attr.typeinfo and attr.typeinfo.length
-                                    and len(v) > attr.typeinfo.length):
+                problem = fit_problem(attr, row[i])
+                if problem:
                     return DataTypeError(
-                        f"Table {self.full_table_name}, attribute `{name}` ({attr.type}): value {v!r} "
-                        f"(row {k}) does not fit. Server said: {exc}"
+                        f"Table {self.full_table_name}, attribute `{name}` ({attr.type}): value {row[i]!r} "
+                        f"(row {k}) does not fit: {problem} Server said: {exc}"
                     )
         return exc
 
@@ -835,6 +823,19 @@ class Table(QueryExpression):
         deps.load()
         return self._related(deps.parts_of(self.full_table_name), as_objects)
 
+    # -- alter -------------------------------------------------------------------------------------------
+    def alter(self, prompt: bool | None = True, context: dict | None = None) -> None:
+        """Change the declared table to match the edited ``definition`` (see joinflow.alter).
+
+        Only secondary attributes (add, drop, type, default, nullability, comment) and the table
+        comment; a comment starting ``{old_name}`` renames ``old_name``.  Unlike DataJoint (which
+        renames on MySQL only), renames also work on PostgreSQL (``RENAME COLUMN``) and SQLite.
+        Primary-key, foreign-key and index changes raise NotImplementedError.  ``prompt`` shows the
+        SQL and asks first (None: ``config["safemode"]``).  Refused inside a transaction."""
+        from .alter import alter
+
+        alter(self, prompt=prompt, context=context)
+
     # -- describe ------------------------------------------------------------------------------------------
     def describe(self, context: dict | None = None, printout: bool = False) -> str:
         """Rebuild the definition string from the database."""
@@ -905,16 +906,6 @@ class Table(QueryExpression):
         if printout:
             print(definition)
         return definition
-
-
-def _is_number_text(v: Any) -> bool:
-    if not isinstance(v, str):
-        return False
-    try:
-        float(v)
-    except ValueError:
-        return False
-    return True
 
 
 def _confirm(question: str) -> bool:

@@ -15,7 +15,7 @@ CLASS_CALLABLES = frozenset(
     """key_source describe alter heading populate progress primary_key proj aggr join extend to_dicts
     to_pandas to_polars to_arrow to_arrays keys fetch fetch1 head tail descendants ancestors parents
     children parts insert insert1 insert_dataframe update1 validate drop drop_quick delete delete_quick
-    restrict make_sql preview jobs is_declared class_name pending""".split()
+    restrict make_sql preview jobs is_declared class_name pending staged_insert1""".split()
 )
 
 

@@ -82,6 +82,44 @@ class ForeignKeyInfo:
     name: str = ""
 
 
+@dataclass
+class ColumnChange:
+    """One column of an ``alter()``: added (old None), dropped (new None) or changed.
+
+    ``new`` is the attribute as it goes to DDL (codec attributes lowered: native type,
+    ``:<codec>:`` comment); ``old`` is the attribute read from the catalog."""
+
+    old: Attribute | None
+    new: Attribute | None
+    type_changed: bool = False
+    default_changed: bool = False
+    nullable_changed: bool = False
+    comment_changed: bool = False
+
+    @property
+    def renamed(self) -> bool:
+        return self.old is not None and self.new is not None and self.old.name != self.new.name
+
+    @property
+    def definition_changed(self) -> bool:
+        """Type, default or nullability: what needs more than a comment or a name."""
+        return self.type_changed or self.default_changed or self.nullable_changed
+
+
+@dataclass
+class AlterPlan:
+    """What ``Table.alter()`` changes; ``spec`` is the whole altered table (every column,
+    hidden ones included, codecs lowered) for a backend that rebuilds the table."""
+
+    changes: list[ColumnChange]
+    comment: str | None  # the new table comment; None: unchanged
+    spec: Any = None
+    row_count: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.changes) or self.comment is not None
+
+
 ERROR_CLASSES = {
     "duplicate": DuplicateError,
     "foreign_key": IntegrityError,
@@ -369,6 +407,23 @@ class Backend:
     def drop_table(self, conn, schema: str, table: str) -> None:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {self.full_table_name(schema, table)}"))
 
+    def column_comment(self, attr: Attribute) -> str:
+        """The stored column comment: ``:type:`` of a core type, then the user's comment."""
+        return (f":{attr.type}:" if attr.core else "") + (attr.comment or "")
+
+    def alter_statements(self, conn, schema: str, table: str, plan: "AlterPlan") -> list[str]:
+        """The SQL of ``Table.alter()`` (shown before it runs)."""
+        raise NotImplementedError(f"Table.alter() is not implemented for {self.name}.")  # pragma: no cover
+
+    def alter_table(self, conn, schema: str, table: str, plan: "AlterPlan") -> None:
+        """Run ``alter_statements``: in one transaction where DDL is transactional."""
+        import contextlib
+
+        statements = self.alter_statements(conn, schema, table, plan)
+        with conn.transaction if self.transactional_ddl else contextlib.nullcontext():
+            for sql in statements:
+                conn.ddl(sql)
+
     # -- catalog ---------------------------------------------------------------------------------
     def load_columns(self, conn, schema: str, table: str) -> tuple[list[ColumnInfo], str] | None:
         raise NotImplementedError  # pragma: no cover
@@ -449,7 +504,9 @@ def int_check(attr: Attribute) -> tuple[int, int] | None:
 
 
 __all__ = [
+    "AlterPlan",
     "Backend",
+    "ColumnChange",
     "ColumnInfo",
     "ForeignKeyInfo",
     "to_uuid",

@@ -149,6 +149,34 @@ class MySQLBackend(Backend):
     def _literal(text: str) -> str:
         return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
+    def _column_definition(self, attr: Attribute, schema: str, table: str) -> str:
+        """``type [NOT NULL] [DEFAULT ..] COMMENT '..'`` of one column, as alter() writes it."""
+        text = self.column_type(attr, schema, table)
+        text += " NOT NULL" if not attr.nullable else ""
+        text += self.default_sql(attr)
+        comment = self.column_comment(attr)
+        if comment:
+            text += f" COMMENT {self._literal(comment)}"
+        return text
+
+    def alter_statements(self, conn, schema: str, table: str, plan) -> list[str]:
+        """One ``ALTER TABLE`` (atomic in MySQL/MariaDB): DROP, CHANGE (renames), MODIFY, ADD, COMMENT."""
+        clauses = []
+        for change in plan.changes:
+            old, new = change.old, change.new
+            if new is None:
+                clauses.append(f"DROP {self.quote(old.name)}")
+            elif old is None:
+                clauses.append(f"ADD {self.quote(new.name)} {self._column_definition(new, schema, table)}")
+            elif change.renamed:
+                clauses.append(f"CHANGE {self.quote(old.name)} {self.quote(new.name)} "
+                               f"{self._column_definition(new, schema, table)}")
+            else:
+                clauses.append(f"MODIFY {self.quote(new.name)} {self._column_definition(new, schema, table)}")
+        if plan.comment is not None:
+            clauses.append(f"COMMENT {self._literal(plan.comment)}")
+        return [f"ALTER TABLE {self.full_table_name(schema, table)}\n  " + ",\n  ".join(clauses)]
+
     # -- schemas ---------------------------------------------------------------------------------
     def schema_exists(self, conn, schema: str) -> bool:
         return bool(

@@ -126,23 +126,7 @@ class PostgreSQLBackend(Backend):
         statements = []
         queued: set[str] = set()
         for attr in spec.attributes:
-            if attr.core and attr.category == "enum":
-                name = enum_type_name(attr.enum_values)
-                if name in queued:
-                    continue
-                queued.add(name)
-                exists = conn.execute(
-                    sa.text(
-                        "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
-                        "WHERE n.nspname = :s AND t.typname = :t"
-                    ),
-                    {"s": schema, "t": name},
-                ).first()
-                if not exists:
-                    members = ", ".join("'" + v.replace("'", "''") + "'" for v in attr.enum_values)
-                    statements.append(
-                        f"CREATE TYPE {self.quote(schema)}.{self.quote(name)} AS ENUM ({members})"
-                    )
+            statements += self._enum_type_statement(conn, schema, attr, queued)
         lines = []
         for attr in spec.attributes:
             line = f"{self.quote(attr.name)} {self.column_type(attr, schema, table)}"
@@ -189,6 +173,90 @@ class PostgreSQLBackend(Backend):
     @staticmethod
     def _literal(text: str) -> str:
         return "'" + text.replace("'", "''") + "'"
+
+    def _enum_type_statement(self, conn, schema: str, attr: Attribute, queued: set) -> list[str]:
+        """``CREATE TYPE`` for the enum of ``attr`` when the schema lacks it (create_table, alter)."""
+        if not (attr.core and attr.category == "enum"):
+            return []
+        name = enum_type_name(attr.enum_values)
+        if name in queued:
+            return []
+        queued.add(name)
+        exists = conn.execute(
+            sa.text(
+                "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = :s AND t.typname = :t"
+            ),
+            {"s": schema, "t": name},
+        ).first()
+        if exists:
+            return []
+        members = ", ".join("'" + v.replace("'", "''") + "'" for v in attr.enum_values)
+        return [f"CREATE TYPE {self.quote(schema)}.{self.quote(name)} AS ENUM ({members})"]
+
+    def _column_checks(self, conn, schema: str, table: str, column: str) -> list[str]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT con.conname FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+                "AND a.attname = :a WHERE n.nspname = :s AND c.relname = :t AND con.contype = 'c' "
+                "AND con.conkey = ARRAY[a.attnum]"
+            ),
+            {"s": schema, "t": table, "a": column},
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def alter_statements(self, conn, schema: str, table: str, plan) -> list[str]:
+        """``ALTER TABLE`` statements plus ``COMMENT ON``; alter_table runs them in one transaction.
+
+        Renames use ``RENAME COLUMN`` (DataJoint renames on MySQL only)."""
+        full = self.full_table_name(schema, table)
+        head: list[str] = []
+        statements: list[str] = []
+        queued: set[str] = set()
+        for change in plan.changes:
+            old, new = change.old, change.new
+            if new is None:
+                statements.append(f"ALTER TABLE {full} DROP COLUMN {self.quote(old.name)}")
+                continue
+            col = self.quote(new.name)
+            ctype = self.column_type(new, schema, table)
+            head += self._enum_type_statement(conn, schema, new, queued)
+            if old is None:
+                line = f"ALTER TABLE {full} ADD COLUMN {col} {ctype}"
+                line += " NOT NULL" if not new.nullable else ""
+                line += self.default_sql(new)
+                if new.core and new.type == "int8":
+                    line += f" CHECK ({col} BETWEEN -128 AND 127)"
+                statements.append(line)
+            else:
+                if change.renamed:
+                    statements.append(f"ALTER TABLE {full} RENAME COLUMN {self.quote(old.name)} TO {col}")
+                if change.type_changed:
+                    for check in self._column_checks(conn, schema, table, old.name):
+                        statements.append(f"ALTER TABLE {full} DROP CONSTRAINT {self.quote(check)}")
+                    if change.default_changed or old.default is not None:
+                        statements.append(f"ALTER TABLE {full} ALTER COLUMN {col} DROP DEFAULT")
+                    via = "::text" if "enum" in (old.category, new.category) else ""
+                    statements.append(f"ALTER TABLE {full} ALTER COLUMN {col} TYPE {ctype} USING {col}{via}::{ctype}")
+                    if new.core and new.type == "int8":
+                        statements.append(f"ALTER TABLE {full} ADD CHECK ({col} BETWEEN -128 AND 127)")
+                if change.default_changed or (change.type_changed and old.default is not None):
+                    default = self.default_sql(new).strip()
+                    statements.append(f"ALTER TABLE {full} ALTER COLUMN {col} "
+                                      + (f"SET {default}" if default else "DROP DEFAULT"))
+                if change.nullable_changed:
+                    statements.append(f"ALTER TABLE {full} ALTER COLUMN {col} "
+                                      + ("DROP NOT NULL" if new.nullable else "SET NOT NULL"))
+                if not (change.type_changed or change.comment_changed):
+                    continue
+            comment = self.column_comment(new)
+            statements.append(f"COMMENT ON COLUMN {full}.{col} IS "
+                              + (self._literal(comment) if comment else "NULL"))
+        if plan.comment is not None:
+            statements.append(f"COMMENT ON TABLE {full} IS "
+                              + (self._literal(plan.comment) if plan.comment else "NULL"))
+        return head + statements
 
     def drop_table(self, conn, schema: str, table: str) -> None:
         super().drop_table(conn, schema, table)

@@ -217,6 +217,135 @@ class SQLiteBackend(Backend):
             sa.text(f'INSERT OR REPLACE INTO "{COMMENTS}" VALUES (:s, :t, :a, :c)'), rows
         )
 
+    # -- alter ------------------------------------------------------------------------------------
+    def _alter_needs_rebuild(self, plan) -> bool:
+        """SQLite's ALTER TABLE adds, drops and renames columns; anything else rebuilds the table."""
+        for change in plan.changes:
+            if change.old is not None and change.new is not None and change.definition_changed:
+                return True
+            new = change.new
+            if change.old is None and (
+                (not new.nullable and new.default is None)  # SQLite wants a default for NOT NULL
+                or (new.default or "").upper().startswith("CURRENT_TIMESTAMP")  # not a constant
+            ):
+                return True
+        return False
+
+    def _comment_rows(self, schema: str, table: str, plan) -> tuple[list[str], list[dict]]:
+        """(attribute names whose comment row goes, rows to write) for an alter without rebuild."""
+        gone, rows = [], []
+        for change in plan.changes:
+            if change.old is not None and (change.new is None or change.renamed):
+                gone.append(change.old.name)
+            if change.new is not None and (change.old is None or change.renamed or change.comment_changed):
+                rows.append({"s": schema, "t": table, "a": change.new.name, "c": self.column_comment(change.new)})
+        if plan.comment is not None:
+            rows.append({"s": schema, "t": table, "a": "", "c": plan.comment})
+        return gone, rows
+
+    def _literal(self, text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    def alter_statements(self, conn, schema: str, table: str, plan) -> list[str]:
+        full = self.full_table_name(schema, table)
+        if self._alter_needs_rebuild(plan):
+            tmp = self.full_table_name(schema, table + "~alter")
+            changed = ", ".join(self.quote(c.new.name) for c in plan.changes if c.new is not None)
+            return [
+                "-- SQLite cannot change a column's type, default or nullability in place: the table is "
+                f"rebuilt in one transaction (changed: {changed or 'none'})",
+                f"ALTER TABLE {full} RENAME TO {tmp}",
+                f"CREATE TABLE {full} (...the altered definition...)",
+                f"INSERT INTO {full} (...) SELECT ... FROM {tmp}",
+                f"DROP TABLE {tmp}",
+                "PRAGMA foreign_key_check",
+            ]
+        statements = []
+        for change in plan.changes:
+            old, new = change.old, change.new
+            if new is None:
+                statements.append(f"ALTER TABLE {full} DROP COLUMN {self.quote(old.name)}")
+            elif old is None:
+                line = f"ALTER TABLE {full} ADD COLUMN {self.quote(new.name)} {self.column_type(new, schema, table)}"
+                line += " NOT NULL" if not new.nullable else ""
+                line += self.default_sql(new)
+                checks = self._checks(new)
+                if checks:
+                    line += " CHECK (" + " AND ".join(checks) + ")"
+                statements.append(line)
+            elif change.renamed:
+                statements.append(f"ALTER TABLE {full} RENAME COLUMN {self.quote(old.name)} TO {self.quote(new.name)}")
+        gone, rows = self._comment_rows(schema, table, plan)
+        for name in gone:
+            statements.append(f'DELETE FROM "{COMMENTS}" WHERE schema_name = {self._literal(schema)} AND '
+                              f"table_name = {self._literal(table)} AND attribute_name = {self._literal(name)}")
+        for row in rows:
+            statements.append(f'INSERT OR REPLACE INTO "{COMMENTS}" VALUES ('
+                              + ", ".join(self._literal(row[k]) for k in "stac") + ")")
+        return statements
+
+    def alter_table(self, conn, schema: str, table: str, plan) -> None:
+        if self._alter_needs_rebuild(plan):
+            return self._rebuild_table(conn, schema, table, plan)
+        with conn.transaction:
+            self._ensure_comments(conn)
+            for sql in self.alter_statements(conn, schema, table, plan):
+                if not sql.startswith(("DELETE", "INSERT")):
+                    conn.ddl(sql)
+            gone, rows = self._comment_rows(schema, table, plan)
+            for name in gone:
+                conn.execute(
+                    sa.text(f'DELETE FROM "{COMMENTS}" WHERE schema_name = :s AND table_name = :t '
+                            "AND attribute_name = :a"),
+                    {"s": schema, "t": table, "a": name},
+                )
+            if rows:
+                conn.execute(sa.text(f'INSERT OR REPLACE INTO "{COMMENTS}" VALUES (:s, :t, :a, :c)'), rows)
+
+    def _rebuild_table(self, conn, schema: str, table: str, plan) -> None:
+        """SQLite's documented procedure for other schema changes: create the altered table, copy
+        the rows, drop the old one, check foreign keys -- in one transaction, with foreign-key
+        enforcement off (it cannot change inside a transaction) and references left as written."""
+        full = self.full_table_name(schema, table)
+        tmp = self.full_table_name(schema, table + "~alter")
+        source = {c.new.name: c.old.name for c in plan.changes if c.old is not None and c.new is not None}
+        added = {c.new.name for c in plan.changes if c.old is None}
+        copied = [a.name for a in plan.spec.attributes if a.name not in added]
+        indexes = [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :t AND sql IS NOT NULL"),
+                {"t": f"{schema}.{table}"},
+            ).fetchall()
+        ]
+        conn.execute(sa.text("PRAGMA foreign_keys = OFF"))
+        conn.execute(sa.text("PRAGMA legacy_alter_table = ON"))  # children keep referencing `table`
+        try:
+            with conn.transaction:
+                for name in indexes:
+                    conn.ddl(f"DROP INDEX {self.quote(name)}")
+                conn.ddl(f"ALTER TABLE {full} RENAME TO {tmp}")
+                conn.execute(
+                    sa.text(f'DELETE FROM "{COMMENTS}" WHERE schema_name = :s AND table_name = :t'),
+                    {"s": schema, "t": table},
+                )
+                self.create_table(conn, schema, table, plan.spec)
+                conn.ddl(
+                    f"INSERT INTO {full} ({', '.join(self.quote(n) for n in copied)}) SELECT "
+                    + ", ".join(self.quote(source.get(n, n)) for n in copied)
+                    + f" FROM {tmp}"
+                )
+                conn.ddl(f"DROP TABLE {tmp}")
+                broken = conn.execute(sa.text("PRAGMA foreign_key_check")).fetchall()
+                if broken:
+                    raise DataJointError(
+                        f"Rebuilding {full} would break {len(broken)} foreign-key reference(s) "
+                        f"(first: {tuple(broken[0])}); nothing was changed."
+                    )
+        finally:
+            conn.execute(sa.text("PRAGMA legacy_alter_table = OFF"))
+            conn.execute(sa.text("PRAGMA foreign_keys = ON"))
+
     def _ensure_comments(self, conn) -> None:
         conn.execute(
             sa.text(
