@@ -13,8 +13,6 @@ from . import blob
 from .codecs import Codec, get_codec, list_codecs
 from .condition import AndList, Not
 from .connection import Connection, conn
-from . import diagram
-from .diagram import Diagram
 from .errors import DataJointError, ThreadSafetyError
 from .expression import QueryExpression, Top, U
 from .instance import ConfigProxy, Instance
@@ -46,11 +44,16 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """``dj.gc`` (garbage collection of object stores) is imported on first use, as in DataJoint."""
-    if name == "gc":
-        import importlib
+    """Imported on first use: ``dj.gc`` (as in DataJoint), and ``dj.Diagram`` / ``dj.diagram``
+    (networkx and the drawing code cost about 0.1 s that most scripts never need)."""
+    import importlib
 
-        module = importlib.import_module(".gc", __name__)
-        globals()["gc"] = module
+    if name in ("gc", "diagram"):
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
         return module
+    if name == "Diagram":
+        cls = importlib.import_module(".diagram", __name__).Diagram
+        globals()["Diagram"] = cls
+        return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,6 @@ import dataclasses
 import datetime
 import hashlib
 import logging
-import multiprocessing
 import os
 import queue as queue_module
 import random
@@ -497,6 +496,8 @@ class AutoPopulate:
         jobs = Job(self).ensure()
         if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
             jobs.refresh(*restrictions, priority=priority)
+        import multiprocessing  # here, not at the top: it adds about 25 ms to `import joinflow`
+
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
         per_worker = None if max_calls is None else -(-max_calls // processes)

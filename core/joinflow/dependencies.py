@@ -1,10 +1,11 @@
-"""The dependency graph: foreign keys read from the database catalog (networkx)."""
+"""The dependency graph: foreign keys read from the database catalog (networkx).
+
+networkx is imported when a graph is first built, not with ``import joinflow``.
+"""
 
 from __future__ import annotations
 
 from typing import Iterable
-
-import networkx as nx
 
 from .errors import DataJointError
 
@@ -17,6 +18,7 @@ class Dependencies:
     """
 
     def __init__(self, connection):
+        import networkx as nx  # imported on first use: `import joinflow` stays light
         self._connection = connection
         self.graph = nx.DiGraph()
         self._loaded = False
@@ -26,6 +28,7 @@ class Dependencies:
 
     def load(self, force: bool = True) -> "Dependencies":
         """Read every foreign key in the database (one catalog query)."""
+        import networkx as nx
         if self._loaded and not force:
             return self
         conn = self._connection
@@ -76,13 +79,16 @@ class Dependencies:
         return [c for c in self.graph.successors(name) if self.master_of(c) == name]
 
     def descendants(self, name: str) -> set[str]:
+        import networkx as nx
         return nx.descendants(self.graph, name) if name in self.graph else set()
 
     def ancestors(self, name: str) -> set[str]:
+        import networkx as nx
         return nx.ancestors(self.graph, name) if name in self.graph else set()
 
     def topological(self, names: Iterable[str]) -> list[str]:
         """``names`` ordered parents first (ties broken by name, so the order is stable)."""
+        import networkx as nx
         names = set(names)
         sub = nx.DiGraph(self.graph.subgraph(names))
         sub.add_nodes_from(names)

@@ -8,7 +8,6 @@ import re
 import types
 from typing import Any
 
-import networkx as nx
 import sqlalchemy as sa
 
 from .declare import TableSpec
