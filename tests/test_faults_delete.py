@@ -121,6 +121,41 @@ def test_cascade_removes_exactly_the_dependents(lab):
     assert GarbageCollector(*schemas, store="dstore").collect()["hash_paths_orphaned"] == 0
 
 
+def test_dry_run_counts_what_the_delete_removes_and_changes_nothing(lab):
+    Subject = lab["Subject"]
+    before = snapshot(lab)
+    expected = expected_after_deleting(lab, {0, 2})
+    counts = (Subject & "subject_id in (0, 2)").delete(dry_run=True)
+    assert snapshot(lab) == before  # nothing deleted
+    tables = {t.full_table_name: name for name, t in lab.items()}
+    assert {tables[full]: n for full, n in counts.items()} == {
+        name: len(before[name]) - len(expected[name]) for name in lab}
+    assert (Subject & "subject_id in (0, 2)").delete() == 2
+    assert snapshot(lab) == expected
+
+
+def test_dry_run_is_not_blocked_by_another_session_holding_locks(lab):
+    """A preview reads without locks: another session's open transaction on the rows does not stop it."""
+    import threading
+
+    Subject, Session = lab["Subject"], lab["Session"]
+    conn = Subject.connection
+    other = dj.Connection(url=conn.url.render_as_string(hide_password=False), config=conn.config)
+    try:
+        other.start_transaction()  # holds row locks on the sessions it changes, until rollback
+        other.query(f"UPDATE {Session.full_table_name} SET session_id = session_id + 100 WHERE subject_id = 1")
+        found = {}
+        worker = threading.Thread(target=lambda: found.update(
+            (Subject & {"subject_id": 1}).delete(dry_run=True)))
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "the dry run waited for another session's locks"
+        assert found[Session.full_table_name] == SESSIONS
+    finally:
+        other.cancel_transaction()
+        other.close()
+
+
 def test_delete_from_the_middle_schema_keeps_the_top(lab):
     Session = lab["Session"]
     before = snapshot(lab)

@@ -575,11 +575,14 @@ class Table(QueryExpression):
         result = self.connection.execute(stmt, table=self.full_table_name)
         return result.rowcount if get_count else None
 
-    def delete(self, transaction: bool = True, prompt: bool | None = None, part_integrity: str = "enforce") -> int:
+    def delete(self, transaction: bool = True, prompt: bool | None = None, part_integrity: str = "enforce", *,
+               dry_run: bool = False) -> int | dict[str, int]:
         """Delete the restricted rows and, cascading, every row that depends on them.
 
         ``part_integrity``: "enforce" (part rows go only with their master), "ignore", or
-        "cascade" (deleting part rows deletes their masters too).
+        "cascade" (deleting part rows deletes their masters too).  ``dry_run=True`` (joinflow)
+        deletes nothing: it returns ``{full table name: rows the delete would remove}`` for every
+        table the cascade reaches, counted by plain SELECTs (no transaction, no locks, no prompt).
         """
         if part_integrity not in ("enforce", "ignore", "cascade"):
             raise DataJointError(
@@ -593,6 +596,8 @@ class Table(QueryExpression):
                 "or use part_integrity='ignore' to delete part rows alone, or part_integrity='cascade' to "
                 "delete their masters too."
             )
+        if dry_run:
+            return {name: len(expr) for name, expr in self._cascade_plan(part_integrity)}
         if conn.in_transaction and (transaction and prompt):
             raise DataJointError("delete() inside a transaction requires prompt=False.")
         plan = self._cascade_plan(part_integrity)
