@@ -452,7 +452,8 @@ def cmd_copy(args) -> int:
     if args.dry_run:
         print(f"dry run: {len(rows)} tables would be copied from {report.source} to {report.target}")
     else:
-        print(f"copied {document['rows']} rows in {len(rows)} tables and {report.objects_copied} objects "
+        jobs = f", {report.jobs_copied} job-table rows" if report.jobs_copied else ""
+        print(f"copied {document['rows']} rows in {len(rows)} tables and {report.objects_copied} objects{jobs} "
               f"from {report.source} to {report.target}; row counts verified")
     return EXIT_OK
 

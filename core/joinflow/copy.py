@@ -22,8 +22,13 @@ The steps, each checked before the next starts:
 
 If a step after the refusal check fails, what the copy created is removed again (the
 tables and schemas it declared, the rows it inserted, the objects it wrote), so the
-target is as it was.  Job tables (``~~table``) are not copied: their keys are pending in
-the target again.
+target is as it was.
+
+6. **Job tables.**  The queue of each copied Imported/Computed table (``~~table``) comes
+   along: its pending, error, ignored and success rows, with their messages, tracebacks and
+   priorities, so keys a user marked ``ignore`` stay ignored and errors stay visible.
+   Reservations are not copied: they are leases of workers on the source database (their
+   keys are pending again at the next refresh).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import sqlalchemy as sa
 
 from .backends.base import bound
+from .condition import Not
 from .errors import DataJointError
 from .table import FreeTable, part_master, tier_of, to_camel_case
 
@@ -67,12 +73,13 @@ class CopyReport:
     schemas: dict[str, str]  # source name -> target name
     tables: list[dict] = field(default_factory=list)
     objects_copied: int = 0
+    jobs_copied: int = 0  # job-table rows (pending, error, ignore, success)
     dry_run: bool = False
 
     def as_dict(self) -> dict:
         return {"source": self.source, "target": self.target, "schemas": dict(self.schemas),
-                "tables": list(self.tables), "objects_copied": self.objects_copied, "dry_run": self.dry_run,
-                "rows": sum(t["target_rows"] or 0 for t in self.tables)}
+                "tables": list(self.tables), "objects_copied": self.objects_copied, "jobs_copied": self.jobs_copied,
+                "dry_run": self.dry_run, "rows": sum(t["target_rows"] or 0 for t in self.tables)}
 
 
 def parse_schema_names(names: Iterable[str]) -> dict[str, str]:
@@ -322,6 +329,7 @@ def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_
                 raise CopyError("Row counts differ after the copy: " + ", ".join(
                     f"{e['table']} source {e['source_rows']} target {e['target_rows']}" for e in wrong)
                     + ". Was the source written to during the copy? Run the copy again when it is idle.")
+            report.jobs_copied = _copy_jobs(source, target, plan, batch_size, created_tables, say)
         except BaseException:
             _undo(target, created_schemas, created_tables, filled, mover)
             raise
@@ -474,8 +482,10 @@ def _copy_rows(source, target, plan, mover, batch_size, progress, filled, say) -
             bar.close()
 
 
-def _copy_table(source, target, p: TablePlan, mover: _ObjectMover, batch_size: int):
-    """Copy one table in primary-key order, ``batch_size`` rows at a time (keyset pagination)."""
+def _copy_table(source, target, p: TablePlan, mover: _ObjectMover | None, batch_size: int, where=None):
+    """Copy one table in primary-key order, ``batch_size`` rows at a time (keyset pagination).
+
+    ``where(table_clause)``, when given, is a condition on the source rows to copy."""
     sb, tb = source.backend, target.backend
     src = FreeTable(source, p.source_full)
     dst = FreeTable(target, p.target_full)
@@ -496,6 +506,8 @@ def _copy_table(source, target, p: TablePlan, mover: _ObjectMover, batch_size: i
     last = None
     while True:
         stmt = sa.select(*[tc.c[n] for n in names]).order_by(*[tc.c[k] for k in pk]).limit(batch_size)
+        if where is not None:
+            stmt = stmt.where(where(tc))
         if last is not None:
             stmt = stmt.where(sa.tuple_(*[tc.c[k] for k in pk]) > sa.tuple_(*[bound(v) for v in last]))
         rows = source.execute(stmt, table=p.source_full).fetchall()
@@ -519,6 +531,41 @@ def _copy_table(source, target, p: TablePlan, mover: _ObjectMover, batch_size: i
         yield len(values)
         if len(rows) < batch_size:
             return
+
+
+def _copy_jobs(source, target, plan, batch_size: int, created_tables: list, say) -> int:
+    """Copy the job tables of the copied auto-populated tables, reservations left out."""
+    from .jobs import Job, job_table_name
+
+    sb, tb = source.backend, target.backend
+    total = 0
+    for p in plan:
+        if tier_of(p.table) not in ("Imported", "Computed"):
+            continue
+        name = job_table_name(p.table)
+        if sb.load_columns(source, p.source_schema, name) is None:
+            continue
+        job = TablePlan(p.source_schema, p.target_schema, name, sb.full_table_name(p.source_schema, name),
+                        tb.full_table_name(p.target_schema, name))
+        wanted = len(FreeTable(source, job.source_full).restrict(Not({"status": "reserved"})))
+        if not wanted:
+            continue
+        target.forget_catalog()
+        target_jobs = Job(FreeTable(target, p.target_full))
+        if not target_jobs.is_declared:
+            target_jobs.ensure()
+            created_tables.append(job)
+        elif len(target_jobs):
+            raise CopyError(f"The target job table {job.target_full} already has rows; drop it (or the target "
+                            "schema) and copy again.")
+        copied = sum(_copy_table(source, target, job, None, batch_size,
+                                 where=lambda tc: tc.c.status != bound("reserved")))
+        if copied != wanted:
+            raise CopyError(f"Job table {job.target_full}: {copied} rows copied, the source has {wanted}. Was a "
+                            "worker running on the source during the copy? Run the copy again when it is idle.")
+        say(f"copied {copied} job rows into {job.target_full}")
+        total += copied
+    return total
 
 
 def _undo(target, created_schemas, created_tables, filled, mover) -> None:
