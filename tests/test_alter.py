@@ -1,8 +1,8 @@
 """Table.alter() (DataJoint 2.x §2.1) on SQLite, PostgreSQL and MySQL/MariaDB.
 
 The user edits a class's ``definition`` and calls ``Class.alter()``: secondary attributes and
-the table comment change, the rows stay; primary-key, foreign-key and index changes are
-refused with DataJoint's wording and leave the table as it was.
+the table comment change, secondary foreign keys and indexes are added and dropped, the rows
+stay; primary-key changes are refused with DataJoint's wording and leave the table as it was.
 """
 
 from __future__ import annotations
@@ -105,11 +105,9 @@ def test_alter_default_and_nullability(schema):
     [
         (lambda d: d.replace("subject_id : int32", "subject_id : int64"), "cannot alter the primary key (yet)."),
         (lambda d: d.replace("---", "lab : int16\n---"), "cannot alter the primary key (yet)."),
-        (lambda d: d.replace("index (species)", ""), "cannot alter indexes (yet)"),
-        (lambda d: d.replace("index (species)", "unique index (species)"), "cannot alter indexes (yet)"),
     ],
 )
-def test_alter_refuses_key_and_index_changes(schema, edit, message):
+def test_alter_refuses_primary_key_changes(schema, edit, message):
     Subject, _ = _declare(schema)
     before = Subject.describe()
     rows = Subject.to_dicts()
@@ -120,21 +118,139 @@ def test_alter_refuses_key_and_index_changes(schema, edit, message):
     assert Subject.describe() == before and Subject.to_dicts() == rows
 
 
-def test_alter_refuses_foreign_key_changes(schema):
-    Subject, Session = _declare(schema)
-
+def _rig(schema):
     @schema
     class Rig(dj.Lookup):
         definition = """
         rig : int16
+        ---
+        room : varchar(10)
         """
-        contents = [(1,)]
+        contents = [(1, "a"), (2, "b")]
 
+    return Rig
+
+
+def test_alter_adds_and_drops_nullable_secondary_foreign_key(schema, capsys, monkeypatch):
+    Subject, Session = _declare(schema)
+    Rig = _rig(schema)
+    Session.insert1(dict(subject_id=2, session=1, quality=5))
+    rows = Session.to_dicts()
+    before = Session.definition
+    Session.definition = before.replace("quality = 0 : int32", "quality = 0 : int32\n-> [nullable] Rig")
+    shown = []
+    monkeypatch.setattr("builtins.input", lambda q: shown.append(capsys.readouterr().out) or "yes")
+    Session.alter()  # the preview: the full SQL, then the question
+    assert "FOREIGN KEY (`rig`)".replace("`", '"' if schema.connection.backend.name != "mysql" else "`") \
+        in shown[0] and Rig.full_table_name in shown[0]  # shown before the question
+    assert Session.to_dicts() == [dict(r, rig=None) for r in rows]  # data unchanged, rig empty
+    assert "-> [nullable] Rig" in Session.describe()
+    assert Rig.full_table_name in Session.parents()
+    assert Session.heading["rig"].nullable and Session.heading["rig"].lineage == Rig.heading["rig"].lineage
+    assert schema.lineage[f"{schema.database}.session.rig"] == f"{schema.database}.#rig.rig"
+    Session.insert1(dict(subject_id=1, session=2, rig=2))
+    Session.insert1(dict(subject_id=1, session=3, rig=None))
+    with pytest.raises(dj.errors.IntegrityError):
+        Session.insert1(dict(subject_id=1, session=4, rig=9))  # no such rig: refused
+    (Session & "session = 2").delete(prompt=False)
+    Session.alter(prompt=False)  # nothing left to do
+    # dropping it again: the constraint and its attribute go, the rows stay
+    Session.definition = before
+    Session.alter(prompt=False)
+    assert "rig" not in Session.heading.names and "Rig" not in Session.describe()
+    assert f"{schema.database}.session.rig" not in schema.lineage
+    assert Rig.full_table_name not in Session.parents()
+    assert sorted(Session.to_dicts(), key=lambda r: (r["subject_id"], r["session"])) == sorted(
+        rows + [dict(subject_id=1, session=3, quality=0)], key=lambda r: (r["subject_id"], r["session"]))
+    Rig.delete(prompt=False)  # nothing references the rigs any more
+    assert len(Rig()) == 0
+
+
+def test_alter_adds_renamed_foreign_key_and_keeps_declared_attribute(schema):
+    Subject, Session = _declare(schema)
+    Rig = _rig(schema)
+    Session.definition = Session.definition.replace(
+        "quality = 0 : int32", "quality = 0 : int32\n-> [nullable] Rig.proj(backup_rig='rig')")
+    Session.alter(prompt=False)
+    assert Session.heading["backup_rig"].nullable
+    assert "-> [nullable] Rig.proj(backup_rig='rig')" in Session.describe()
+    Session.update1(dict(subject_id=1, session=1, backup_rig=1))
+    with pytest.raises(dj.errors.IntegrityError):
+        Session.update1(dict(subject_id=1, session=1, backup_rig=7))
+    # the foreign key goes, its attribute stays as an ordinary one because the definition declares it
+    Session.definition = Session.definition.replace(
+        "-> [nullable] Rig.proj(backup_rig='rig')", "backup_rig = null : int16")
+    Session.alter(prompt=False)
+    assert Rig.full_table_name not in Session.parents()
+    assert (Session & "session = 1").fetch1("backup_rig") == 1
+    Session.update1(dict(subject_id=1, session=1, backup_rig=7))  # no longer checked
+    Session.alter(prompt=False)  # and nothing is left to do (no stray index either)
+    assert "index" not in Session.describe()
+
+
+def test_alter_refuses_required_foreign_key_on_filled_table(schema):
+    Subject, Session = _declare(schema)
+    Rig = _rig(schema)  # noqa: F841 - alter() finds it in the caller's namespace
+    before, rows = Session.describe(), Session.to_dicts()
+    Session.definition = Session.definition.replace("quality = 0 : int32", "quality = 0 : int32\n-> Rig")
+    with pytest.raises(DataJointError, match=r"(?s)`rig`.*1 row\(s\).*-> \[nullable\] Rig") as info:
+        Session.alter(prompt=False)
+    assert Session.full_table_name in str(info.value)
+    assert Session.describe() == before and Session.to_dicts() == rows
+    (Session & "session = 1").delete(prompt=False)  # on an empty table it is added
+    Session.alter(prompt=False)
+    assert "-> Rig" in Session.describe() and not Session.heading["rig"].nullable
+
+
+def test_alter_refuses_changes_to_primary_foreign_keys(schema):
+    Subject, Session = _declare(schema)
     before = Session.describe()
-    Session.definition = Session.definition.replace("quality = 0 : int32", "quality = 0 : int32\n-> [nullable] Rig")
-    with pytest.raises(NotImplementedError, match=r"^table\.alter cannot alter foreign keys \(yet\)\."):
+    Session.definition = Session.definition.replace("---\n", "---\n-> [nullable] Subject.proj(other='subject_id')\n"
+                                                    ).replace("-> Subject\n", "subject_id : int32\n")
+    with pytest.raises(NotImplementedError, match=r"^table\.alter cannot alter foreign keys in the primary key"):
         Session.alter(prompt=False)
     assert Session.describe() == before
+
+
+def test_alter_refuses_nullable_change_of_declared_foreign_key(schema):
+    Subject, Session = _declare(schema)
+    Rig = _rig(schema)
+    Session.definition = Session.definition.replace("quality = 0 : int32", "quality = 0 : int32\n-> [nullable] Rig")
+    Session.alter(prompt=False)
+    before = Session.describe()
+    Session.definition = Session.definition.replace("-> [nullable] Rig", "-> Rig")
+    with pytest.raises(NotImplementedError, match=r"^table\.alter cannot alter the \[nullable\] option.*rig"):
+        Session.alter(prompt=False)
+    assert Session.describe() == before and Rig.full_table_name in Session.parents()
+
+
+def test_alter_adds_and_drops_indexes(schema):
+    Subject, _ = _declare(schema)
+    Subject.definition = Subject.definition.replace(
+        "index (species)", "index (species, weight)\nunique index (notes)")
+    Subject.alter(prompt=False)
+    text = Subject.describe()
+    assert "index (species, weight)" in text and "unique index (notes)" in text
+    assert "index (species)\n" not in text
+    with pytest.raises(dj.errors.DuplicateError):
+        Subject.insert1(dict(subject_id=3, species="rat", notes="a"))  # the unique index holds
+    Subject.definition = Subject.definition.replace("index (species, weight)\nunique index (notes)", "")
+    Subject.alter(prompt=False)
+    assert "index" not in Subject.describe()
+    Subject.insert1(dict(subject_id=3, species="rat", notes="a"))
+    assert len(Subject()) == 3
+
+
+def test_alter_unique_index_violated_by_rows(schema):
+    Subject, _ = _declare(schema)
+    Subject.insert1(dict(subject_id=3, species="mouse", notes="c"))
+    before, rows = Subject.describe(), Subject.to_dicts()
+    Subject.definition = Subject.definition.replace("index (species)", "index (species)\nunique index (species)")
+    with pytest.raises(DataJointError, match=r"(?s)unique index \(species\).*species='mouse'.*plain "
+                                             r"`index \(species\)`.*unchanged") as info:
+        Subject.alter(prompt=False)
+    assert Subject.full_table_name in str(info.value)
+    assert Subject.describe() == before and Subject.to_dicts() == rows
 
 
 def test_alter_bad_conversion_changes_nothing(schema):

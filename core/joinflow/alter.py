@@ -1,8 +1,10 @@
 """``Table.alter()``: bring a declared table in line with its edited ``definition``.
 
-Only secondary attributes (add, drop, rename, type, default, nullability, comment) and the
-table comment change.  The primary key, foreign keys and indexes are compared too: a change
-there raises ``NotImplementedError`` with DataJoint's wording and changes nothing.
+Secondary attributes (add, drop, rename, type, default, nullability, comment), the table
+comment, secondary foreign keys (added with their attributes, dropped with the attributes the
+definition no longer declares) and secondary indexes change.  A change to the primary key, to
+a foreign key in the primary key or to the ``[nullable]`` option of a declared foreign key
+raises ``NotImplementedError`` with DataJoint's wording and changes nothing.
 
 The declared table is read from the catalog (heading, foreign keys, indexes), never from
 the Python class, so the comparison holds whatever the class said when it was declared.
@@ -111,22 +113,48 @@ def plan_alter(table, context=None, caller=None) -> AlterPlan:
                 f"`{new.type}  # {new.comment}`. Keep the primary key, or declare a new table and copy the rows."
             )
 
-    # -- foreign keys -----------------------------------------------------------------------
+    # -- foreign keys: secondary ones are added and dropped; those in the primary key stay ---------
     old_fks = _catalog_foreign_keys(table)
-    new_fks = sorted(
-        (backend.full_table_name(fk.parent_schema, fk.parent_table), tuple(fk.attr_map.items()))
+    new_fk_specs = {
+        (backend.full_table_name(fk.parent_schema, fk.parent_table), tuple(fk.attr_map.items())): fk
         for fk in spec.foreign_keys
-    )
-    fk_attrs = {c for _p, pairs in old_fks for c, _ in pairs}
-    old_nullable = sorted(n for n in fk_attrs if n in heading.all_attributes and heading[n].nullable)
-    new_nullable = sorted(n for fk in spec.foreign_keys if fk.nullable for n in fk.attr_map)
-    if old_fks != new_fks or old_nullable != new_nullable:
+    }
+    new_fks = sorted(new_fk_specs)
+    pk_set = set(old_pk)
+    fks_dropped = [fk for fk in old_fks if fk not in new_fk_specs]
+    fks_added = [new_fk_specs[k] for k in new_fks if k not in old_fks]
+    for parent, pairs in fks_dropped:
+        if all(c in pk_set for c, _ in pairs):
+            raise NotImplementedError(
+                f"table.alter cannot alter foreign keys in the primary key (yet). Table {full}: the definition "
+                f"drops `-> {parent}` on primary-key attribute(s) ({', '.join(c for c, _ in pairs)}). Restore "
+                "the `->` line (see describe()), or declare a new table and copy the rows."
+            )
+    for fk in fks_added:
+        if fk.in_key:
+            raise NotImplementedError(
+                f"table.alter cannot alter foreign keys in the primary key (yet). Table {full}: the definition "
+                f"adds `-> {fk.parent_class or fk.parent_table}` above the `---` line. Move it below `---` to "
+                "add it as a secondary foreign key, or declare a new table and copy the rows."
+            )
+    old_fk_attrs = {c for _p, pairs in old_fks for c, _ in pairs}
+    new_fk_attrs = {c for fk in spec.foreign_keys for c in fk.attr_map}
+    kept_fk_attrs = {c for k in old_fks if k in new_fk_specs for c, _ in k[1]}
+    old_nullable = sorted(n for n in kept_fk_attrs if n in heading.all_attributes and heading[n].nullable)
+    new_nullable = sorted({n for fk in spec.foreign_keys if fk.nullable for n in fk.attr_map} & kept_fk_attrs)
+    if old_nullable != new_nullable:
         raise NotImplementedError(
-            f"table.alter cannot alter foreign keys (yet). Table {full}: the definition's foreign keys "
-            f"({', '.join(p for p, _ in new_fks) or 'none'}) differ from the declared ones "
-            f"({', '.join(p for p, _ in old_fks) or 'none'}) or from their [nullable] option. Restore the "
-            "`->` lines as they were (see describe()), or declare a new table and copy the rows."
+            f"table.alter cannot alter the [nullable] option of a declared foreign key (yet). Table {full}: "
+            f"nullable foreign-key attributes are ({', '.join(old_nullable) or 'none'}), the definition gives "
+            f"({', '.join(new_nullable) or 'none'}). Restore the `->` line as it was (see describe())."
         )
+    for fk in fks_added:  # the parent must be declared (as declare() checks)
+        if backend.load_columns(conn, fk.parent_schema, fk.parent_table) is None:
+            raise DataJointError(
+                f"Table {full}: the new foreign key refers to "
+                f"{backend.full_table_name(fk.parent_schema, fk.parent_table)}, which is not declared. "
+                "Declare the parent table first."
+            )
 
     # -- indexes (an index follows its column when the column is renamed) ----------------------
     fk_sets = {tuple(c for c, _ in pairs) for _p, pairs in old_fks}
@@ -142,23 +170,30 @@ def plan_alter(table, context=None, caller=None) -> AlterPlan:
                     f"Fix the name in `{{{old_name}}}` or remove it."
                 )
             renames[old_name] = attr.name
-    old_idx = _index_key([(u, [renames.get(c, c) for c in cols])
-                          for u, cols in backend.load_indexes(conn, table.database, name)], fk_sets)
+    catalog_idx = [(bool(u), tuple(c)) for u, c in backend.load_indexes(conn, table.database, name)]
+    old_idx = _index_key([(u, [renames.get(c, c) for c in cols]) for u, cols in catalog_idx], fk_sets)
     new_idx = _index_key(spec.indexes, fk_sets)
-    if old_idx != new_idx:
-        def show(idx):
-            return ", ".join(f"{'unique ' if u else ''}index ({', '.join(c)})" for u, c in idx) or "none"
-        raise NotImplementedError(
-            f"table.alter cannot alter indexes (yet). Table {full}: declared {show(old_idx)}; the definition "
-            f"gives {show(new_idx)}. Restore the index lines as they were (see describe())."
-        )
+    back = {new: old for old, new in renames.items()}
+    indexes_dropped = [(u, tuple(back.get(c, c) for c in cols)) for u, cols in _minus(old_idx, new_idx)]
+    indexes_added = _minus(new_idx, old_idx)
+    # the plain index that supported a dropped foreign key goes when its columns stay undeclared
+    new_sets = {tuple(fk.attr_map) for fk in spec.foreign_keys} | {tuple(c) for _u, c in spec.indexes}
+    for _parent, pairs in fks_dropped:
+        cols = tuple(c for c, _ in pairs)
+        if (False, cols) in catalog_idx and cols not in new_sets and all(c in new_attrs for c in cols) \
+                and not any(cols == tuple(c for c, _ in p) for k, p in old_fks if (k, p) not in fks_dropped):
+            indexes_dropped.append((False, cols))
 
     # -- secondary attributes ----------------------------------------------------------------
-    old_secondary = {n: a for n, a in heading.attributes.items() if not a.in_key and n not in fk_attrs}
+    # foreign-key attributes of the definition stay as they are (or are added with their foreign key);
+    # those of a dropped foreign key become ordinary attributes: dropped unless the definition declares them
+    frozen = old_fk_attrs & new_fk_attrs
+    old_secondary = {n: a for n, a in heading.attributes.items()
+                     if not a.in_key and n not in new_fk_attrs and not n.startswith("_")}
     wanted = []  # (old name or None, new attribute with the {old} marker taken out of its comment)
     renamed_from: dict[str, str] = {}
     for attr in spec.attributes:
-        if attr.in_key or attr.name in fk_attrs or attr.name.startswith("_"):
+        if attr.in_key or attr.name in new_fk_attrs or attr.name.startswith("_"):
             continue
         source = attr.name if attr.name in old_secondary else None
         match = RENAME.match(attr.comment or "")
@@ -203,6 +238,8 @@ def plan_alter(table, context=None, caller=None) -> AlterPlan:
             changes.append(ColumnChange(old=None, new=attr))
             continue
         old = old_secondary[source]
+        if source in old_fk_attrs:  # was a foreign-key attribute: now an ordinary one, as declared
+            attr = dataclasses.replace(attr, lineage=None)
         change = ColumnChange(
             old=old, new=attr,
             type_changed=_norm_type(old.type) != _norm_type(attr.type),
@@ -213,7 +250,43 @@ def plan_alter(table, context=None, caller=None) -> AlterPlan:
         if change.renamed or change.type_changed or change.default_changed or change.nullable_changed \
                 or change.comment_changed:
             changes.append(change)
+    for fk in fks_added:  # the attributes a new foreign key brings
+        for col in fk.attr_map:
+            if col in heading.all_attributes or col in frozen or any(c.new is not None and c.old is None
+                                                                     and c.new.name == col for c in changes):
+                continue
+            attr = new_attrs[col]
+            if not attr.nullable:
+                rows = len(table) if rows is None else rows
+                if rows:
+                    raise DataJointError(
+                        f"Table {full}: the new foreign key `-> {fk.parent_class or fk.parent_table}` brings "
+                        f"attribute `{col}`, which cannot be empty, and the table has {rows} row(s) with no "
+                        f"parent to point to. Declare it `-> [nullable] {fk.parent_class or fk.parent_table}` "
+                        "(and fill it in later), or add it before the rows are inserted."
+                    )
+            changes.append(ColumnChange(old=None, new=attr))
+    for unique, cols in indexes_added:
+        if unique:
+            _check_unique(table, cols, changes, renames)
     comment = spec.comment if spec.comment != heading.table_comment else None
+
+    # the ~lineage rows: foreign-key attributes carry their parent's lineage
+    lineage = None
+    if fks_added or fks_dropped:
+        from .table import load_lineage
+
+        current = load_lineage(conn, table.database, name)
+        gone = {c.old.name for c in changes if c.old is not None and (c.new is None or c.new.name != c.old.name)}
+        lineage = {a: v for a, v in current.items()
+                   if a not in gone and (a in pk_set or a in new_fk_attrs or a not in old_fk_attrs)}
+        for fk in fks_added:
+            for col, parent_attr in fk.attr_map.items():
+                if col not in lineage:
+                    parent = load_lineage(conn, fk.parent_schema, fk.parent_table)
+                    lineage[col] = parent.get(parent_attr) or f"{fk.parent_schema}.{fk.parent_table}.{parent_attr}"
+        if lineage == current:
+            lineage = None
 
     # every column of the altered table, in order, hidden ones included (for a backend that rebuilds)
     dropped = {c.old.name for c in changes if c.new is None}
@@ -229,7 +302,57 @@ def plan_alter(table, context=None, caller=None) -> AlterPlan:
     full_spec = table._lower_codecs(full_spec) if any(a.codec is not None for a in columns) else full_spec
     lowered = {a.name: a for a in full_spec.attributes}
     changes = [dataclasses.replace(c, new=lowered[c.new.name]) if c.new is not None else c for c in changes]
-    return AlterPlan(changes=changes, comment=comment, spec=full_spec, row_count=rows)
+    return AlterPlan(changes=changes, comment=comment, spec=full_spec, row_count=rows,
+                     foreign_keys_added=fks_added, foreign_keys_dropped=fks_dropped,
+                     indexes_added=indexes_added, indexes_dropped=indexes_dropped, lineage=lineage)
+
+
+def _minus(a: list, b: list) -> list:
+    """The items of ``a`` not in ``b`` (as multisets)."""
+    rest = list(b)
+    out = []
+    for item in a:
+        if item in rest:
+            rest.remove(item)
+        else:
+            out.append(item)
+    return out
+
+
+def _check_unique(table, cols, changes, renames) -> None:
+    """Refuse a unique index the rows already violate (naming the index, a duplicate and the fix)."""
+    full = table.full_table_name
+    back = {new: old for old, new in renames.items()}
+    added = {c.new.name: c.new for c in changes if c.old is None}
+    grouped = []
+    for col in cols:
+        if col in added:  # a new column holds its default in every row
+            if added[col].default is None or added[col].default.upper() == "NULL":
+                return  # NULLs never collide
+            continue
+        grouped.append(back.get(col, col))
+    show = f"unique index ({', '.join(cols)})"
+    if not grouped:
+        rows = len(table)
+        if rows > 1:
+            raise DataJointError(
+                f"Table {full}: cannot add {show}: all {rows} rows would hold the same value. Drop `unique` "
+                "or give the new attribute a null default; the table is unchanged."
+            )
+        return
+    backend = table.connection.backend
+    tc = backend.table_clause(table.database, table.table_name, grouped)
+    columns = [tc.c[c] for c in grouped]
+    query = (sa.select(*columns, sa.func.count().label("n")).where(*[c.isnot(None) for c in columns])
+             .group_by(*columns).having(sa.func.count() > 1).limit(1))
+    dup = table.connection.execute(query).first()
+    if dup is not None:
+        value = ", ".join(f"{c}={v!r}" for c, v in zip(grouped, dup[:-1]))
+        raise DataJointError(
+            f"Table {full}: cannot add {show}: {dup[-1]} rows share {value} (and maybe more values repeat). "
+            f"Make those rows differ (update1 or delete), or declare a plain `index ({', '.join(cols)})`; "
+            "the table is unchanged."
+        )
 
 
 def alter(table, prompt: bool | None = True, context=None) -> None:
@@ -271,6 +394,13 @@ def alter(table, prompt: bool | None = True, context=None) -> None:
     except sa.exc.SQLAlchemyError as exc:  # pragma: no cover - errors are translated by the connection
         raise DataJointError(f"alter of {table.full_table_name} failed; the table is unchanged: {exc}") from exc
     finally:
+        conn.forget_catalog()
+    if plan.lineage is not None:  # the attributes of added foreign keys carry their parent's lineage
+        from .table import write_lineage
+
+        with conn.transaction:
+            write_lineage(conn, table.database, table.table_name,
+                          [(table.table_name, a, lin) for a, lin in plan.lineage.items()])
         conn.forget_catalog()
     if prompt:
         print(f"Table {table.full_table_name} altered.")

@@ -7,7 +7,7 @@ import decimal
 import json
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -115,9 +115,23 @@ class AlterPlan:
     comment: str | None  # the new table comment; None: unchanged
     spec: Any = None
     row_count: int | None = None
+    # secondary foreign keys: added ones as declare.ForeignKeySpec, dropped ones as
+    # (parent full table name, ((child column, parent column), ...)) read from the catalog
+    foreign_keys_added: list = field(default_factory=list)
+    foreign_keys_dropped: list[tuple[str, tuple]] = field(default_factory=list)
+    # secondary indexes (unique, columns); dropped ones name the columns as the catalog has them
+    indexes_added: list[tuple[bool, tuple]] = field(default_factory=list)
+    indexes_dropped: list[tuple[bool, tuple]] = field(default_factory=list)
+    lineage: dict[str, str] | None = None  # the table's new ~lineage rows; None: unchanged
 
     def __bool__(self) -> bool:
-        return bool(self.changes) or self.comment is not None
+        return bool(self.changes or self.foreign_keys_added or self.foreign_keys_dropped
+                    or self.indexes_added or self.indexes_dropped) or self.comment is not None
+
+    @property
+    def keys_changed(self) -> bool:
+        return bool(self.foreign_keys_added or self.foreign_keys_dropped or self.indexes_added
+                    or self.indexes_dropped)
 
 
 ERROR_CLASSES = {
@@ -423,6 +437,43 @@ class Backend:
         with conn.transaction if self.transactional_ddl else contextlib.nullcontext():
             for sql in statements:
                 conn.ddl(sql)
+
+    def foreign_key_sql(self, fk) -> str:
+        """``FOREIGN KEY (..) REFERENCES parent (..) ON ..`` of a declare.ForeignKeySpec (as create_table)."""
+        return (
+            f"FOREIGN KEY ({', '.join(self.quote(c) for c in fk.attr_map)}) REFERENCES "
+            f"{self.full_table_name(fk.parent_schema, fk.parent_table)} "
+            f"({', '.join(self.quote(p) for p in fk.attr_map.values())}) ON UPDATE CASCADE ON DELETE RESTRICT"
+        )
+
+    def foreign_key_names(self, conn, schema: str, table: str) -> dict[tuple, str]:
+        """Constraint names of the table's foreign keys by (parent full name, column pairs)."""
+        child = self.full_table_name(schema, table)
+        return {(fk.parent, tuple(fk.columns)): fk.name
+                for fk in self.load_foreign_keys(conn, [schema]) if fk.child == child}
+
+    def _named_fk(self, names: dict, parent: str, pairs: tuple, full: str) -> str:
+        try:
+            return names[(parent, tuple(pairs))]
+        except KeyError:
+            raise DataJointError(
+                f"Table {full}: the foreign key ({', '.join(c for c, _ in pairs)}) -> {parent} is not in the "
+                "catalog any more (changed by another session?). Run alter() again."
+            ) from None
+
+    def index_names(self, conn, schema: str, table: str) -> list[tuple[str, bool, list[str]]]:
+        """Secondary indexes with their names: (name, unique, columns)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _named_index(self, named: list, unique: bool, cols, full: str, used: set) -> str:
+        for name, uniq, icols in named:
+            if bool(uniq) == bool(unique) and tuple(icols) == tuple(cols) and name not in used:
+                used.add(name)
+                return name
+        raise DataJointError(
+            f"Table {full}: the {'unique ' if unique else ''}index ({', '.join(cols)}) is not in the catalog any "
+            "more (changed by another session?). Run alter() again."
+        )
 
     # -- catalog ---------------------------------------------------------------------------------
     def load_columns(self, conn, schema: str, table: str) -> tuple[list[ColumnInfo], str] | None:

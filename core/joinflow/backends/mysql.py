@@ -160,8 +160,18 @@ class MySQLBackend(Backend):
         return text
 
     def alter_statements(self, conn, schema: str, table: str, plan) -> list[str]:
-        """One ``ALTER TABLE`` (atomic in MySQL/MariaDB): DROP, CHANGE (renames), MODIFY, ADD, COMMENT."""
+        """One ``ALTER TABLE`` (atomic in MySQL/MariaDB): DROP FOREIGN KEY, DROP INDEX, DROP, CHANGE
+        (renames), MODIFY, ADD, ADD INDEX, ADD FOREIGN KEY, COMMENT."""
+        full = self.full_table_name(schema, table)
         clauses = []
+        if plan.foreign_keys_dropped:
+            names = self.foreign_key_names(conn, schema, table)
+            for parent, pairs in plan.foreign_keys_dropped:
+                clauses.append(f"DROP FOREIGN KEY {self.quote(self._named_fk(names, parent, pairs, full))}")
+        named = self.index_names(conn, schema, table) if plan.indexes_dropped else []
+        used: set = set()
+        for unique, cols in plan.indexes_dropped:
+            clauses.append(f"DROP INDEX {self.quote(self._named_index(named, unique, cols, full, used))}")
         for change in plan.changes:
             old, new = change.old, change.new
             if new is None:
@@ -173,9 +183,13 @@ class MySQLBackend(Backend):
                                f"{self._column_definition(new, schema, table)}")
             else:
                 clauses.append(f"MODIFY {self.quote(new.name)} {self._column_definition(new, schema, table)}")
+        for unique, cols in plan.indexes_added:
+            clauses.append(f"ADD {'UNIQUE ' if unique else ''}INDEX ({', '.join(self.quote(c) for c in cols)})")
+        for fk in plan.foreign_keys_added:
+            clauses.append("ADD " + self.foreign_key_sql(fk))
         if plan.comment is not None:
             clauses.append(f"COMMENT {self._literal(plan.comment)}")
-        return [f"ALTER TABLE {self.full_table_name(schema, table)}\n  " + ",\n  ".join(clauses)]
+        return [f"ALTER TABLE {full}\n  " + ",\n  ".join(clauses)]
 
     # -- schemas ---------------------------------------------------------------------------------
     def schema_exists(self, conn, schema: str) -> bool:
@@ -285,6 +299,9 @@ class MySQLBackend(Backend):
         return list(found.values())
 
     def load_indexes(self, conn, schema: str, table: str):
+        return [(unique, cols) for _name, unique, cols in self.index_names(conn, schema, table)]
+
+    def index_names(self, conn, schema: str, table: str):
         rows = conn.execute(
             sa.text(
                 "SELECT index_name, non_unique, column_name FROM information_schema.statistics "
@@ -296,7 +313,7 @@ class MySQLBackend(Backend):
         indexes: dict[str, tuple[bool, list[str]]] = {}
         for name, non_unique, col in rows:
             indexes.setdefault(name, (not int(non_unique), []))[1].append(col)
-        return list(indexes.values())
+        return [(name, unique, cols) for name, (unique, cols) in indexes.items()]
 
     # -- statements --------------------------------------------------------------------------------------
     def insert(self, table, columns, primary_key, mode, select=None):

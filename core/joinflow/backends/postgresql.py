@@ -256,7 +256,87 @@ class PostgreSQLBackend(Backend):
         if plan.comment is not None:
             statements.append(f"COMMENT ON TABLE {full} IS "
                               + (self._literal(plan.comment) if plan.comment else "NULL"))
-        return head + statements
+        return head + self._alter_key_drops(conn, schema, table, plan) + statements \
+            + self._alter_key_adds(conn, schema, table, plan)
+
+    def _alter_key_drops(self, conn, schema: str, table: str, plan) -> list[str]:
+        """DROP CONSTRAINT of dropped foreign keys, DROP INDEX of dropped indexes (before the columns go)."""
+        full = self.full_table_name(schema, table)
+        out = []
+        if plan.foreign_keys_dropped:
+            names = self.foreign_key_names(conn, schema, table)
+            for parent, pairs in plan.foreign_keys_dropped:
+                out.append(f"ALTER TABLE {full} DROP CONSTRAINT {self.quote(self._named_fk(names, parent, pairs, full))}")
+        named = self.index_names(conn, schema, table) if plan.indexes_dropped else []
+        used: set = set()
+        for unique, cols in plan.indexes_dropped:
+            out.append(f"DROP INDEX {self.quote(schema)}.{self.quote(self._named_index(named, unique, cols, full, used))}")
+        return out
+
+    def _alter_key_adds(self, conn, schema: str, table: str, plan) -> list[str]:
+        """CREATE INDEX of added indexes, ADD FOREIGN KEY of added foreign keys with the plain index
+        create_table gives a foreign key (PostgreSQL does not index foreign keys itself)."""
+        if not (plan.indexes_added or plan.foreign_keys_added):
+            return []
+        full = self.full_table_name(schema, table)
+        taken = {r[0] for r in conn.execute(
+            sa.text("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s"), {"s": schema}).fetchall()}
+
+        def index(unique: bool, cols) -> str:
+            base = f"idx_{table}_{'_'.join(cols)[:30]}"[:63]  # as create_table names them
+            name, i = base, 1
+            while name in taken:
+                name = f"{base[:60]}_{i}"
+                i += 1
+            taken.add(name)
+            return (f"CREATE {'UNIQUE ' if unique else ''}INDEX {self.quote(name)} ON {full} "
+                    f"({', '.join(self.quote(c) for c in cols)})")
+
+        out = [index(unique, cols) for unique, cols in plan.indexes_added]
+        covered = [list(plan.spec.primary_key)] + [list(c) for _u, c in plan.spec.indexes] \
+            + [list(c) for _u, c in self.load_indexes(conn, schema, table)]
+        for fk in plan.foreign_keys_added:
+            out.append(f"ALTER TABLE {full} ADD {self.foreign_key_sql(fk)}")
+            cols = list(fk.attr_map)
+            if not any(c[: len(cols)] == cols for c in covered):
+                covered.append(cols)
+                out.append(index(False, cols))
+        return out
+
+    def foreign_key_names(self, conn, schema: str, table: str) -> dict[tuple, str]:
+        by_oid = super().foreign_key_names(conn, schema, table)
+        if not by_oid:
+            return {}
+        rows = conn.execute(
+            sa.text("SELECT oid, conname FROM pg_constraint WHERE oid IN :oids").bindparams(
+                sa.bindparam("oids", expanding=True)),
+            {"oids": [int(o) for o in by_oid.values()]},
+        ).fetchall()
+        names = {str(oid): name for oid, name in rows}
+        return {key: names[oid] for key, oid in by_oid.items() if oid in names}
+
+    def index_names(self, conn, schema: str, table: str):
+        rows = conn.execute(
+            sa.text(
+                """
+                SELECT ic.relname, i.indisunique, a.attname
+                FROM pg_index i
+                JOIN pg_class c ON c.oid = i.indrelid
+                JOIN pg_class ic ON ic.oid = i.indexrelid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                WHERE n.nspname = :s AND c.relname = :t AND NOT i.indisprimary
+                ORDER BY i.indexrelid, k.ord
+                """
+            ),
+            {"s": schema, "t": table},
+        ).fetchall()
+        indexes: dict[str, tuple[bool, list[str]]] = {}
+        for name, unique, col in rows:
+            indexes.setdefault(name, (bool(unique), []))[1].append(col)
+        return [(name, unique, cols) for name, (unique, cols) in indexes.items()]
 
     def drop_table(self, conn, schema: str, table: str) -> None:
         super().drop_table(conn, schema, table)
@@ -391,25 +471,7 @@ class PostgreSQLBackend(Backend):
         return list(found.values())
 
     def load_indexes(self, conn, schema: str, table: str):
-        rows = conn.execute(
-            sa.text(
-                """
-                SELECT i.indexrelid, i.indisunique, a.attname
-                FROM pg_index i
-                JOIN pg_class c ON c.oid = i.indrelid
-                JOIN pg_namespace n ON n.oid = c.relnamespace
-                CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                WHERE n.nspname = :s AND c.relname = :t AND NOT i.indisprimary
-                ORDER BY i.indexrelid, k.ord
-                """
-            ),
-            {"s": schema, "t": table},
-        ).fetchall()
-        indexes: dict[int, tuple[bool, list[str]]] = {}
-        for oid, unique, col in rows:
-            indexes.setdefault(oid, (bool(unique), []))[1].append(col)
-        return list(indexes.values())
+        return [(unique, cols) for _name, unique, cols in self.index_names(conn, schema, table)]
 
     # -- statements ---------------------------------------------------------------------------------
     def insert(self, table, columns, primary_key, mode, select=None):

@@ -177,7 +177,8 @@ class SQLiteBackend(Backend):
                 return f" DEFAULT {inner}"
         return text
 
-    def create_table(self, conn, schema: str, table: str, spec) -> None:
+    def _create_statements(self, schema: str, table: str, spec) -> list[str]:
+        """CREATE TABLE and CREATE INDEX of create_table (alter()'s preview of a rebuild shows them)."""
         lines = []
         for attr in spec.attributes:
             line = f"{self.quote(attr.name)} {self.column_type(attr, schema, table)}"
@@ -205,6 +206,10 @@ class SQLiteBackend(Backend):
                 f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {name} ON {full} "
                 f"({', '.join(self.quote(c) for c in cols)})"
             )
+        return statements
+
+    def create_table(self, conn, schema: str, table: str, spec) -> None:
+        statements = self._create_statements(schema, table, spec)
         self._ensure_comments(conn)
         for sql in statements:
             conn.ddl(sql)
@@ -219,7 +224,10 @@ class SQLiteBackend(Backend):
 
     # -- alter ------------------------------------------------------------------------------------
     def _alter_needs_rebuild(self, plan) -> bool:
-        """SQLite's ALTER TABLE adds, drops and renames columns; anything else rebuilds the table."""
+        """SQLite's ALTER TABLE adds, drops and renames columns; anything else (a foreign key
+        added or dropped, too) rebuilds the table."""
+        if plan.foreign_keys_added or plan.foreign_keys_dropped:
+            return True
         for change in plan.changes:
             if change.old is not None and change.new is not None and change.definition_changed:
                 return True
@@ -251,16 +259,28 @@ class SQLiteBackend(Backend):
         if self._alter_needs_rebuild(plan):
             tmp = self.full_table_name(schema, table + "~alter")
             changed = ", ".join(self.quote(c.new.name) for c in plan.changes if c.new is not None)
+            source = {c.new.name: c.old.name for c in plan.changes if c.old is not None and c.new is not None}
+            added = {c.new.name for c in plan.changes if c.old is None}
+            copied = [a.name for a in plan.spec.attributes if a.name not in added]
+            fks = "; ".join([f"adds FOREIGN KEY ({', '.join(fk.attr_map)})" for fk in plan.foreign_keys_added]
+                            + [f"drops FOREIGN KEY ({', '.join(c for c, _ in pairs)})"
+                               for _p, pairs in plan.foreign_keys_dropped])
             return [
-                "-- SQLite cannot change a column's type, default or nullability in place: the table is "
-                f"rebuilt in one transaction (changed: {changed or 'none'})",
+                "-- SQLite cannot change a column's type, default, nullability or foreign keys in place: the "
+                f"table is rebuilt in one transaction (changed columns: {changed or 'none'}"
+                + (f"; {fks}" if fks else "") + ")",
                 f"ALTER TABLE {full} RENAME TO {tmp}",
-                f"CREATE TABLE {full} (...the altered definition...)",
-                f"INSERT INTO {full} (...) SELECT ... FROM {tmp}",
+                *[sql.replace(" IF NOT EXISTS", "") for sql in self._create_statements(schema, table, plan.spec)],
+                f"INSERT INTO {full} ({', '.join(self.quote(n) for n in copied)}) SELECT "
+                + ", ".join(self.quote(source.get(n, n)) for n in copied) + f" FROM {tmp}",
                 f"DROP TABLE {tmp}",
                 "PRAGMA foreign_key_check",
             ]
         statements = []
+        named = self.index_names(conn, schema, table) if plan.indexes_dropped else []
+        used: set = set()
+        for unique, cols in plan.indexes_dropped:
+            statements.append(f"DROP INDEX {self.quote(self._named_index(named, unique, cols, full, used))}")
         for change in plan.changes:
             old, new = change.old, change.new
             if new is None:
@@ -275,6 +295,18 @@ class SQLiteBackend(Backend):
                 statements.append(line)
             elif change.renamed:
                 statements.append(f"ALTER TABLE {full} RENAME COLUMN {self.quote(old.name)} TO {self.quote(new.name)}")
+        taken = {r[0] for r in conn.execute(
+            sa.text("SELECT name FROM sqlite_master WHERE type = 'index'")).fetchall()} if plan.indexes_added else set()
+        for unique, cols in plan.indexes_added:
+            i = 0
+            while True:
+                name = f"{schema}.{table}__{'u' if unique else 'i'}{i}_{'_'.join(cols)}"[:120]
+                if name not in taken:
+                    break
+                i += 1
+            taken.add(name)
+            statements.append(f"CREATE {'UNIQUE ' if unique else ''}INDEX {self.quote(name)} ON {full} "
+                              f"({', '.join(self.quote(c) for c in cols)})")
         gone, rows = self._comment_rows(schema, table, plan)
         for name in gone:
             statements.append(f'DELETE FROM "{COMMENTS}" WHERE schema_name = {self._literal(schema)} AND '
@@ -461,7 +493,13 @@ class SQLiteBackend(Backend):
             found[key].columns.append((col_from, col_to))
         return list(found.values())
 
+    def index_names(self, conn, schema: str, table: str):
+        return [(name, unique, cols) for name, (unique, cols) in self._indexes(conn, schema, table)]
+
     def load_indexes(self, conn, schema: str, table: str):
+        return [entry for _name, entry in self._indexes(conn, schema, table)]
+
+    def _indexes(self, conn, schema: str, table: str):
         full = f"{schema}.{table}"
         result = []
         for _seq, name, unique, origin, _partial in conn.execute(
@@ -475,7 +513,7 @@ class SQLiteBackend(Backend):
                     sa.text("SELECT * FROM pragma_index_info(:i) ORDER BY seqno"), {"i": name}
                 ).fetchall()
             ]
-            result.append((bool(unique), cols))
+            result.append((name, (bool(unique), cols)))
         return result
 
     # -- statements ----------------------------------------------------------------------------------
