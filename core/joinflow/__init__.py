@@ -48,7 +48,7 @@ def __getattr__(name: str):
     (networkx and the drawing code cost about 0.1 s that most scripts never need)."""
     import importlib
 
-    if name in ("gc", "diagram"):
+    if name in ("gc", "diagram", "deploy"):
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module

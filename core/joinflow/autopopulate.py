@@ -386,6 +386,11 @@ class AutoPopulate:
         start = time.time()
         tripartite = self._is_tripartite()
         self._current_key = key
+        prov_token = None
+        if conn.config["provenance.capture"]:  # rows inserted into Manual tables name this make()
+            from .provenance import enter_make
+
+            prov_token = enter_make(self.full_table_name, key, job_version(conn.config))
         try:
             if tripartite:
                 fetched = self.make_fetch(dict(key), **make_kwargs)
@@ -444,6 +449,10 @@ class AutoPopulate:
             return
         finally:
             self._current_key = None
+            if prov_token is not None:
+                from .provenance import exit_make
+
+                exit_make(prov_token)
         result["success_count"] += 1
 
     def _metadata_writer(self):

@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "jobs.allow_new_pk_fields_in_computed_tables": False,
     "jobs.add_job_metadata": False,
     "jobs.lease_timeout": 300,
+    "provenance.capture": False,  # DataJoint 2.3.4+: Manual tables declared now get hidden `_prov`
+    "provenance.source": {},  # JSON-serializable dict stored in each row's `_prov` (joinflow.provenance)
     "stores": {},
     "loglevel": "INFO",
     "safemode": True,
@@ -80,6 +82,8 @@ ENV_VARS: dict[str, str] = {
     "DJ_JOBS_STALE_TIMEOUT": "jobs.stale_timeout",
     "DJ_JOBS_DEFAULT_PRIORITY": "jobs.default_priority",
     "JOINFLOW_JOBS_LEASE_TIMEOUT": "jobs.lease_timeout",
+    "DJ_PROVENANCE_CAPTURE": "provenance.capture",
+    "DJ_PROVENANCE_SOURCE": "provenance.source",
     "DJ_STORES": "stores",
     "JOINFLOW_DATABASE_URL": "database.url",
     "JOINFLOW_BACKEND": "database.backend",
@@ -113,6 +117,11 @@ def _coerce(key: str, value: Any) -> Any:
             return int(value)
         except ValueError:
             raise DataJointError(f"Configuration key `{key}` expects an integer, got {value!r}.") from None
+    if key == "provenance.source":
+        try:
+            return _check_source(json.loads(value) if value.strip() else {})
+        except json.JSONDecodeError as exc:
+            raise DataJointError(f"DJ_PROVENANCE_SOURCE must be a JSON object: {exc}") from None
     if key == "stores":
         try:
             return json.loads(value)
@@ -121,11 +130,28 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+def _check_source(value: Any) -> dict:
+    """``provenance.source``: a dict that JSON can store (it goes into every ``_prov`` record)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DataJointError(
+            f"Configuration key `provenance.source` must be a dict, got {type(value).__name__}: "
+            'e.g. config["provenance.source"] = {"system": "lims", "site": "lab-1"}.')
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise DataJointError(
+            f"Configuration key `provenance.source` must be JSON-serializable ({exc}); give strings, "
+            "numbers, booleans, lists and dicts.") from None
+    return value
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for name, value in tree.items():
         key = f"{prefix}{name}"
-        if isinstance(value, dict) and key != "stores" and not key.startswith("stores."):
+        if isinstance(value, dict) and key not in ("stores", "provenance.source") and not key.startswith("stores."):
             flat.update(_flatten(value, key + "."))
         else:
             flat[key] = value
@@ -230,6 +256,8 @@ class Config:
             raise DataJointError(
                 f"Unknown configuration key `{key}`. Known keys: {', '.join(sorted(DEFAULTS))}."
             )
+        if key == "provenance.source" and not isinstance(value, str):
+            value = _check_source(value)
         self._runtime[key] = _coerce(key, value) if isinstance(value, str) else value
 
     def __delitem__(self, key: str) -> None:

@@ -229,6 +229,11 @@ class Table(QueryExpression):
             from .autopopulate import job_metadata_attributes
 
             spec = dataclasses.replace(spec, attributes=list(spec.attributes) + job_metadata_attributes())
+        if conn.config["provenance.capture"]:  # hidden _prov on Manual tables (joinflow.provenance)
+            from .provenance import prov_attribute, wants_column
+
+            if wants_column(conn.config, name):
+                spec = dataclasses.replace(spec, attributes=list(spec.attributes) + [prov_attribute()])
         for fk in spec.foreign_keys:
             parent_full = backend.full_table_name(fk.parent_schema, fk.parent_table)
             if backend.load_columns(conn, fk.parent_schema, fk.parent_table) is None:
@@ -331,6 +336,7 @@ class Table(QueryExpression):
         plain = checked.get(fields_key)  # True: no codec among the fields
         if plain is not None:
             mode = "replace" if replace else "skip" if skip_duplicates else None
+            self._stamp_provenance(fields, values)
             if plain:
                 self._encode(fields, values, lenient_text)
                 self._execute_insert(fields, values, mode, chunk_size)
@@ -350,11 +356,19 @@ class Table(QueryExpression):
         plain = not any(known[f].codec is not None for f in fields)
         if len(checked) < 64:
             checked[tuple(fields)] = plain
+        self._stamp_provenance(fields, values)
         if plain:
             self._encode(fields, values, lenient_text)
             self._execute_insert(fields, values, mode, chunk_size)
             return
         self._insert_with_codecs(fields, values, lenient_text, mode, chunk_size)
+
+    def _stamp_provenance(self, fields: list, values: list) -> None:
+        """Capture on and the table has hidden ``_prov``: add it to the rows (joinflow.provenance)."""
+        if self.connection.config["provenance.capture"] and "_prov" in self.heading.all_attributes:
+            from .provenance import stamp
+
+            stamp(self, fields, values)
 
     def _insert_with_codecs(self, fields, values, lenient_text, mode, chunk_size) -> None:
         # codec values may write objects to stores: delete them again if the insert fails
@@ -556,7 +570,14 @@ class Table(QueryExpression):
                                allow_direct_insert=True)
         if skip_duplicates:  # rows already present by primary key are left out
             query = query.restrict(Not(self.proj()), semantic_check=False)
-        stmt = sa.insert(self._table_clause(names)).from_select(names, query._select(names))
+        from .provenance import copy_select
+
+        copied = copy_select(self, query, names)  # the source rows' hidden _prov goes along
+        if copied is not None:
+            names, select = copied
+        else:
+            select = query._select(names)
+        stmt = sa.insert(self._table_clause(names)).from_select(names, select)
         with self.connection.transaction_if_needed():
             self.connection.execute(stmt, table=self.full_table_name)
 
