@@ -520,8 +520,9 @@ class Table(QueryExpression):
                 layout = None if order == list(range(len(fields))) else order  # None: rows as they are
             else:
                 layout = [f"p{i}" for i in range(len(fields))]
-            hit = cache[cache_key] = (heading, compiled, compiled.string, compiled.positional, layout)
-        _, compiled, sql, positional, layout = hit
+            counter = next((f for f in fields if heading[f].autoincrement), None)  # given explicitly
+            hit = cache[cache_key] = (heading, compiled, compiled.string, compiled.positional, layout, counter)
+        _, compiled, sql, positional, layout, counter = hit
         if positional:
             if layout is not None:
                 values = [[row[j] for j in layout] for row in values]
@@ -534,13 +535,15 @@ class Table(QueryExpression):
                 conn.executemany_driver(sql, params, table=full_name)
             except DataTypeError as exc:
                 raise self._diagnose(fields, values, exc) from None
-            return
-        with conn.transaction_if_needed():
-            try:
-                for start in range(0, len(params), size):
-                    conn.executemany_driver(sql, params[start : start + size], table=full_name)
-            except DataTypeError as exc:
-                raise self._diagnose(fields, values, exc) from None
+        else:
+            with conn.transaction_if_needed():
+                try:
+                    for start in range(0, len(params), size):
+                        conn.executemany_driver(sql, params[start : start + size], table=full_name)
+                except DataTypeError as exc:
+                    raise self._diagnose(fields, values, exc) from None
+        if counter is not None:  # explicit values for an auto_increment attribute: later numbers go past them
+            backend.advance_counter(conn, self.database, self.table_name, counter)
 
     def _diagnose(self, fields, values, exc) -> DataJointError:
         """Name the attribute and row behind a value the server refused."""
@@ -917,7 +920,10 @@ class Table(QueryExpression):
                 default = attr.default
             else:
                 default = None
-            text = f"{attr.name}{' = ' + default if default is not None else ''} : {attr.type}"
+            kind = attr.type
+            if attr.autoincrement and "auto_increment" not in kind.lower() and kind.lower() != "serial":
+                kind += " auto_increment"  # the catalog gives the column type alone
+            text = f"{attr.name}{' = ' + default if default is not None else ''} : {kind}"
             if attr.comment:
                 text += f"  # {attr.comment}"
             lines.append(text)

@@ -189,6 +189,10 @@ class Backend:
     def engine_kwargs(self, cfg) -> dict:
         return {}
 
+    def advance_counter(self, conn, schema: str, table: str, column: str) -> None:
+        """After rows gave explicit values to auto_increment ``column``: make the numbers it hands out
+        next larger than every value in it (MySQL and SQLite's AUTOINCREMENT do so by themselves)."""
+
     def install_events(self, engine: sa.engine.Engine) -> None:
         """Per-connection set-up (pragmas, session variables)."""
 

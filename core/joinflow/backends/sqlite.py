@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..errors import DataJointError, DataTypeError
+from ..errors import DataJointError, DataTypeError, DeclarationError
 from ..heading import Attribute
 from .base import VALUE, Backend, ColumnInfo, ForeignKeyInfo, int_check
 
@@ -180,8 +180,16 @@ class SQLiteBackend(Backend):
     def _create_statements(self, schema: str, table: str, spec) -> list[str]:
         """CREATE TABLE and CREATE INDEX of create_table (alter()'s preview of a rebuild shows them)."""
         lines = []
+        counter = [a for a in spec.attributes if a.autoincrement]
+        if counter and (len(spec.primary_key) != 1 or counter[0].name != spec.primary_key[0]):
+            raise DeclarationError(
+                f"Table {schema}.{table}: SQLite counts (auto_increment) only a primary key of one attribute, "
+                f"and `{counter[0].name}` is {'not in the primary key' if not counter[0].in_key else 'one of several'}"
+                ". Make it the only primary-key attribute, or give its values yourself (drop auto_increment)."
+            )
         for attr in spec.attributes:
-            line = f"{self.quote(attr.name)} {self.column_type(attr, schema, table)}"
+            kind = "INTEGER PRIMARY KEY AUTOINCREMENT" if attr.autoincrement else self.column_type(attr, schema, table)
+            line = f"{self.quote(attr.name)} {kind}"  # AUTOINCREMENT: the rowid, numbers never reused
             if not attr.nullable:
                 line += " NOT NULL"
             line += self.default_sql(attr)
@@ -189,7 +197,8 @@ class SQLiteBackend(Backend):
             if checks:
                 line += " CHECK (" + " AND ".join(checks) + ")"
             lines.append(line)
-        lines.append("PRIMARY KEY (" + ", ".join(self.quote(k) for k in spec.primary_key) + ")")
+        if not counter:
+            lines.append("PRIMARY KEY (" + ", ".join(self.quote(k) for k in spec.primary_key) + ")")
         for fk in spec.foreign_keys:
             child_cols = ", ".join(self.quote(c) for c in fk.attr_map)
             parent_cols = ", ".join(self.quote(p) for p in fk.attr_map.values())
@@ -455,6 +464,10 @@ class SQLiteBackend(Backend):
                     {"s": schema, "t": table},
                 ).fetchall()
             )
+        created = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"),
+                               {"t": full}).scalar() or ""
+        counted = re.search(r'"((?:[^"]|"")+)"\s+INTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT', created, re.I)
+        counter = counted.group(1).replace('""', '"') if counted else None
         columns = []
         for cid, name, ctype, notnull, default, pk, hidden in rows:
             if hidden:
@@ -470,6 +483,7 @@ class SQLiteBackend(Backend):
                     comment=comments.get(name, ""),
                     in_key=bool(pk),
                     key_position=pk,
+                    autoincrement=name == counter,
                 )
             )
         return columns, comments.get("", "")
