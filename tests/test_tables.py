@@ -289,3 +289,22 @@ def test_instance_isolated_connection(backend, tmp_path):
         assert inst.connection.backend.name == backend
     finally:
         inst.close()
+
+
+def test_char_values_read_back_without_padding_on_every_backend(schema):
+    """PostgreSQL pads char(n) with blanks; MySQL strips them; joinflow reads the same everywhere."""
+
+    @schema
+    class Code(dj.Manual):
+        definition = """
+        code : char(4)
+        ---
+        label : char(6)
+        note = null : char(3)
+        """
+
+    Code.insert([{"code": "C", "label": "ab  ", "note": "n "}, {"code": "DDDD", "label": " x", "note": None}])
+    assert Code.to_dicts(order_by="code") == [{"code": "C", "label": "ab", "note": "n"},
+                                              {"code": "DDDD", "label": " x", "note": None}]
+    assert (Code & {"code": "C"}).fetch1("label") == "ab"  # and the padded value still matches
+    assert sorted(Code.to_arrays("code").tolist()) == ["C", "DDDD"]

@@ -383,6 +383,10 @@ class Backend:
             return lambda v: None if v is None else bool(v)
         if cat == "bytes":
             return lambda v: bytes(v) if isinstance(v, memoryview) else v
+        if cat == "string" and attr.core and attr.type.lower().startswith("char"):
+            # char(n) reads back without its blank padding on every backend, as MySQL returns it
+            # (PostgreSQL pads to n; SQLite keeps what was written)
+            return lambda v: v.rstrip(" ") if isinstance(v, str) else v
         return None
 
     def literal_default(self, attr: Attribute) -> Any:
