@@ -502,3 +502,33 @@ def test_a_made_key_with_a_stale_reservation_is_not_made_again(schema, tmp_path)
     assert Square.populate(reserve_jobs=True, refresh=False)["success_count"] == 2
     assert sorted(int(x) for x in calls.read_text().split()) == [0, 2]  # key 1 was not made again
     assert Square.jobs.progress()["total"] == 0 and len(Square()) == 3
+
+
+def test_git_job_version_is_read_once_per_process_and_directory(tmp_path, monkeypatch):
+    """jobs.version_method = "git": the commit the process started with, not one git call per key."""
+    import subprocess
+
+    from joinflow import autopopulate
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "pipeline.py").write_text("# v1\n")
+    git("add", "pipeline.py")
+    git("commit", "-q", "-m", "v1")
+    first = git("rev-parse", "--short", "HEAD")
+    cfg = dj.config.copy()
+    cfg["jobs.version_method"] = "git"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(autopopulate, "_GIT_VERSIONS", {})
+    assert autopopulate.job_version(cfg) == first
+    (tmp_path / "pipeline.py").write_text("# v2\n")
+    git("commit", "-q", "-am", "v2")
+    assert autopopulate.job_version(cfg) == first  # the code this process imported
+    cfg["jobs.version_method"] = None
+    assert autopopulate.job_version(cfg) == ""
+    cfg["jobs.version_method"] = "svn"
+    with pytest.raises(dj.DataJointError, match='None or "git"'):
+        autopopulate.job_version(cfg)

@@ -45,18 +45,30 @@ def job_metadata_attributes() -> list:
             for name, line in JOB_METADATA]
 
 
+_GIT_VERSIONS: dict[str, str] = {}  # working directory -> commit, read once per process
+
+
 def job_version(config) -> str:
-    """The code version recorded with jobs (``jobs.version_method``: None or "git")."""
+    """The code version recorded with jobs and provenance (``jobs.version_method``: None or "git").
+
+    With "git", the commit of the working directory is read once per process and directory: the
+    code a process runs is the code it imported, even if someone commits while it works (and a
+    ``git`` call per made key or per insert would cost milliseconds each)."""
     method = config["jobs.version_method"]
     if method in (None, "", "none"):
         return ""
     if method == "git":
-        try:
-            out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return out.stdout.strip()[:64]
+        where = os.getcwd()
+        found = _GIT_VERSIONS.get(where)
+        if found is None:
+            try:
+                out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                     timeout=10, check=True)
+                found = out.stdout.strip()[:64]
+            except (OSError, subprocess.SubprocessError):
+                found = ""
+            _GIT_VERSIONS[where] = found
+        return found
     raise DataJointError(f'jobs.version_method must be None or "git", not {method!r}.')
 
 
