@@ -179,6 +179,47 @@ class Connection:
         rows = rows if isinstance(rows, list) else list(rows)
         return self._run(lambda c: self._driver_execute(c, sql, rows), table)
 
+    def stream(self, sql: str, args: Any, batch_size: int) -> Iterator[list]:
+        """Run a SELECT and yield its rows in lists of up to ``batch_size``, read from the server as
+        they are consumed (a server-side cursor), so memory stays flat however many rows there are.
+
+        Outside a transaction the rows come through a session of their own (PostgreSQL, MySQL), and
+        this connection stays free for other statements meanwhile; inside one, through this session,
+        so the transaction's own writes are seen.  Closing the generator early releases the cursor.
+        """
+        own = self.backend.streams_on_own_session and not self._in_transaction
+        if own:
+            try:
+                dbapi_conn = self.engine.raw_connection()
+            except sa.exc.DBAPIError as exc:
+                raise self.translate_error(exc) from exc
+        else:
+            if self._chained:
+                self.end_chain()
+            dbapi_conn = self.sa_connection.connection.dbapi_connection
+        cursor = None
+        try:
+            cursor = self.backend.stream_cursor(dbapi_conn) if own else dbapi_conn.cursor()
+            try:
+                cursor.execute(sql, args)
+                while True:
+                    rows = cursor.fetchmany(batch_size)
+                    if not rows:
+                        return
+                    yield rows
+            except self._dbapi_error as exc:
+                raise self.translate_error(
+                    sa.exc.DBAPIError.instance(sql, args, exc, self._dbapi_error, dialect=self.engine.dialect)
+                ) from exc
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+            if own:
+                with contextlib.suppress(Exception):
+                    dbapi_conn.rollback()  # a read-only transaction (PostgreSQL's named cursor needs one)
+                dbapi_conn.close()  # back to the pool
+
     def _driver_execute(self, sa_conn: sa.Connection, sql: str, args: Any) -> "DriverResult":
         """Execute on the DBAPI cursor of ``sa_conn``; a driver error is raised the way SQLAlchemy
         raises it (``sa.exc.DBAPIError``, the session invalidated when the server is gone)."""

@@ -306,6 +306,7 @@ def sql_identifiers(sql: str) -> set[str]:
 
 
 _TABLE_CLASS: list = []  # [Table], imported on first use (table imports this module)
+ITER_BATCH = 5000  # rows read from the server at a time by ``for row in query``
 
 
 def is_table_class(obj: Any) -> bool:
@@ -810,7 +811,19 @@ class QueryExpression:
         return bool(self & item)
 
     def __iter__(self) -> Iterator[dict]:
-        return iter(self.to_dicts())
+        """The rows as dicts, read from the server in batches (``ITER_BATCH``) as the loop goes:
+        memory stays flat for any number of rows (DataJoint fetches them all first)."""
+        names = self.heading.names
+        template, values = self._select_sql(names)
+        decoders = [(i, d) for i, d in enumerate(self._decoders(names)) if d is not None]
+        for rows in self.connection.stream(template.sql, template.params(values), ITER_BATCH):
+            if decoders:
+                rows = [list(row) for row in rows]
+                for i, decode in decoders:
+                    for row in rows:
+                        if row[i] is not None:
+                            row[i] = decode(row[i])
+            yield from [dict(zip(names, row)) for row in rows]
 
     # -- display ---------------------------------------------------------------------------------------
     def _preview_rows(self, limit: int):

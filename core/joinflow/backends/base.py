@@ -189,6 +189,15 @@ class Backend:
     def engine_kwargs(self, cfg) -> dict:
         return {}
 
+    # iteration (``for row in query``) reads on a session of its own, so the caller's session stays
+    # free for other statements while rows arrive; False: on the caller's session (SQLite, whose
+    # cursors step through rows lazily anyway, and whose in-memory database exists once per session)
+    streams_on_own_session = True
+
+    def stream_cursor(self, dbapi_conn):
+        """A cursor that fetches rows from the server as they are read, not all at execute()."""
+        return dbapi_conn.cursor()
+
     def advance_counter(self, conn, schema: str, table: str, column: str) -> None:
         """After rows gave explicit values to auto_increment ``column``: make the numbers it hands out
         next larger than every value in it (MySQL and SQLite's AUTOINCREMENT do so by themselves)."""

@@ -92,6 +92,11 @@ class MySQLBackend(Backend):
             args["ssl"] = {"ssl": True}
         return {"connect_args": args}
 
+    def stream_cursor(self, dbapi_conn):
+        import pymysql.cursors
+
+        return dbapi_conn.cursor(pymysql.cursors.SSCursor)  # unbuffered: rows are read as they are fetched
+
     @property
     def is_mariadb(self) -> bool:
         return bool(getattr(self.dialect, "is_mariadb", False))

@@ -101,6 +101,9 @@ class PostgreSQLBackend(Backend):
         return super().decoder(attr)
 
     # -- DDL --------------------------------------------------------------------------------
+    def stream_cursor(self, dbapi_conn):
+        return dbapi_conn.cursor(name=f"jf_stream_{id(dbapi_conn):x}")  # a server-side (named) cursor
+
     def advance_counter(self, conn, schema: str, table: str, column: str) -> None:
         full, col = self.full_table_name(schema, table), self.quote(column)
         conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence(:t, :c), GREATEST((SELECT max({col}) FROM {full}), "
