@@ -52,6 +52,7 @@ class HashCodec(Codec):
 
     name = "hash"
     section = "hash"  # what garbage collection scans these columns for
+    reads_store_content = True
 
     def get_dtype(self, is_store: bool) -> str:
         if not is_store:

@@ -45,6 +45,8 @@ class Codec:
     """
 
     name: str | None = None
+    # decode() reads the object's bytes from its store (fetches read many such objects at once first)
+    reads_store_content = False
 
     def __init_subclass__(cls, *, register: bool = True, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -226,6 +228,11 @@ class CodecChain:
     @property
     def in_store(self) -> bool:
         return self.store is not None
+
+    @property
+    def reads_store_content(self) -> bool:
+        """Decoding reads each value's object from the store (not a lazy reference)."""
+        return self.in_store and any(getattr(c, "reads_store_content", False) for c in self.codecs)
 
     def encoder(self, context: dict) -> Callable[[Any, Any], Any]:
         """``f(value, key) -> stored value``: validate, then encode outer -> inner."""

@@ -8,6 +8,7 @@ at compile time, so ``(Session & key).delete()`` knows exactly what to delete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -27,6 +28,7 @@ from .backends.base import VALUE
 from .condition import AndList, Not, compile_condition, condition_shape, dict_shape
 from .errors import DataJointError, UnknownAttributeError
 from .heading import Attribute, Heading
+from .storage import prefetch
 
 
 @dataclass
@@ -669,16 +671,39 @@ class QueryExpression:
 
         return codec_decode
 
+    def _store_reads(self, names, rows) -> list:
+        """``[(path, store)]`` of the objects that decoding ``rows`` will read from stores
+        (``<blob@>``, ``<hash@>``, ``<attach@>`` columns), so they can be read all at once."""
+        heading = self.heading
+        refs = []
+        for i, name in enumerate(names):
+            attr = heading[name]
+            if attr.codec is None or attr.sql_expression is not None or not attr.codec.reads_store_content:
+                continue
+            paths = attr.codec.referenced_paths
+            for row in rows:
+                if row[i] is not None:
+                    refs += paths(row[i])
+        return refs
+
+    def _decode_rows(self, names, rows) -> list:
+        """Decode driver rows in place (lists); store objects are read concurrently first."""
+        decoders = [(i, d) for i, d in enumerate(self._decoders(names)) if d is not None]
+        if not decoders:
+            return rows
+        refs = self._store_reads(names, rows)
+        with prefetch(self.connection.config, refs) if refs else contextlib.nullcontext():
+            for i, decode in decoders:
+                for row in rows:
+                    if row[i] is not None:
+                        row[i] = decode(row[i])
+        return rows
+
     def _fetch_dicts(self, names, order_by=None, limit=None, offset=None) -> list[dict]:
         rows = self._rows(names, order_by, limit, offset)
-        dicts = [dict(zip(names, row)) for row in rows]
-        for name, decode in zip(names, self._decoders(names)):
-            if decode is not None:
-                for d in dicts:
-                    value = d[name]
-                    if value is not None:
-                        d[name] = decode(value)
-        return dicts
+        if any(d is not None for d in self._decoders(names)):
+            rows = self._decode_rows(names, [list(row) for row in rows])
+        return [dict(zip(names, row)) for row in rows]
 
     def to_dicts(self, order_by=None, limit=None, offset=None, squeeze: bool = False) -> list[dict]:
         return self._fetch_dicts(self.heading.names, order_by, limit, offset)
@@ -712,12 +737,14 @@ class QueryExpression:
         if any(decoders) or any(self.heading[n].category == "float" and self.heading[n].nullable for n in fetch_names):
             cols = list(zip(*rows)) if rows else [() for _ in fetch_names]
             fixed = []
-            for n, col, decode in zip(fetch_names, cols, decoders):
-                if decode is not None:
-                    col = [None if v is None else decode(v) for v in col]
-                if self.heading[n].category == "float":
-                    col = [np.nan if v is None else v for v in col]
-                fixed.append(col)
+            refs = self._store_reads(fetch_names, rows) if any(decoders) else []
+            with prefetch(self.connection.config, refs) if refs else contextlib.nullcontext():
+                for n, col, decode in zip(fetch_names, cols, decoders):
+                    if decode is not None:
+                        col = [None if v is None else decode(v) for v in col]
+                    if self.heading[n].category == "float":
+                        col = [np.nan if v is None else v for v in col]
+                    fixed.append(col)
             rows = list(zip(*fixed))
         dtype = self._dtype(fetch_names)
         data = np.array(rows if isinstance(rows, list) and (not rows or type(rows[0]) is tuple) else [tuple(r) for r in rows], dtype=dtype)
@@ -815,14 +842,10 @@ class QueryExpression:
         memory stays flat for any number of rows (DataJoint fetches them all first)."""
         names = self.heading.names
         template, values = self._select_sql(names)
-        decoders = [(i, d) for i, d in enumerate(self._decoders(names)) if d is not None]
+        decoding = any(d is not None for d in self._decoders(names))
         for rows in self.connection.stream(template.sql, template.params(values), ITER_BATCH):
-            if decoders:
-                rows = [list(row) for row in rows]
-                for i, decode in decoders:
-                    for row in rows:
-                        if row[i] is not None:
-                            row[i] = decode(row[i])
+            if decoding:
+                rows = self._decode_rows(names, [list(row) for row in rows])
             yield from [dict(zip(names, row)) for row in rows]
 
     # -- display ---------------------------------------------------------------------------------------
