@@ -532,3 +532,21 @@ def test_git_job_version_is_read_once_per_process_and_directory(tmp_path, monkey
     cfg["jobs.version_method"] = "svn"
     with pytest.raises(dj.DataJointError, match='None or "git"'):
         autopopulate.job_version(cfg)
+
+
+def test_a_claim_that_takes_everything_ends_populate_without_asking_again(schema, monkeypatch):
+    """The last batch took every claimable key: populate returns without another candidate query."""
+    Source, Square = declare_pipeline(schema)
+    Source.insert([{"source_id": i, "value": float(i + 1)} for i in range(6)])
+    Square.jobs.refresh()
+    conn = schema.connection
+    sent = []
+    original = conn._driver_execute
+    monkeypatch.setattr(conn, "_driver_execute", lambda c, sql, args: sent.append(sql) or original(c, sql, args))
+    assert Square.populate(reserve_jobs=True, refresh=False)["success_count"] == 6
+    candidates = [s for s in sent if s.lstrip().upper().startswith("SELECT") and "UNION ALL" in s.upper()]
+    assert len(candidates) == 2  # one key first, then the other five; no third look at an empty queue
+    assert Square.jobs.progress()["pending"] == 0 and len(Square()) == 6
+    sent.clear()
+    assert Square.populate(reserve_jobs=True, refresh=False)["success_count"] == 0
+    assert len([s for s in sent if "UNION ALL" in s.upper()]) == 1  # nothing to do: one look

@@ -326,6 +326,8 @@ class AutoPopulate:
                         if bar is not None:
                             bar.update(1)
                     claims.flush()
+                    if claims.exhausted:  # the last claim took everything claimable: asking again finds nothing
+                        break
                     batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_key, 1e-6))))
             finally:
                 conn.end_chain()

@@ -65,6 +65,14 @@ class Prepared:
         self.names = tuple(compiled.positiontup) if compiled.positional else None
         self.table = table
 
+    def with_values(self, **values) -> "Prepared":
+        """The same compiled statement with some parameters set for good (a cached statement made
+        specific to one caller, e.g. one worker's token)."""
+        bound_copy = object.__new__(Prepared)
+        bound_copy.sql, bound_copy.names, bound_copy.table = self.sql, self.names, self.table
+        bound_copy.defaults = {**self.defaults, **values}
+        return bound_copy
+
     def run(self, conn, values: dict | None = None):
         params = {**self.defaults, **values} if values else self.defaults
         if self.names is not None:
@@ -438,6 +446,7 @@ class Claims:
         self.priority = priority
         self.held: dict[tuple, dict] = {}  # raw key -> key, claimed and not finished
         self.claimed = False  # a claim was sent since the last release_all
+        self.exhausted = False  # the last claim took every claimable key there was: no need to ask again
         self.lost = False
         expr = jobs if restriction is None else jobs.restrict(restriction, semantic_check=False)
         for key_list in keys:  # keys of the job table itself: looked up in its primary key, not by scanning the queue
@@ -446,29 +455,44 @@ class Claims:
         self._candidates = Prepared(conn, self._candidate_select(compiled.from_, list(compiled.where), bool(keys)),
                                     self.name)
         tc = self.tc = jobs._tc()
-        key = sa.and_(*[tc.c[k] == _param(f"jf_k{j}") for j, k in enumerate(self.pk)])
-        if self.keep_completed:
-            complete = sa.update(tc).where(key).values(status="success", completed_time=_param("jf_now"),
-                                                       duration=_param("jf_duration"))
-        else:
-            complete = sa.delete(tc).where(key)
-        self._complete = Prepared(conn, complete, self.name)
-        mine = sa.and_(tc.c.status == "reserved", tc.c.connection_id == bound(self.token))
         target = jobs.target._table_clause(self.pk)
+        # the statements below depend on the job table alone (this worker's token and identity are
+        # parameters): compiled once per connection and table, not once per populate() call
+        self._sql_cache = conn.__dict__.setdefault("_jf_claims_sql", {})
+        self._sql_key = (self.name, target.name, tuple(self.pk), self.keep_completed)
+        self._mine_values = {"jf_token": self.token}
+        self._owner_values = {"jf_token": self.token, "jf_host": platform.node()[:255], "jf_pid": os.getpid(),
+                              "jf_user": (conn.get_user() or "")[:255]}
+
+        def complete():
+            key = sa.and_(*[tc.c[k] == _param(f"jf_k{j}") for j, k in enumerate(self.pk)])
+            if self.keep_completed:
+                return sa.update(tc).where(key).values(status="success", completed_time=_param("jf_now"),
+                                                       duration=_param("jf_duration"))
+            return sa.delete(tc).where(key)
+
+        mine = sa.and_(tc.c.status == "reserved", tc.c.connection_id == _param("jf_token"))
         made = sa.exists(sa.select(sa.literal(1)).select_from(target).where(
             *[target.c[k] == tc.c[k] for k in self.pk]))
+        self._complete = self._cached("complete", complete)
         # made keys' job rows are removed in one statement per batch, not one per key; a worker that
         # dies before that leaves rows whose lease runs out, and whoever claims one sees it is made
-        self._finish = Prepared(conn, sa.delete(tc).where(mine, made), self.name)
-        self._release = Prepared(conn, sa.update(tc).where(mine, ~made).values(status="pending", reserved_time=None),
-                                 self.name)
+        self._finish = self._cached("finish", lambda: sa.delete(tc).where(mine, made), self._mine_values)
+        self._release = self._cached("release", lambda: sa.update(tc).where(mine, ~made).values(
+            status="pending", reserved_time=None), self._mine_values)
         self.unfinished = 0  # made keys whose job rows are still to be removed
         self.taken_over: set[tuple] = set()  # claimed from an expired lease: maybe made already
-        self._renew = Prepared(conn, sa.update(tc).where(mine).values(reserved_time=_param("jf_now")), self.name)
+        self._renew = self._cached("renew", lambda: sa.update(tc).where(mine).values(reserved_time=_param("jf_now")),
+                                   self._mine_values)
         self._claim: dict[int, tuple[Prepared, Prepared]] = {}  # by batch size
-        self._owner = dict(status="reserved", reserved_time=_param("jf_now"), host=platform.node()[:255],
-                           pid=os.getpid(), connection_id=self.token, user=(conn.get_user() or "")[:255],
-                           error_message="")
+
+    def _cached(self, kind, build, values: dict | None = None) -> Prepared:
+        """The statement ``build()`` compiled once per connection and job table, with ``values`` set."""
+        key = (*self._sql_key, kind)
+        found = self._sql_cache.get(key)
+        if found is None:
+            found = self._sql_cache[key] = Prepared(self.connection, build(), self.name)
+        return found.with_values(**values) if values else found
 
     def _claimable(self, tc):
         return sa.or_(
@@ -507,17 +531,21 @@ class Claims:
         found = self._claim.get(n)
         if found is None:
             tc = self.tc
-            if len(self.pk) == 1:  # an IN list: every server looks the keys up in the primary key
-                keys = tc.c[self.pk[0]].in_([_param(f"jf_k{i}_0") for i in range(n)])
-            else:
-                keys = sa.or_(*[sa.and_(*[tc.c[k] == _param(f"jf_k{i}_{j}") for j, k in enumerate(self.pk)])
+
+            def keys():
+                if len(self.pk) == 1:  # an IN list: every server looks the keys up in the primary key
+                    return tc.c[self.pk[0]].in_([_param(f"jf_k{i}_0") for i in range(n)])
+                return sa.or_(*[sa.and_(*[tc.c[k] == _param(f"jf_k{i}_{j}") for j, k in enumerate(self.pk)])
                                 for i in range(n)])
-            values = {k: (v if isinstance(v, sa.BindParameter) else bound(v)) for k, v in self._owner.items()}
-            claim = sa.update(tc).where(keys, self._claimable(tc)).values(**values)
-            mine = sa.select(*[tc.c[k] for k in self.pk]).where(
-                keys, tc.c.status == "reserved", tc.c.connection_id == bound(self.token))
-            found = self._claim[n] = (Prepared(self.connection, claim, self.name),
-                                      Prepared(self.connection, mine, self.name))
+
+            owner = dict(status=bound("reserved"), reserved_time=_param("jf_now"), host=_param("jf_host"),
+                         pid=_param("jf_pid"), connection_id=_param("jf_token"), user=_param("jf_user"),
+                         error_message=bound(""))
+            claim = self._cached(("claim", n), lambda: sa.update(tc).where(keys(), self._claimable(tc)).values(**owner),
+                                 self._owner_values)
+            mine = self._cached(("mine", n), lambda: sa.select(*[tc.c[k] for k in self.pk]).where(
+                keys(), tc.c.status == "reserved", tc.c.connection_id == _param("jf_token")), self._mine_values)
+            found = self._claim[n] = (claim, mine)
         return found
 
     def _times(self) -> dict:
@@ -536,9 +564,10 @@ class Claims:
         while True:
             times = self._times()
             # a few more candidates than wanted: workers pick at random among them, so they rarely collide
-            rows = self._candidates.run(conn, {**times, "jf_limit": 2 * n + 8,
-                                               "jf_priority": self.priority}).fetchall()
+            limit = 2 * n + 8
+            rows = self._candidates.run(conn, {**times, "jf_limit": limit, "jf_priority": self.priority}).fetchall()
             if not rows:
+                self.exhausted = True
                 return []
             best = rows[0][-1]
             pool = [tuple(r[:-2]) for r in rows if r[-1] == best]  # most urgent first; spread workers over them
@@ -558,6 +587,8 @@ class Claims:
                 if misses > 2:
                     threading.Event().wait(random.random() * 0.01 * min(misses, 10))
                 continue
+            # every claimable key was a candidate, all of one priority, and this worker got them all
+            self.exhausted = len(rows) < limit and len(pool) == len(rows) == len(pick) == got
             claimed = []
             for raw in pick:
                 key = {name: (decode(v) if decode and v is not None else v)
