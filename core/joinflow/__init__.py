@@ -10,6 +10,7 @@ import logging
 
 from . import errors
 from . import blob
+from .builtin_codecs import SchemaCodec
 from .codecs import Codec, get_codec, list_codecs
 from .condition import AndList, Not
 from .connection import Connection, conn
@@ -38,7 +39,7 @@ __all__ = [
     "__version__", "config", "conn", "Connection", "Instance", "Schema", "VirtualModule", "virtual_schema",
     "list_schemas", "Table", "FreeTable", "Manual", "Entry", "Lookup", "Imported", "Ingest", "Computed",
     "Compute", "Part", "Not", "AndList", "Top", "U", "QueryExpression", "errors", "DataJointError", "ThreadSafetyError",
-    "logger", "Codec", "get_codec", "list_codecs", "blob", "Diagram", "diagram",
+    "logger", "Codec", "SchemaCodec", "get_codec", "list_codecs", "blob", "Diagram", "diagram",
     "ObjectRef", "NpyRef", "gc", "ValidationResult",
 ]
 

@@ -162,6 +162,21 @@ class SchemaCodec(Codec, register=False):
         if journal is not None:
             journal.record(store, path, recursive)
 
+    # -- DataJoint 2.x's helpers for user codecs (its docstring's example runs unchanged) ------------
+    def _build_path(self, schema: str, table: str, field: str, primary_key: dict, ext: str | None = None,
+                    store_name: str | None = None, config=None) -> tuple[str, str]:
+        """``(path, token)`` of a new object for this row and attribute in store ``store_name``."""
+        store = self._get_backend(store_name, config=config)
+        path = build_object_path(store, schema, table, field, primary_key, ext)
+        name = path.rsplit("/", 1)[-1][len(field) + 1:]
+        suffix = normalize_ext(ext) or ""
+        return path, (name[: -len(suffix)] if suffix and name.endswith(suffix) else name)
+
+    def _get_backend(self, store_name: str | None = None, config=None):
+        """The store ``store_name`` (None: the default store) of ``config`` (the calling
+        connection's; the global ``dj.config`` without one): a :class:`joinflow.storage.Store`."""
+        return get_store(config if config is not None else self._codec_config(), store_name)
+
     def referenced_paths(self, stored) -> list[tuple[str, str | None]]:
         return stored_path_reference(stored)
 

@@ -276,6 +276,14 @@ class Store:
                 "or the store's location changed; restore it, or delete the rows that refer to it."
             ) from None
 
+    def put_buffer(self, buffer, path: str) -> None:
+        """DataJoint 2.x's storage-backend spelling of :meth:`put` (buffer first)."""
+        self.put(path, bytes(buffer))
+
+    def get_buffer(self, path: str) -> bytes:
+        """DataJoint 2.x's storage-backend spelling of :meth:`get`."""
+        return self.get(path)
+
     def get_many(self, paths) -> dict:
         """Read several objects in one concurrent request (fsspec ``cat`` of a list; s3fs, gcsfs and
         the like fetch them in parallel).  Returns ``{(protocol, full path): bytes}`` for what it
