@@ -550,3 +550,35 @@ def test_a_claim_that_takes_everything_ends_populate_without_asking_again(schema
     sent.clear()
     assert Square.populate(reserve_jobs=True, refresh=False)["success_count"] == 0
     assert len([s for s in sent if "UNION ALL" in s.upper()]) == 1  # nothing to do: one look
+
+
+def _square_in_a_pool(x):
+    return x * x
+
+
+def test_worker_processes_with_nothing_pending_and_makes_that_start_their_own_pool(schema):
+    """DataJoint #1013 (processes > 1 with nothing pending) and "daemonic processes are not
+    allowed to have children" (a make that parallelises itself under processes=N)."""
+    import multiprocessing
+
+    Source, Square = declare_pipeline(schema)
+    assert Square.populate(reserve_jobs=True, processes=4) == {"success_count": 0, "error_list": []}
+
+    @schema
+    class Pooled(dj.Computed):
+        definition = """
+        -> Source
+        ---
+        total : float64
+        """
+
+        def make(self, key):
+            value = (Source & key).fetch1("value")
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                parts = pool.map(_square_in_a_pool, [value, value + 1])
+            self.insert1(dict(key, total=float(sum(parts))))
+
+    Source.insert([{"source_id": i, "value": float(i)} for i in range(6)])
+    result = Pooled.populate(reserve_jobs=True, processes=2)
+    assert result["success_count"] == 6 and result["error_list"] == []
+    assert {k["source_id"]: k["total"] for k in Pooled.to_dicts()} == {i: i * i + (i + 1) ** 2 for i in range(6)}
