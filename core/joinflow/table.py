@@ -856,11 +856,12 @@ class Table(QueryExpression):
     def alter(self, prompt: bool | None = True, context: dict | None = None) -> None:
         """Change the declared table to match the edited ``definition`` (see joinflow.alter).
 
-        Only secondary attributes (add, drop, type, default, nullability, comment) and the table
-        comment; a comment starting ``{old_name}`` renames ``old_name``.  Unlike DataJoint (which
-        renames on MySQL only), renames also work on PostgreSQL (``RENAME COLUMN``) and SQLite.
-        Primary-key, foreign-key and index changes raise NotImplementedError.  ``prompt`` shows the
-        SQL and asks first (None: ``config["safemode"]``).  Refused inside a transaction."""
+        Secondary attributes (add, drop, type, default, nullability, comment), secondary foreign
+        keys and indexes (add, drop), and the table comment; a comment starting ``{old_name}``
+        renames ``old_name``.  Unlike DataJoint (which renames on MySQL only and refuses foreign-key
+        and index changes), renames work on PostgreSQL and SQLite too.  Primary-key changes raise
+        NotImplementedError.  ``prompt`` shows the SQL and asks first (None: ``config["safemode"]``).
+        Refused inside a transaction."""
         from .alter import alter
 
         alter(self, prompt=prompt, context=context)
