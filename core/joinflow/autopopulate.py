@@ -126,27 +126,12 @@ class Upstream:
         self._key = dict(key)
 
     def _resolve(self, target) -> tuple[str, Any]:
-        from .expression import is_table_class
-        from .table import FreeTable, Table
+        from .table import FreeTable
+        from .upstream import resolve_table
 
         conn = self._table.connection
-        if isinstance(target, str):
-            schema, name = conn.backend.split_full_name(target)
-            full = conn.backend.full_table_name(schema, name)
-            return full, FreeTable(conn, full)
-        if is_table_class(target):
-            target = target()
-        if isinstance(target, Table):
-            if target.restriction:
-                raise DataJointError(
-                    f"self.upstream[...] takes a table, not a restricted query ({target.full_table_name}); "
-                    "restrict the result instead: self.upstream[T] & condition."
-                )
-            return target.full_table_name, target
-        raise DataJointError(
-            f"self.upstream[...] takes a table class, a table object or a 'schema.table' name, "
-            f"not {type(target).__name__}."
-        )
+        full, table = resolve_table(conn, target, "self.upstream[T]")
+        return full, FreeTable(conn, full) if table is None else table
 
     def __getitem__(self, target):
         from .upstream import upstream_restrictions

@@ -519,23 +519,10 @@ class Diagram(nx.DiGraph):
         return self._derive({name for name in self.nodes if self._query(name)})
 
     def _target_name(self, target: Any) -> tuple[str, Table | None]:
-        from .expression import is_table_class
+        from .upstream import resolve_table
 
-        if isinstance(target, str):
-            backend = self.connection.backend
-            return backend.full_table_name(*backend.split_full_name(target)), None
-        if is_table_class(target):
-            target = target()
-        if isinstance(target, Table):
-            if target.restriction:
-                raise DataJointError(
-                    f"diagram[...] takes a table, not a restricted query ({target.full_table_name}); "
-                    "restrict the result instead: diagram[T] & condition."
-                )
-            return target.full_table_name, None if isinstance(target, FreeTable) else target
-        raise DataJointError(
-            f"diagram[...] takes a table class, a table object or a 'schema.table' name, not {type(target).__name__}."
-        )
+        full, table = resolve_table(self.connection, target, "diagram[T]")
+        return full, None if isinstance(table, FreeTable) else table
 
     def __getitem__(self, target: Any) -> Table:
         """The table ``target`` as this diagram restricts it (the whole table if unrestricted)."""

@@ -26,6 +26,31 @@ def _projected(source: Any, attr_map: dict[str, str]):
     return source.proj(*kept, **renamed)
 
 
+def resolve_table(connection, target: Any, what: str) -> tuple[str, Any]:
+    """``(full name, table object or None)`` of ``target``: a table class, an unrestricted table
+    object or a ``"schema.table"`` name (None for a name).  ``what`` names the caller in errors,
+    e.g. ``"self.upstream[...]"``."""
+    from .errors import DataJointError
+    from .expression import is_table_class
+    from .table import Table
+
+    if isinstance(target, str):
+        backend = connection.backend
+        return backend.full_table_name(*backend.split_full_name(target)), None
+    if is_table_class(target):
+        target = target()
+    if isinstance(target, Table):
+        if target.restriction:
+            raise DataJointError(
+                f"{what} takes a table, not a restricted query ({target.full_table_name}); "
+                f"restrict the result instead: {what} & condition."
+            )
+        return target.full_table_name, target
+    raise DataJointError(
+        f"{what} takes a table class, a table object or a 'schema.table' name, not {type(target).__name__}."
+    )
+
+
 def upstream_restrictions(connection, start: str, source: Any, until: str | None = None) -> dict[str, list]:
     """``{ancestor full name: OR-list of restrictions}`` for the ancestors of table ``start``.
 
