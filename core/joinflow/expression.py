@@ -19,7 +19,7 @@ import uuid
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import sqlalchemy as sa

@@ -9,8 +9,6 @@ import decimal
 import logging
 import operator
 import re
-import uuid
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,7 +20,6 @@ from .errors import (
     DataJointError,
     DataTypeError,
     DeclarationError,
-    DuplicateError,
     MissingAttributeError,
     MissingTableError,
     UnknownAttributeError,
