@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
+import pickle
 import random
 import time
 from typing import Any, Iterator, Sequence
@@ -20,6 +23,7 @@ logger = logging.getLogger("joinflow")
 # A statement that ran outside a transaction and was aborted by the server to break a
 # deadlock (or a lock wait timeout / serialization conflict) is run again, this many times,
 # after a short randomized pause.  Nothing of an aborted statement was written.
+QUERY_CACHE_SUFFIX = ".jfcache"
 DEADLOCK_RETRIES = 6
 DEADLOCK_PAUSE = 0.05  # seconds; doubled per attempt, randomized
 
@@ -84,6 +88,7 @@ class Connection:
         # after commit_transaction(chain=True): the server has the next transaction open already
         # (COMMIT AND CHAIN); start_transaction() takes it over, any other statement ends it first
         self._chained = False
+        self._query_cache: str | None = None  # set_query_cache(name): fetched rows kept in config["query_cache"]
         self._reconnect = bool(cfg["database.reconnect"])
         self.headings: dict[str, Any] = {}  # heading cache by full table name
         self.schemas: dict[str, Any] = {}  # activated Schema objects by name
@@ -147,6 +152,55 @@ class Connection:
 
     def get_user(self) -> str:
         return self.url.username or ""
+
+    # -- query cache ----------------------------------------------------------------------------
+    def set_query_cache(self, query_cache: str | None = None) -> None:
+        """Keep the rows of every fetch outside a transaction in ``config["query_cache"]`` under the
+        name ``query_cache`` and answer the same query from there next time (None: stop).
+
+        For repeated reads of data that does not change (an analysis session over a finished
+        pipeline); rows written later are not seen until :meth:`purge_query_cache`.  The files are
+        Python pickles: point ``query_cache`` at a folder only you write to."""
+        if query_cache is not None and not self.config["query_cache"]:
+            raise DataJointError(
+                "set_query_cache() needs a folder for the cached results: set dj.config['query_cache'] to a "
+                "directory, then call it again."
+            )
+        self._query_cache = query_cache
+
+    def purge_query_cache(self) -> int:
+        """Delete every cached result in ``config["query_cache"]``; returns how many files went."""
+        folder = self.config["query_cache"]
+        if not folder or not os.path.isdir(folder):
+            return 0
+        removed = 0
+        for name in os.listdir(folder):
+            if name.endswith(QUERY_CACHE_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, name))
+                    removed += 1
+        return removed
+
+    def cached_rows(self, sql: str, args: Any, fetch) -> list:
+        """``fetch()``'s rows, through the query cache when one is set and no transaction is open."""
+        if self._query_cache is None or self._in_transaction or not self.config["query_cache"]:
+            return fetch()
+        digest = hashlib.sha256(repr((self._query_cache, self.backend.name, sql, args)).encode()).hexdigest()
+        path = os.path.join(self.config["query_cache"], f"{self._query_cache}-{digest[:40]}{QUERY_CACHE_SUFFIX}")
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # an unreadable entry is fetched again and rewritten
+            logger.warning("Query cache entry %s is unreadable (%s); fetching again.", path, exc)
+        rows = fetch()
+        os.makedirs(self.config["query_cache"], exist_ok=True)
+        temp = f"{path}.tmp-{os.getpid()}"
+        with open(temp, "wb") as f:
+            pickle.dump([tuple(r) for r in rows], f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temp, path)
+        return rows
 
     # -- statements -------------------------------------------------------------------------
     @property

@@ -620,11 +620,16 @@ class QueryExpression:
     # -- fetching --------------------------------------------------------------------------------------
     def _rows(self, names, order_by=None, limit=None, offset=None) -> list[tuple]:
         template, values = self._select_sql(names, order_by, limit, offset)
-        result = _run_sql(self.connection, template.sql, template.params(values))
-        try:
-            return result.cursor.fetchall() if result.cursor is not None else []
-        finally:
-            result.close()
+        params = template.params(values)
+
+        def fetch():
+            result = _run_sql(self.connection, template.sql, params)
+            try:
+                return result.cursor.fetchall() if result.cursor is not None else []
+            finally:
+                result.close()
+
+        return self.connection.cached_rows(template.sql, params, fetch)
 
     def _decoders(self, names) -> list:
         backend = self.connection.backend
