@@ -469,28 +469,46 @@ class Backend:
         return {(fk.parent, tuple(fk.columns)): fk.name
                 for fk in self.load_foreign_keys(conn, [schema]) if fk.child == child}
 
-    def _named_fk(self, names: dict, parent: str, pairs: tuple, full: str) -> str:
-        try:
-            return names[(parent, tuple(pairs))]
-        except KeyError:
-            raise DataJointError(
-                f"Table {full}: the foreign key ({', '.join(c for c, _ in pairs)}) -> {parent} is not in the "
-                "catalog any more (changed by another session?). Run alter() again."
-            ) from None
+    def dropped_foreign_key_names(self, conn, schema: str, table: str, plan) -> list[str]:
+        """The constraint names of the foreign keys ``plan`` drops (one catalog read)."""
+        if not plan.foreign_keys_dropped:
+            return []
+        full = self.full_table_name(schema, table)
+        names = self.foreign_key_names(conn, schema, table)
+        out = []
+        for parent, pairs in plan.foreign_keys_dropped:
+            try:
+                out.append(names[(parent, tuple(pairs))])
+            except KeyError:
+                raise DataJointError(
+                    f"Table {full}: the foreign key ({', '.join(c for c, _ in pairs)}) -> {parent} is not in the "
+                    "catalog any more (changed by another session?). Run alter() again."
+                ) from None
+        return out
 
     def index_names(self, conn, schema: str, table: str) -> list[tuple[str, bool, list[str]]]:
         """Secondary indexes with their names: (name, unique, columns)."""
         raise NotImplementedError  # pragma: no cover
 
-    def _named_index(self, named: list, unique: bool, cols, full: str, used: set) -> str:
-        for name, uniq, icols in named:
-            if bool(uniq) == bool(unique) and tuple(icols) == tuple(cols) and name not in used:
-                used.add(name)
-                return name
-        raise DataJointError(
-            f"Table {full}: the {'unique ' if unique else ''}index ({', '.join(cols)}) is not in the catalog any "
-            "more (changed by another session?). Run alter() again."
-        )
+    def dropped_index_names(self, conn, schema: str, table: str, plan) -> list[str]:
+        """The names of the indexes ``plan`` drops (one catalog read)."""
+        if not plan.indexes_dropped:
+            return []
+        full = self.full_table_name(schema, table)
+        named = self.index_names(conn, schema, table)
+        used: set = set()
+        out = []
+        for unique, cols in plan.indexes_dropped:
+            found = next((name for name, uniq, icols in named if bool(uniq) == bool(unique)
+                          and tuple(icols) == tuple(cols) and name not in used), None)
+            if found is None:
+                raise DataJointError(
+                    f"Table {full}: the {'unique ' if unique else ''}index ({', '.join(cols)}) is not in the catalog "
+                    "any more (changed by another session?). Run alter() again."
+                )
+            used.add(found)
+            out.append(found)
+        return out
 
     # -- catalog ---------------------------------------------------------------------------------
     def load_columns(self, conn, schema: str, table: str) -> tuple[list[ColumnInfo], str] | None:

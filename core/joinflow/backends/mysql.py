@@ -168,15 +168,9 @@ class MySQLBackend(Backend):
         """One ``ALTER TABLE`` (atomic in MySQL/MariaDB): DROP FOREIGN KEY, DROP INDEX, DROP, CHANGE
         (renames), MODIFY, ADD, ADD INDEX, ADD FOREIGN KEY, COMMENT."""
         full = self.full_table_name(schema, table)
-        clauses = []
-        if plan.foreign_keys_dropped:
-            names = self.foreign_key_names(conn, schema, table)
-            for parent, pairs in plan.foreign_keys_dropped:
-                clauses.append(f"DROP FOREIGN KEY {self.quote(self._named_fk(names, parent, pairs, full))}")
-        named = self.index_names(conn, schema, table) if plan.indexes_dropped else []
-        used: set = set()
-        for unique, cols in plan.indexes_dropped:
-            clauses.append(f"DROP INDEX {self.quote(self._named_index(named, unique, cols, full, used))}")
+        clauses = [f"DROP FOREIGN KEY {self.quote(name)}"
+                   for name in self.dropped_foreign_key_names(conn, schema, table, plan)]
+        clauses += [f"DROP INDEX {self.quote(name)}" for name in self.dropped_index_names(conn, schema, table, plan)]
         for change in plan.changes:
             old, new = change.old, change.new
             if new is None:

@@ -276,16 +276,10 @@ class PostgreSQLBackend(Backend):
     def _alter_key_drops(self, conn, schema: str, table: str, plan) -> list[str]:
         """DROP CONSTRAINT of dropped foreign keys, DROP INDEX of dropped indexes (before the columns go)."""
         full = self.full_table_name(schema, table)
-        out = []
-        if plan.foreign_keys_dropped:
-            names = self.foreign_key_names(conn, schema, table)
-            for parent, pairs in plan.foreign_keys_dropped:
-                out.append(f"ALTER TABLE {full} DROP CONSTRAINT {self.quote(self._named_fk(names, parent, pairs, full))}")
-        named = self.index_names(conn, schema, table) if plan.indexes_dropped else []
-        used: set = set()
-        for unique, cols in plan.indexes_dropped:
-            out.append(f"DROP INDEX {self.quote(schema)}.{self.quote(self._named_index(named, unique, cols, full, used))}")
-        return out
+        out = [f"ALTER TABLE {full} DROP CONSTRAINT {self.quote(name)}"
+               for name in self.dropped_foreign_key_names(conn, schema, table, plan)]
+        return out + [f"DROP INDEX {self.quote(schema)}.{self.quote(name)}"
+                      for name in self.dropped_index_names(conn, schema, table, plan)]
 
     def _alter_key_adds(self, conn, schema: str, table: str, plan) -> list[str]:
         """CREATE INDEX of added indexes, ADD FOREIGN KEY of added foreign keys with the plain index

@@ -286,11 +286,7 @@ class SQLiteBackend(Backend):
                 f"DROP TABLE {tmp}",
                 "PRAGMA foreign_key_check",
             ]
-        statements = []
-        named = self.index_names(conn, schema, table) if plan.indexes_dropped else []
-        used: set = set()
-        for unique, cols in plan.indexes_dropped:
-            statements.append(f"DROP INDEX {self.quote(self._named_index(named, unique, cols, full, used))}")
+        statements = [f"DROP INDEX {self.quote(name)}" for name in self.dropped_index_names(conn, schema, table, plan)]
         for change in plan.changes:
             old, new = change.old, change.new
             if new is None:
