@@ -130,6 +130,11 @@ def test_dry_run_counts_what_the_delete_removes_and_changes_nothing(lab):
     tables = {t.full_table_name: name for name, t in lab.items()}
     assert {tables[full]: n for full, n in counts.items()} == {
         name: len(before[name]) - len(expected[name]) for name in lab}
+    with pytest.raises(errors.DataJointError, match="part_integrity must be"):
+        Subject.delete(dry_run=True, part_integrity="nope")
+    with pytest.raises(errors.DataJointError, match="Cannot delete from a Part directly"):
+        lab["Channel"].delete(dry_run=True)  # the same refusals as a real delete
+    assert snapshot(lab) == before
     assert (Subject & "subject_id in (0, 2)").delete() == 2
     assert snapshot(lab) == expected
 
