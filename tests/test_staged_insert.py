@@ -13,11 +13,9 @@ import joinflow as dj
 from joinflow import storage
 from joinflow.errors import DataJointError, DuplicateError, MissingAttributeError, UnknownAttributeError
 
+from test_gc import files_under
+
 pytestmark = pytest.mark.backend
-
-
-def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 @pytest.fixture
