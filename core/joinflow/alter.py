@@ -155,6 +155,18 @@ def plan_alter(table, context=None, caller=None) -> AlterPlan:
                 f"{backend.full_table_name(fk.parent_schema, fk.parent_table)}, which is not declared. "
                 "Declare the parent table first."
             )
+    if fks_added:  # a new foreign key must not close a loop: the tables would have no order
+        deps = conn.dependencies
+        for fk in fks_added:
+            parent = backend.full_table_name(fk.parent_schema, fk.parent_table)
+            loop = deps.path(full, parent) if parent != full else None  # (self-references are no cycle)
+            if loop is not None:
+                chain = " -> ".join(loop + [full])
+                raise DataJointError(
+                    f"Table {full}: the new foreign key `-> {fk.parent_class or fk.parent_table}` would make "
+                    f"the foreign keys form a cycle ({chain}: {parent} depends on {full} already). joinflow "
+                    "needs acyclic dependencies; remove the `->` line. The table is unchanged."
+                )
 
     # -- indexes (an index follows its column when the column is renamed) ----------------------
     fk_sets = {tuple(c for c, _ in pairs) for _p, pairs in old_fks}

@@ -27,7 +27,12 @@ class Dependencies:
         self._loaded = False
 
     def load(self, force: bool = True) -> "Dependencies":
-        """Read every foreign key in the database (one catalog query)."""
+        """Read every foreign key in the database (one catalog query).
+
+        The graph may hold cycles among tables joinflow never touches (plain tables of another
+        schema or database that reference each other): they are kept, not refused.  Only an
+        operation whose tables form a cycle fails, naming them (see :meth:`topological`).
+        """
         import networkx as nx
         if self._loaded and not force:
             return self
@@ -39,8 +44,6 @@ class Dependencies:
             if not graph.has_edge(fk.parent, fk.child):
                 graph.add_edge(fk.parent, fk.child, attr_maps=[])
             graph.edges[fk.parent, fk.child]["attr_maps"].append(dict(fk.columns))
-        if not nx.is_directed_acyclic_graph(graph):
-            raise DataJointError("joinflow can only work with acyclic dependencies; the foreign keys form a cycle.")
         self.graph = graph
         self._loaded = True
         return self
@@ -87,9 +90,36 @@ class Dependencies:
         return nx.ancestors(self.graph, name) if name in self.graph else set()
 
     def topological(self, names: Iterable[str]) -> list[str]:
-        """``names`` ordered parents first (ties broken by name, so the order is stable)."""
+        """``names`` ordered parents first (ties broken by name, so the order is stable).
+
+        Raises DataJointError naming the tables when foreign keys among ``names`` form a cycle.
+        """
         import networkx as nx
         names = set(names)
         sub = nx.DiGraph(self.graph.subgraph(names))
         sub.add_nodes_from(names)
-        return list(nx.lexicographical_topological_sort(sub))
+        try:
+            return list(nx.lexicographical_topological_sort(sub))
+        except nx.NetworkXUnfeasible:
+            raise DataJointError(cycle_message(nx.find_cycle(sub))) from None
+
+    def path(self, source: str, target: str) -> list[str] | None:
+        """The tables on one foreign-key path from ``source`` down to ``target`` (None: no path)."""
+        import networkx as nx
+        if source not in self.graph or target not in self.graph:
+            return None
+        try:
+            return nx.shortest_path(self.graph, source, target)
+        except nx.NetworkXNoPath:
+            return None
+
+
+def cycle_message(edges) -> str:
+    """The error for foreign keys that form a cycle: the tables, in order, and the fix."""
+    tables = [parent for parent, _child in edges]
+    loop = " -> ".join(tables + tables[:1])
+    return (
+        f"The foreign keys of tables {', '.join(sorted(set(tables)))} form a cycle ({loop}: each "
+        "table is referenced by the next). joinflow needs acyclic dependencies among the tables it "
+        "works on: drop one of these foreign keys."
+    )

@@ -550,8 +550,14 @@ class Diagram(nx.DiGraph):
         return self._catalog.connection
 
     def topo_sort(self) -> list[str]:
-        """Full table names of the diagram, parents first (ties by name)."""
-        return list(nx.lexicographical_topological_sort(self._plain()))
+        """Full table names of the diagram, parents first (ties by name); a cycle is named."""
+        from .dependencies import cycle_message
+
+        plain = self._plain()
+        try:
+            return list(nx.lexicographical_topological_sort(plain))
+        except nx.NetworkXUnfeasible:
+            raise DataJointError(cycle_message(nx.find_cycle(plain))) from None
 
     def __iter__(self) -> Iterator[FreeTable]:
         """The tables, parents first, each restricted as the diagram restricts it."""

@@ -305,19 +305,49 @@ class Schema:
             write_lineage(conn, self.database, table, [(table, a, lin) for a, lin in rows.items()])
             conn.forget_catalog()
 
-    def drop(self, prompt: bool | None = None) -> None:
-        """Drop the whole schema and everything in it."""
+    def dependents(self) -> list[str]:
+        """Tables of other schemas that depend on this one (directly or through other tables),
+        parents first.  ``drop()`` refuses while there are any, unless ``drop_dependents=True``."""
         self._require_active()
         conn = self.connection
+        backend = conn.backend
+        deps = conn.dependencies
+        deps.load()
+        own = {backend.full_table_name(self.database, t) for t in backend.list_tables(conn, self.database)}
+        outside = set()
+        for name in own:
+            outside |= deps.descendants(name)
+        return deps.topological(outside - own)
+
+    def drop(self, prompt: bool | None = None, *, drop_dependents: bool = False) -> None:
+        """Drop the whole schema and everything in it.
+
+        Refused (DataJointError naming them, nothing dropped) while tables of other schemas
+        reference this one.  ``drop_dependents=True`` drops those tables first (leaves first;
+        the prompt lists them)."""
+        self._require_active()
+        conn = self.connection
+        if conn.in_transaction:
+            raise DataJointError("Cannot drop a schema inside a transaction.")
+        dependents = self.dependents()
+        if dependents and not drop_dependents:
+            raise DataJointError(
+                f"Cannot drop schema `{self.database}`: tables of other schemas depend on it: "
+                f"{', '.join(dependents)}. Nothing was dropped. Drop those first, or call "
+                "drop(drop_dependents=True) to drop them with this schema."
+            )
         prompt = conn.config["safemode"] if prompt is None else prompt
         if prompt:
             from .table import _confirm
 
-            if not _confirm(f"Proceed to delete entire schema `{self.database}`?"):
+            for name in dependents:
+                print(f"{name} (depends on `{self.database}`; {len(FreeTable(conn, name))} tuples)")
+            if not _confirm(f"Proceed to delete entire schema `{self.database}`"
+                            + (f" and {len(dependents)} dependent table(s)?" if dependents else "?")):
                 print("Drop cancelled.")
                 return
-        if conn.in_transaction:
-            raise DataJointError("Cannot drop a schema inside a transaction.")
+        for name in reversed(dependents):
+            FreeTable(conn, name).drop_quick()
         conn.backend.drop_schema(conn, self.database)
         conn.schemas.pop(self.database, None)
         conn.forget_catalog()
