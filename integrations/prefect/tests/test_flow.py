@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -29,9 +30,19 @@ def run(flow, **params):
     return state, state.state_details.flow_run_id
 
 
-def task_runs(flow_run_id):
+def task_runs(flow_run_id, wait: float = 30.0):
+    """The flow run's task runs, once the server has recorded a final state for each.
+
+    Prefect 3 records task-run states from events sent in the background, so right after the
+    flow returns a task run can still have no state (seen on a loaded machine); wait, bounded.
+    """
+    deadline = time.monotonic() + wait
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if all(r.state is not None and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.2)
 
 
 def artifacts(flow_run_id):
