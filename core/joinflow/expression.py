@@ -30,6 +30,34 @@ from .errors import DataJointError, UnknownAttributeError
 from .heading import Attribute, Heading
 from .storage import prefetch
 
+MAX_ROWS = 2**63 - 1  # the largest LIMIT / OFFSET every backend takes (a signed 64-bit integer)
+
+
+def _row_count(value, name: str, where: str) -> int | None:
+    """``value`` as a row count for LIMIT/OFFSET: None, or an integer from 0 to 2**63-1."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise DataJointError(
+            f"{where}: {name} must be a whole number of rows (an int from 0 to 2**63-1) or None, got "
+            f"{value!r} ({type(value).__name__}). Pass e.g. {name}=10."
+        )
+    number = int(value)
+    if number < 0 or number > MAX_ROWS:
+        raise DataJointError(
+            f"{where}: {name}={number} is out of range; it must be from 0 to 2**63-1 ({MAX_ROWS}) rows"
+            + (" (a negative limit does not mean 'all rows': pass limit=None)." if name == "limit" and number < 0
+               else ".")
+        )
+    return number
+
+
+def check_limit_offset(limit, offset, where: str = "fetch") -> tuple[int | None, int | None]:
+    """``(limit, offset)`` checked the same way for every backend and every way a query is read
+    (fetch, to_dicts, to_arrays, keys, head, tail, cursor, preview, ``dj.Top``): None or a
+    Python ``int`` from 0 to 2**63-1 each; anything else raises one clear DataJointError."""
+    return _row_count(limit, "limit", where), _row_count(offset, "offset", where)
+
 
 @dataclass
 class Compiled:
@@ -563,12 +591,13 @@ class QueryExpression:
         compiled = self._compile(ctx)
         names = list(names or self.heading.names)
         stmt = compiled.select(names).order_by(*self._order_clause(compiled, order_by))
+        limit, offset = check_limit_offset(limit, offset)
         if limit is not None:
-            stmt = stmt.limit(int(limit))
+            stmt = stmt.limit(limit)
         if offset:
             if limit is None:
-                raise DataJointError("offset requires limit.")
-            stmt = stmt.offset(int(offset))
+                raise DataJointError("offset requires limit: pass both, e.g. limit=10, offset=20.")
+            stmt = stmt.offset(offset)
         return stmt
 
     def _prepared(self, spec: tuple, build) -> tuple[SqlTemplate, Sequence]:
@@ -605,6 +634,7 @@ class QueryExpression:
             names = spec_names = None  # all of them: the shape key determines which
         else:
             names = spec_names = tuple(names)
+        limit, offset = check_limit_offset(limit, offset)
         spec = ("select", spec_names, _order_key(order_by), limit, offset)
         return self._prepared(spec, lambda ctx: self._select(names, order_by, limit, offset, ctx))
 
@@ -861,7 +891,7 @@ class QueryExpression:
 
     def preview(self, limit: int | None = None, width: int | None = None) -> str:
         cfg = self.connection.config
-        limit = limit or cfg["display.limit"]
+        limit = check_limit_offset(limit, None, "preview")[0] or cfg["display.limit"]
         width = width or cfg["display.width"]
         names, rows = self._preview_rows(limit)
 
@@ -1200,10 +1230,9 @@ class Top:
     """``q & dj.Top(limit=1, order_by="KEY", offset=0)``: the first rows in an order."""
 
     def __init__(self, limit: int | None = 1, order_by: str | list | None = "KEY", offset: int = 0):
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise DataJointError("Top(limit) must be a non-negative integer or None.")
-        if not isinstance(offset, int) or offset < 0:
-            raise DataJointError("Top(offset) must be a non-negative integer.")
+        if offset is None:
+            raise DataJointError("Top: offset must be a whole number of rows (0 for none), got None.")
+        limit, offset = check_limit_offset(limit, offset, "Top")
         self.limit = limit
         self.order_by = order_by if order_by is not None else "KEY"
         self.offset = offset
