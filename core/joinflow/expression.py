@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from .backends.base import VALUE
 from .condition import AndList, Not, compile_condition, condition_shape, dict_shape
-from .errors import DataJointError, UnknownAttributeError
+from .errors import BlobError, DataJointError, UnknownAttributeError
 from .heading import Attribute, Heading
 from .storage import prefetch
 
@@ -697,12 +697,21 @@ class QueryExpression:
         context = {"schema": getattr(self, "database", None), "table": getattr(self, "table_name", None),
                    "field": attr.original_name or attr.name, "config": self.connection.config}
         decode = attr.codec.decoder(context)
+        where = f"Attribute `{attr.name}` ({attr.type})"
+        if context["schema"] and context["table"]:
+            where = (f"Table {self.connection.backend.full_table_name(context['schema'], context['table'])}, "
+                     f"attribute `{attr.name}` ({attr.type})")
 
         def codec_decode(value):
             try:
                 return decode(base(value) if base is not None else value)
+            except BlobError as exc:
+                raise BlobError(
+                    f"{where}: {exc} The stored value cannot be read; fetch the row's other attributes (name "
+                    "them, or proj() this one away), then replace it with update1() or delete the row."
+                ) from None
             except DataJointError as exc:
-                raise type(exc)(f"Attribute `{attr.name}` ({attr.type}): {exc}") from None
+                raise type(exc)(f"{where}: {exc}") from None
 
         return codec_decode
 
