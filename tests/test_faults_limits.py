@@ -86,5 +86,6 @@ def test_limit_and_offset_bounds_work_on_every_backend(rows):
     assert len(rows & dj.Top(limit=biggest, order_by="item", offset=biggest)) == 0
     assert [r["item"] for r in (rows & dj.Top(limit=np.int32(2), order_by="item DESC")).to_dicts()] == [4, 3]
     assert len(rows & dj.Top(limit=None, order_by="item", offset=3)) == 2
+    assert len(rows & dj.Top(limit=2, offset=None)) == 2  # None: no offset, as in DataJoint
     with pytest.raises(DataJointError, match="offset requires limit"):
         rows.to_dicts(offset=2)

@@ -50,7 +50,8 @@ SAMPLE_ABOVE = 256 * 1024  # blobs this large are compressed only if a sample sh
 # values nest at most this deep (a list in a list in ... counts one level each); deeper ones are
 # refused when packing and when unpacking (decoding is recursive: this keeps it far from Python's
 # recursion limit, with room for the caller's own stack)
-MAX_DEPTH = 100
+MAX_DEPTH = 200
+_ZLIB_MAX_RATIO = 1040  # deflate's largest expansion is 1032:1 (258 bytes from 2 bits)
 # the fewest bytes one length-prefixed item takes (uint64 length + 1-byte code)
 _ITEM_BYTES = 9
 
@@ -587,6 +588,11 @@ def _inflate(buf: bytes) -> bytes:
     size = _U64.unpack_from(buf, len(ZL123))[0]
     if size <= len(MYM):  # max_length=0 would mean "no limit"; no blob is that short anyway
         raise BlobError(f"Invalid blob: its compression header declares {size} bytes, too few for any blob.")
+    if size > _ZLIB_MAX_RATIO * (len(buf) - start) + 1024:
+        raise BlobError(
+            f"Invalid blob: its compression header declares {size} bytes, more than its {len(buf) - start} "
+            "compressed bytes can hold (zlib expands at most about 1032-fold): corrupted or crafted."
+        )
     inflater = zlib.decompressobj()
     try:
         data = inflater.decompress(memoryview(buf)[start:], size)

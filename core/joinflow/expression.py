@@ -1239,9 +1239,8 @@ class Top:
     """``q & dj.Top(limit=1, order_by="KEY", offset=0)``: the first rows in an order."""
 
     def __init__(self, limit: int | None = 1, order_by: str | list | None = "KEY", offset: int = 0):
-        if offset is None:
-            raise DataJointError("Top: offset must be a whole number of rows (0 for none), got None.")
         limit, offset = check_limit_offset(limit, offset, "Top")
+        offset = offset or 0  # None means none, as in DataJoint
         self.limit = limit
         self.order_by = order_by if order_by is not None else "KEY"
         self.offset = offset
