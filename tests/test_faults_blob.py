@@ -54,6 +54,9 @@ CRAFTED_COUNTS = {
     "struct array of 10**12": b"S" + _u64(1) + _u64(HUGE) + U32.pack(2) + b"a\0b\0" + b"\0" * 64,
     "struct array of 10**7 x 10**3 fields": b"S" + _u64(1) + _u64(10**7) + U32.pack(3) + b"a\0b\0c\0" + b"\0" * 64,
     "record array of 4e9 fields": b"F" + U32.pack(2**32 - 1) + b"\0" * 64,
+    # 2*10**4 bools, then 999 complex scalars broadcast over them: 320 MB from 60 kB
+    "record array broadcast": b"F" + U32.pack(1000) + b"\0".join(b"f%d" % i for i in range(1000)) + b"\0"
+    + _array_header((2 * 10**4,), 3) + bytes(2 * 10**4) + (_array_header((), 6, 1) + bytes(16)) * 999,
     "list of 10**12": b"\x02" + _u64(HUGE) + b"\0" * 64,
     "tuple of 10**12": b"\x01" + _u64(HUGE) + b"\0" * 64,
     "set of 10**12": b"\x03" + _u64(HUGE) + b"\0" * 64,

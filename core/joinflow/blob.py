@@ -447,10 +447,15 @@ class _Reader:
         columns = []
         for _ in range(n_fields):
             columns.append(self.read())
-        shape = getattr(columns[0], "shape", None)
-        if shape is None or any(not isinstance(c, (np.ndarray, np.generic)) or c.shape != shape for c in columns):
-            raise BlobError("Invalid blob: the fields of a structured array are not arrays of one shape.")
-        rec = np.empty(shape, np.dtype([(n, c.dtype) for n, c in zip(names, columns)]))
+        if any(not isinstance(c, (np.ndarray, np.generic)) for c in columns):
+            raise BlobError("Invalid blob: a field of a structured array is not an array.")
+        shape = columns[0].shape
+        dtype = np.dtype([(n, c.dtype) for n, c in zip(names, columns)])
+        # fields of another shape are broadcast (as DataJoint does: char fields come back 0-d), but
+        # not into more memory than real fields could fill: each element of a field was in the blob
+        if math.prod(shape) * dtype.itemsize > 4 * len(self.buf) + 2**16:
+            raise BlobError("Invalid blob: the fields of a structured array do not have the shape they declare.")
+        rec = np.empty(shape, dtype)
         for name, column in zip(names, columns):
             rec[name] = column
         return rec.view(np.recarray)
