@@ -357,8 +357,9 @@ class Connection:
     def translate_error(self, exc: BaseException, table: str | None = None) -> DataJointError:
         """The joinflow error for a driver error, with the fix for permission and deadlock errors."""
         error = self.backend.translate_error(exc, table)
-        if getattr(exc, "connection_invalidated", False) and not isinstance(error, (LostConnectionError, DataTypeError)):
-            # (a DataTypeError here: the backend knows the statement itself made the server hang up)
+        # (a DataTypeError here: the backend knows the statement itself made the server hang up)
+        lost = not isinstance(error, (LostConnectionError, DataTypeError))
+        if getattr(exc, "connection_invalidated", False) and lost:
             error = LostConnectionError(
                 f"The database server closed the connection{f' during a statement on {table}' if table else ''}: "
                 f"{error}. joinflow reconnects on the next statement; a transaction that was open is rolled back."

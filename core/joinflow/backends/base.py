@@ -557,7 +557,8 @@ class Backend:
     def unlock(self, conn, name: str) -> None:
         """Release the session-level lock ``name``."""
 
-    def check_statement_size(self, conn, table: str, attributes: Sequence[Attribute], rows: Sequence[Sequence]) -> None:
+    def check_statement_size(self, conn, table: str, attributes: Sequence[Attribute],
+                             rows: Sequence[Sequence]) -> None:
         """Refuse, before anything is sent, rows too large for the server to take in one statement
         (MySQL's ``max_allowed_packet``); ``attributes`` are those of the rows' (encoded) values.
         The other backends take values of any size their types allow."""
