@@ -19,6 +19,12 @@ Item codes (every count and length is a little-endian uint64 unless noted)::
 Numeric arrays are written and read as whole buffers (``tobytes``/``frombuffer``),
 never element by element.  Arrays come back writable, in Fortran order (the format
 does not record the memory order of the original).
+
+Decoding is bounded, so bytes that are corrupt or crafted raise :class:`~joinflow.errors.BlobError`
+instead of exhausting memory or the stack: every declared count and shape is checked against the
+bytes that actually follow before anything is allocated (each element takes at least a known number
+of bytes), a zlib stream is inflated to at most its declared size, and values may nest at most
+``MAX_DEPTH`` levels deep (also when packing, so nothing is stored that could not be read back).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import collections.abc
 import datetime
 import decimal
+import math
 import struct
 import uuid
 import zlib
@@ -33,13 +40,20 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataJointError, DataTypeError
+from .errors import BlobError, DataJointError, DataTypeError
 
 MYM = b"mYm\0"
 DJ0 = b"dj0\0"
 ZL123 = b"ZL123\0"
 COMPRESS_ABOVE = 1000
 SAMPLE_ABOVE = 256 * 1024  # blobs this large are compressed only if a sample shows it pays (DataJoint: always tries)
+# values nest at most this deep (a list in a list in ... counts one level each); deeper ones are
+# refused when packing and when unpacking (decoding is recursive: this keeps it far from Python's
+# recursion limit, with room for the caller's own stack)
+MAX_DEPTH = 200
+_ZLIB_MAX_RATIO = 1040  # deflate's largest expansion is 1032:1 (258 bytes from 2 bits)
+# the fewest bytes one length-prefixed item takes (uint64 length + 1-byte code)
+_ITEM_BYTES = 9
 
 _DATETIME_UNITS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as")
 
@@ -92,17 +106,30 @@ def _nbytes(chunks: list) -> int:
 class _Packer:
     """Serializes one object into a list of byte chunks; remembers whether dj0 is needed."""
 
-    __slots__ = ("dj0",)
+    __slots__ = ("dj0", "depth")
 
     def __init__(self) -> None:
         self.dj0 = False
+        self.depth = 1
 
     def item(self, obj: Any, out: list) -> None:
         """Append a length-prefixed serialized item."""
         sub: list = []
+        self.deeper()
         self.pack(obj, sub)
+        self.depth -= 1
         out.append(_U64.pack(_nbytes(sub)))
         out.extend(sub)
+
+    def deeper(self) -> None:
+        """One nesting level down (the reader counts the same levels)."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise DataTypeError(
+                f"Cannot serialize a value nested more than {MAX_DEPTH} levels deep into a blob (or a "
+                "container that contains itself): it could not be read back. Flatten the structure, or "
+                "store it another way (e.g. as JSON or an <object@> file)."
+            )
 
     def pack(self, obj: Any, out: list) -> None:
         if isinstance(obj, MatCell):
@@ -224,12 +251,14 @@ class _Packer:
     def records(self, array: np.ndarray, out: list) -> None:
         names = array.dtype.names
         out.append(b"F" + _U32.pack(len(names)) + "\0".join(names).encode() + b"\0")
+        self.deeper()  # the fields are read as items one level down
         for name in names:
             column = array[name]
             if column.dtype.fields:
                 self.records(column, out)
             else:
                 self.array(column, out)
+        self.depth -= 1
 
     def temporal(self, value, out: list) -> None:
         if isinstance(value, datetime.datetime):
@@ -287,21 +316,39 @@ serialize = pack
 
 
 class _Reader:
-    __slots__ = ("buf", "pos", "squeeze_arrays")
+    __slots__ = ("buf", "pos", "squeeze_arrays", "depth")
 
     def __init__(self, buf, squeeze: bool) -> None:
         self.buf = buf
         self.pos = 0
         self.squeeze_arrays = squeeze
+        self.depth = 0
 
     # -- primitives ----------------------------------------------------------------------
     def take(self, n: int):
         start = self.pos
         end = start + n
         if end > len(self.buf):
-            raise DataJointError("Invalid blob: it ends in the middle of a value (truncated or corrupted).")
+            raise BlobError("Invalid blob: it ends in the middle of a value (truncated or corrupted).")
         self.pos = end
         return self.buf[start:end]
+
+    def need(self, count: int, each: int, what: str) -> int:
+        """``count`` elements of at least ``each`` bytes each: refused, before anything is
+        allocated for them, when the bytes that follow cannot hold that many."""
+        left = len(self.buf) - self.pos
+        if count * each > left:
+            raise BlobError(
+                f"Invalid blob: {what} declares {count} elements, but only {left} bytes follow, too few for "
+                "them: the blob is corrupted or crafted."
+            )
+        return count
+
+    def shape(self, what: str) -> tuple[tuple[int, ...], int]:
+        """(shape, number of elements) of an array header: ndim, then ndim uint64 sizes."""
+        ndim = self.need(self.u64(), 8, f"the shape of {what}")
+        shape = tuple(self.values(np.dtype("<u8"), ndim).tolist())
+        return shape, math.prod(shape)
 
     def u64(self) -> int:
         value = _U64.unpack_from(self.buf, self.pos)[0]
@@ -337,7 +384,7 @@ class _Reader:
         start = self.pos
         value = self.read()
         if self.pos - start != size:
-            raise DataJointError("Invalid blob: an item's length does not match its contents.")
+            raise BlobError("Invalid blob: an item's length does not match its contents.")
         return value
 
     def read(self) -> Any:
@@ -345,31 +392,39 @@ class _Reader:
         self.pos += 1
         reader = _READERS.get(code)
         if reader is None:
-            raise DataJointError(
+            raise BlobError(
                 f"Unknown blob data structure code {chr(code)!r}: the blob was written by a newer or "
-                "different serializer."
+                "different serializer, or it is corrupted."
             )
-        return reader(self)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise BlobError(
+                f"Invalid blob: values nested more than {MAX_DEPTH} levels deep (joinflow.blob.MAX_DEPTH); "
+                "joinflow never writes such a blob: it is corrupted or crafted."
+            )
+        value = reader(self)
+        self.depth -= 1
+        return value
 
     def array(self):
-        ndim = self.u64()
-        shape = tuple(int(s) for s in self.values(np.dtype("<u8"), ndim))
-        n = int(np.prod(shape, dtype=np.int64))
+        shape, n = self.shape("an array")
         type_id, is_complex = self.u32(), self.u32()
         dtype = TYPE_DTYPES.get(type_id)
         if dtype is None:
-            raise DataJointError(f"Invalid blob: unsupported array type id {type_id}.")
+            raise BlobError(f"Invalid blob: unsupported array type id {type_id}.")
         if type_id == OBJECT_ID:
-            data = np.empty(n, dtype=object)
+            data = np.empty(self.need(n, _ITEM_BYTES, "an object array"), dtype=object)
+            item = self.item
             for i in range(n):
-                data[i] = self.item()
+                data[i] = item()
         elif type_id == CHAR_ID:
-            data = self.values(np.dtype("S1"), 2 * n)[::2].astype("U1")
-            if ndim == 1 or (ndim == 2 and shape[0] == 1):
+            data = self.values(np.dtype("S1"), 2 * self.need(n, 2, "a char array"))[::2].astype("U1")
+            if len(shape) == 1 or (len(shape) == 2 and shape[0] == 1):
                 compact = data.squeeze()
                 data = compact if compact.shape == () else np.array("".join(compact.tolist()))
                 shape = (1,)
         else:
+            self.need(n, dtype.itemsize * (2 if is_complex else 1), "an array")
             data = self.values(dtype.newbyteorder("<") if dtype.kind != "b" else dtype, n)
             if is_complex:
                 imag = self.values(dtype.newbyteorder("<"), n)
@@ -385,61 +440,78 @@ class _Reader:
         return self.squeeze(data.reshape(shape, order="F"))
 
     def records(self):
-        n_fields = self.u32()
+        n_fields = self.need(self.u32(), 2, "a structured array's field list")  # a NUL and a code each
         if not n_fields:
             return np.array(None)
         names = [self.cstring() for _ in range(n_fields)]
-        columns = [self.read() for _ in range(n_fields)]
-        rec = np.empty(columns[0].shape, np.dtype([(n, c.dtype) for n, c in zip(names, columns)]))
+        columns = []
+        for _ in range(n_fields):
+            columns.append(self.read())
+        if any(not isinstance(c, (np.ndarray, np.generic)) for c in columns):
+            raise BlobError("Invalid blob: a field of a structured array is not an array.")
+        shape = columns[0].shape
+        dtype = np.dtype([(n, c.dtype) for n, c in zip(names, columns)])
+        # fields of another shape are broadcast (as DataJoint does: char fields come back 0-d), but
+        # not into more memory than real fields could fill: each element of a field was in the blob
+        if math.prod(shape) * dtype.itemsize > 4 * len(self.buf) + 2**16:
+            raise BlobError("Invalid blob: the fields of a structured array do not have the shape they declare.")
+        rec = np.empty(shape, dtype)
         for name, column in zip(names, columns):
             rec[name] = column
         return rec.view(np.recarray)
 
     def struct(self):
-        ndim = self.u64()
-        shape = tuple(int(s) for s in self.values(np.dtype("<u8"), ndim))
-        n = int(np.prod(shape, dtype=np.int64))
-        n_fields = self.u32()
+        shape, n = self.shape("a struct array")
+        n_fields = self.need(self.u32(), 1, "a struct array's field list")  # a NUL each
         if not n_fields:
             return np.array(None)
         names = [self.cstring() for _ in range(n_fields)]
+        self.need(n * n_fields, _ITEM_BYTES, "a struct array")
         data = np.empty(n, dtype=[(name, object) for name in names])
+        item = self.item
         for i in range(n):
-            data[i] = tuple(self.item() for _ in range(n_fields))
+            values = []
+            for _ in range(n_fields):
+                values.append(item())
+            data[i] = tuple(values)
         return self.squeeze(data.reshape(shape, order="F"), to_scalar=False).view(MatStruct)
 
     def cell(self):
-        ndim = self.u64()
-        shape = tuple(int(s) for s in self.values(np.dtype("<u8"), ndim))
-        n = int(np.prod(shape, dtype=np.int64))
-        data = np.empty(n, dtype=object)
+        shape, n = self.shape("a cell array")
+        data = np.empty(self.need(n, _ITEM_BYTES, "a cell array"), dtype=object)
+        item = self.item
         for i in range(n):
-            data[i] = self.item()
+            data[i] = item()
         if n == 0:
             return data.view(MatCell)
         return self.squeeze(data.reshape(shape, order="F"), to_scalar=False).view(MatCell)
 
     def sparse(self):
-        raise DataJointError("Sparse MATLAB arrays (blob code 'P') are not supported.")
+        raise BlobError("Sparse MATLAB arrays (blob code 'P') are not supported.")
 
     def none(self):
         return None
 
+    # (loops, not comprehensions: a comprehension is one more stack frame per nesting level)
     def tuple_(self):
-        return tuple(self.item() for _ in range(self.u64()))
+        return tuple(self.list_())
 
     def list_(self):
-        return [self.item() for _ in range(self.u64())]
+        result = []
+        item = self.item
+        for _ in range(self.need(self.u64(), _ITEM_BYTES, "a list, tuple or set")):
+            result.append(item())
+        return result
 
     def set_(self):
-        return {self.item() for _ in range(self.u64())}
+        return set(self.list_())
 
     def dict_(self):
-        n = self.u64()
         result = {}
-        for _ in range(n):
-            k = self.item()
-            result[k] = self.item()
+        item = self.item
+        for _ in range(self.need(self.u64(), 2 * _ITEM_BYTES, "a dict")):
+            k = item()
+            result[k] = item()
         return result
 
     def str_(self):
@@ -513,21 +585,55 @@ _READERS = {
 }
 
 
+def _inflate(buf: bytes) -> bytes:
+    """The bytes of a ``ZL123`` blob, inflated to at most their declared size."""
+    start = len(ZL123) + 8
+    if len(buf) < start:
+        raise BlobError("Invalid blob: it ends inside its compression header (truncated or corrupted).")
+    size = _U64.unpack_from(buf, len(ZL123))[0]
+    if size <= len(MYM):  # max_length=0 would mean "no limit"; no blob is that short anyway
+        raise BlobError(f"Invalid blob: its compression header declares {size} bytes, too few for any blob.")
+    if size > _ZLIB_MAX_RATIO * (len(buf) - start) + 1024:
+        raise BlobError(
+            f"Invalid blob: its compression header declares {size} bytes, more than its {len(buf) - start} "
+            "compressed bytes can hold (zlib expands at most about 1032-fold): corrupted or crafted."
+        )
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(memoryview(buf)[start:], size)
+        if not inflater.eof and inflater.unconsumed_tail:
+            # at the declared size: only the stream's end marker and checksum may be left
+            if inflater.decompress(inflater.unconsumed_tail, 1):
+                raise BlobError(
+                    f"Invalid blob: its compressed data inflates to more than the {size} bytes its header "
+                    "declares (corrupted or crafted); it was not inflated further."
+                )
+    except zlib.error as exc:
+        raise BlobError(f"Invalid blob: its compressed data cannot be decompressed ({exc}).") from None
+    if not inflater.eof:
+        raise BlobError("Invalid blob: its compressed data ends early (incomplete or truncated stream).")
+    if len(data) != size:
+        raise BlobError(f"Invalid blob: size mismatch after decompression (expected {size}, got {len(data)}).")
+    return data
+
+
+# what decoding raises on bytes that do not follow the format (an unhashable set member or dict
+# key, an impossible date, bad UTF-8, a reshape that does not fit, ...): all become BlobError
+_DECODE_ERRORS = (struct.error, ValueError, LookupError, TypeError, AttributeError, ArithmeticError, RecursionError)
+
+
 def unpack(blob, squeeze: bool = False) -> Any:
-    """Deserialize a blob written by :func:`pack`, ``datajoint.blob.pack`` or MATLAB's mYm."""
+    """Deserialize a blob written by :func:`pack`, ``datajoint.blob.pack`` or MATLAB's mYm.
+
+    Raises :class:`~joinflow.errors.BlobError` for bytes that are not a valid blob, without
+    allocating more than the bytes could hold (see the module's notes on bounds)."""
     if blob is None:
         return None
     buf = blob if isinstance(blob, bytes) else bytes(blob)
     if buf.startswith(ZL123):
-        size = _U64.unpack_from(buf, len(ZL123))[0]
-        try:
-            buf = zlib.decompress(memoryview(buf)[len(ZL123) + 8 :])
-        except zlib.error as exc:
-            raise DataJointError(f"Invalid blob: its compressed data cannot be decompressed ({exc}).") from None
-        if len(buf) != size:
-            raise DataJointError(f"Invalid blob: size mismatch after decompression (expected {size}, got {len(buf)}).")
+        buf = _inflate(buf)
     if not (buf.startswith(MYM) or buf.startswith(DJ0)):
-        raise DataJointError(
+        raise BlobError(
             "Invalid blob: it does not start with the mYm or dj0 header, so it was not written by a DataJoint "
             "blob serializer."
         )
@@ -535,10 +641,15 @@ def unpack(blob, squeeze: bool = False) -> Any:
     reader.pos = len(MYM)
     try:
         value = reader.read()
-    except (struct.error, ValueError, IndexError) as exc:
-        raise DataJointError(f"Invalid blob: truncated or corrupted ({exc}).") from None
+    except RecursionError:
+        raise BlobError(
+            "Invalid blob: nested too deeply for the stack left to decode it (corrupted, crafted, or "
+            "decoded from deep inside other calls)."
+        ) from None
+    except _DECODE_ERRORS as exc:
+        raise BlobError(f"Invalid blob: truncated or corrupted ({type(exc).__name__}: {exc}).") from None
     if reader.pos != len(buf):
-        raise DataJointError("Invalid blob: trailing bytes after the serialized value (blob length check failed).")
+        raise BlobError("Invalid blob: trailing bytes after the serialized value (blob length check failed).")
     return value
 
 

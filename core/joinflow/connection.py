@@ -357,7 +357,9 @@ class Connection:
     def translate_error(self, exc: BaseException, table: str | None = None) -> DataJointError:
         """The joinflow error for a driver error, with the fix for permission and deadlock errors."""
         error = self.backend.translate_error(exc, table)
-        if getattr(exc, "connection_invalidated", False) and not isinstance(error, LostConnectionError):
+        # (a DataTypeError here: the backend knows the statement itself made the server hang up)
+        lost = not isinstance(error, (LostConnectionError, DataTypeError))
+        if getattr(exc, "connection_invalidated", False) and lost:
             error = LostConnectionError(
                 f"The database server closed the connection{f' during a statement on {table}' if table else ''}: "
                 f"{error}. joinflow reconnects on the next statement; a transaction that was open is rolled back."
@@ -399,6 +401,8 @@ class Connection:
 
     def _should_retry(self, exc: sa.exc.DBAPIError, attempt: int) -> bool:
         if attempt or not exc.connection_invalidated or self._in_transaction or not self._reconnect:
+            return False
+        if self.backend.statement_too_large(exc):  # sent again, it would be dropped again
             return False
         logger.warning("Lost the database connection; reconnecting.")
         self._discard_connection()

@@ -88,3 +88,9 @@ class ThreadSafetyError(DataJointError):
 
 class DeclarationError(DataJointError):
     """A table definition could not be parsed or declared."""
+
+
+class BlobError(DataJointError):
+    """Stored blob bytes cannot be decoded: they are truncated, corrupted or crafted (a declared
+    size larger than the bytes that follow, a zlib stream longer than its declared size, nesting
+    deeper than ``joinflow.blob.MAX_DEPTH``), or were written by a serializer joinflow does not know."""

@@ -26,9 +26,37 @@ import sqlalchemy as sa
 
 from .backends.base import VALUE
 from .condition import AndList, Not, compile_condition, condition_shape, dict_shape
-from .errors import DataJointError, UnknownAttributeError
+from .errors import BlobError, DataJointError, UnknownAttributeError
 from .heading import Attribute, Heading
 from .storage import prefetch
+
+MAX_ROWS = 2**63 - 1  # the largest LIMIT / OFFSET every backend takes (a signed 64-bit integer)
+
+
+def _row_count(value, name: str, where: str) -> int | None:
+    """``value`` as a row count for LIMIT/OFFSET: None, or an integer from 0 to 2**63-1."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise DataJointError(
+            f"{where}: {name} must be a whole number of rows (an int from 0 to 2**63-1) or None, got "
+            f"{value!r} ({type(value).__name__}). Pass e.g. {name}=10."
+        )
+    number = int(value)
+    if number < 0 or number > MAX_ROWS:
+        raise DataJointError(
+            f"{where}: {name}={number} is out of range; it must be from 0 to 2**63-1 ({MAX_ROWS}) rows"
+            + (" (a negative limit does not mean 'all rows': pass limit=None)." if name == "limit" and number < 0
+               else ".")
+        )
+    return number
+
+
+def check_limit_offset(limit, offset, where: str = "fetch") -> tuple[int | None, int | None]:
+    """``(limit, offset)`` checked the same way for every backend and every way a query is read
+    (fetch, to_dicts, to_arrays, keys, head, tail, cursor, preview, ``dj.Top``): None or a
+    Python ``int`` from 0 to 2**63-1 each; anything else raises one clear DataJointError."""
+    return _row_count(limit, "limit", where), _row_count(offset, "offset", where)
 
 
 @dataclass
@@ -563,12 +591,13 @@ class QueryExpression:
         compiled = self._compile(ctx)
         names = list(names or self.heading.names)
         stmt = compiled.select(names).order_by(*self._order_clause(compiled, order_by))
+        limit, offset = check_limit_offset(limit, offset)
         if limit is not None:
-            stmt = stmt.limit(int(limit))
+            stmt = stmt.limit(limit)
         if offset:
             if limit is None:
-                raise DataJointError("offset requires limit.")
-            stmt = stmt.offset(int(offset))
+                raise DataJointError("offset requires limit: pass both, e.g. limit=10, offset=20.")
+            stmt = stmt.offset(offset)
         return stmt
 
     def _prepared(self, spec: tuple, build) -> tuple[SqlTemplate, Sequence]:
@@ -605,6 +634,7 @@ class QueryExpression:
             names = spec_names = None  # all of them: the shape key determines which
         else:
             names = spec_names = tuple(names)
+        limit, offset = check_limit_offset(limit, offset)
         spec = ("select", spec_names, _order_key(order_by), limit, offset)
         return self._prepared(spec, lambda ctx: self._select(names, order_by, limit, offset, ctx))
 
@@ -667,12 +697,21 @@ class QueryExpression:
         context = {"schema": getattr(self, "database", None), "table": getattr(self, "table_name", None),
                    "field": attr.original_name or attr.name, "config": self.connection.config}
         decode = attr.codec.decoder(context)
+        where = f"Attribute `{attr.name}` ({attr.type})"
+        if context["schema"] and context["table"]:
+            where = (f"Table {self.connection.backend.full_table_name(context['schema'], context['table'])}, "
+                     f"attribute `{attr.name}` ({attr.type})")
 
         def codec_decode(value):
             try:
                 return decode(base(value) if base is not None else value)
+            except BlobError as exc:
+                raise BlobError(
+                    f"{where}: {exc} The stored value cannot be read; fetch the row's other attributes (name "
+                    "them, or proj() this one away), then replace it with update1() or delete the row."
+                ) from None
             except DataJointError as exc:
-                raise type(exc)(f"Attribute `{attr.name}` ({attr.type}): {exc}") from None
+                raise type(exc)(f"{where}: {exc}") from None
 
         return codec_decode
 
@@ -861,7 +900,7 @@ class QueryExpression:
 
     def preview(self, limit: int | None = None, width: int | None = None) -> str:
         cfg = self.connection.config
-        limit = limit or cfg["display.limit"]
+        limit = check_limit_offset(limit, None, "preview")[0] or cfg["display.limit"]
         width = width or cfg["display.width"]
         names, rows = self._preview_rows(limit)
 
@@ -1200,10 +1239,8 @@ class Top:
     """``q & dj.Top(limit=1, order_by="KEY", offset=0)``: the first rows in an order."""
 
     def __init__(self, limit: int | None = 1, order_by: str | list | None = "KEY", offset: int = 0):
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise DataJointError("Top(limit) must be a non-negative integer or None.")
-        if not isinstance(offset, int) or offset < 0:
-            raise DataJointError("Top(offset) must be a non-negative integer.")
+        limit, offset = check_limit_offset(limit, offset, "Top")
+        offset = offset or 0  # None means none, as in DataJoint
         self.limit = limit
         self.order_by = order_by if order_by is not None else "KEY"
         self.offset = offset

@@ -520,6 +520,7 @@ class Table(QueryExpression):
             counter = next((f for f in fields if heading[f].autoincrement), None)  # given explicitly
             hit = cache[cache_key] = (heading, compiled, compiled.string, compiled.positional, layout, counter)
         _, compiled, sql, positional, layout, counter = hit
+        backend.check_statement_size(conn, full_name, [heading[f] for f in fields], values)  # MySQL: max_allowed_packet
         if positional:
             if layout is not None:
                 values = [[row[j] for j in layout] for row in values]
@@ -790,6 +791,12 @@ class Table(QueryExpression):
                 values[name] = encode(value) if encode and value is not None else value
             except DataTypeError as exc:
                 raise DataTypeError(f"Table {self.full_table_name}, attribute `{name}`: {exc}") from None
+        try:
+            backend.check_statement_size(self.connection, self.full_table_name, [heading[n] for n in values],
+                                         [list(values.values())])
+        except BaseException:
+            journal.undo()
+            raise
         compiled = target._compile()
         stmt = sa.update(compiled.from_).where(*compiled.where).values(
             {compiled.from_.c[n]: bound(v) for n, v in values.items()}

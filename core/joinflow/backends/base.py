@@ -557,7 +557,18 @@ class Backend:
     def unlock(self, conn, name: str) -> None:
         """Release the session-level lock ``name``."""
 
+    def check_statement_size(self, conn, table: str, attributes: Sequence[Attribute],
+                             rows: Sequence[Sequence]) -> None:
+        """Refuse, before anything is sent, rows too large for the server to take in one statement
+        (MySQL's ``max_allowed_packet``); ``attributes`` are those of the rows' (encoded) values.
+        The other backends take values of any size their types allow."""
+
     # -- errors ------------------------------------------------------------------------------------
+    def statement_too_large(self, exc: BaseException) -> bool:
+        """Whether the server dropped the statement of ``exc`` for its size (sending it again fails
+        again: no reconnect-and-retry)."""
+        return False
+
     def classify_error(self, exc: BaseException) -> tuple[str | None, str]:
         """(kind, server message) for a driver exception; kind is a key of ERROR_CLASSES."""
         return None, str(exc)

@@ -14,6 +14,7 @@ import pymysql
 import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
+from ..errors import DataTypeError
 from ..heading import Attribute
 from .base import Backend, ColumnInfo, ForeignKeyInfo
 
@@ -67,6 +68,55 @@ ERRORS = {
     1213: "deadlock",  # the transaction was rolled back to break a deadlock
     1205: "deadlock",  # lock wait timeout: the statement was rolled back
 }
+
+
+# the server refused a statement larger than max_allowed_packet (ER_NET_PACKET_TOO_LARGE), or a
+# function result that would be (ER_WARN_ALLOWED_PACKET_OVERFLOWED)
+PACKET_ERRORS = (1153, 1301)
+# what a statement carries besides its values' bytes: the INSERT text, quoting, the other columns
+STATEMENT_SLACK = 4096
+WIDE_TYPES = ("bytes", "json", "jsonb")
+# the bytes PyMySQL escapes with a backslash when it puts a value into the statement text
+_ESCAPED = (b"\0", b"\\", b"\n", b"\r", b"\x1a", b'"', b"'")
+
+
+def _sent_bytes(value) -> int:
+    """The bytes ``value`` takes in the statement PyMySQL sends (escaped, quoted); 0 for non-text."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    elif isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    elif not isinstance(value, bytes):
+        return 0
+    return len(value) + sum(value.count(c) for c in _ESCAPED) + 10  # _binary'...'
+
+
+def _raw_bytes(value) -> int:
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    return 0
+
+
+def _payload(params) -> int:
+    """The bytes of the text and binary values in a statement's parameters (rows of them, too)."""
+    if isinstance(params, dict):
+        params = params.values()
+    elif not isinstance(params, (list, tuple)):
+        return _raw_bytes(params)
+    return sum(_payload(p) if isinstance(p, (list, tuple, dict)) else _raw_bytes(p) for p in params)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _packet_fix() -> str:
+    return ("Raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet = <bytes>, and "
+            "max_allowed_packet in the [mysqld] section of its config file to keep it; new connections see it), "
+            "or keep such values in an object store: declare the attribute `<blob@>` (or `<attach@>`, "
+            "`<hash@>`) instead of an in-row type.")
 
 
 class MySQLBackend(Backend):
@@ -340,6 +390,65 @@ class MySQLBackend(Backend):
 
     def unlock(self, conn, name: str) -> None:
         conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name[:64]})
+
+    # -- statement size -----------------------------------------------------------------------------
+    _max_packet: int | None = None  # the server's max_allowed_packet, read once per connection
+
+    def max_packet(self, conn) -> int:
+        if self._max_packet is None:
+            self._max_packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar())
+        return self._max_packet
+
+    def check_statement_size(self, conn, table: str, attributes, rows) -> None:
+        # the values that can be large: codec and bytes/json columns, native types (longtext, ...)
+        wide = [i for i, a in enumerate(attributes) if a.codec is not None or a.type in WIDE_TYPES or not a.core]
+        if not wide:
+            return
+        limit = None
+        for k, row in enumerate(rows):
+            raw = 0
+            for i in wide:
+                raw += _raw_bytes(row[i])
+            if 2 * raw + STATEMENT_SLACK <= 2**20:  # below the smallest limit worth a query (1 MiB)
+                continue
+            if limit is None:
+                limit = self.max_packet(conn)
+            if 2 * raw + STATEMENT_SLACK <= limit:  # fits even if every byte were escaped
+                continue
+            sizes = {i: _sent_bytes(row[i]) for i in wide}
+            if sum(sizes.values()) + STATEMENT_SLACK <= limit:
+                continue
+            biggest = max(sizes, key=sizes.__getitem__)
+            attr = attributes[biggest]
+            raise DataTypeError(
+                f"Table {table}, attribute `{attr.name}` ({attr.type}), row {k}: the value is "
+                f"{_mib(sizes[biggest])} as "
+                f"sent (the row {_mib(sum(sizes.values()))}), more than the MySQL server's max_allowed_packet of "
+                f"{_mib(limit)} ({limit} bytes); the server would drop the connection ('server has gone away'). "
+                f"Nothing was sent or written. {_packet_fix()}"
+            )
+
+    def statement_too_large(self, exc) -> bool:
+        orig = getattr(exc, "orig", exc)
+        code = orig.args[0] if isinstance(orig, pymysql.err.MySQLError) and orig.args else None
+        if code in PACKET_ERRORS:
+            return True
+        if ERRORS.get(code) == "lost" or getattr(exc, "connection_invalidated", False):
+            return _payload(getattr(exc, "params", None)) > (self._max_packet or 2**20)
+        return False
+
+    def translate_error(self, exc, table=None):
+        if self.statement_too_large(exc):
+            sent, limit = _payload(getattr(exc, "params", None)), self._max_packet
+            where = f" on table {table}" if table else ""
+            limit_text = (f"more than the server's max_allowed_packet of {_mib(limit)} ({limit} bytes)" if limit
+                          else "likely more than the server's max_allowed_packet")
+            return DataTypeError(
+                f"The MySQL server refused a statement{where} that carried {_mib(sent)} of values, {limit_text}, "
+                f"and closed the connection (it said: {getattr(exc, 'orig', exc)}). Nothing of the statement was "
+                f"written; joinflow reconnects on the next statement. {_packet_fix()}"
+            )
+        return super().translate_error(exc, table)
 
     def classify_error(self, exc):
         if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
