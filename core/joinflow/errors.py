@@ -14,6 +14,12 @@ class DataJointError(Exception):
         """Return a copy of this error with extra hints appended to its arguments."""
         return self.__class__(*(self.args + args))
 
+    def __str__(self) -> str:
+        # secrets (URL passwords, passwords, store keys) never show in a message or a traceback
+        from .settings import mask_text
+
+        return mask_text(super().__str__())
+
 
 JoinflowError = DataJointError
 
@@ -88,3 +94,7 @@ class ThreadSafetyError(DataJointError):
 
 class DeclarationError(DataJointError):
     """A table definition could not be parsed or declared."""
+
+
+class ConfigError(DataJointError):
+    """A configuration file, environment variable or setting is malformed (the message names it)."""
