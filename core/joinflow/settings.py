@@ -141,7 +141,8 @@ def remember_secret(value: Any) -> None:
         _known_secrets.add(value)
 
 
-def _remember_url(text: str) -> None:
+def remember_url(text: str) -> None:
+    """Mask the password of every URL in ``text`` wherever joinflow shows text from now on."""
     if "://" not in text:
         return
     for match in re.finditer(r"\b[A-Za-z][\w+.\-]*://[^:/@\s]*:([^@\s]*)@", text):
@@ -160,7 +161,7 @@ def _remember_secrets_in(key: str, value: Any) -> None:
         for item in value:
             _remember_secrets_in(key, item)
     elif isinstance(value, str):
-        _remember_url(value)
+        remember_url(value)
         if is_secret_name(key):
             remember_secret(value)
 
@@ -406,8 +407,6 @@ class Config:
             if var in os.environ:
                 try:
                     self._env[key] = _store_value(key, _coerce(key, os.environ[var]))
-                except ConfigError:
-                    raise
                 except DataJointError as exc:
                     raise ConfigError(f"Environment variable {var}: {exc}") from None
 
