@@ -282,3 +282,29 @@ def test_import_with_a_malformed_config_file_is_loud(tmp_path):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("joinflow.errors.ConfigError") and "joinflow.toml" in last and "line 3" in last
+
+
+def test_job_table_never_stores_a_secret(schema):
+    password = _secret()
+
+    @schema
+    class Recording(dj.Manual):
+        definition = """
+        recording_id : int32
+        """
+
+    @schema
+    class Upload(dj.Computed):
+        definition = """
+        -> Recording
+        """
+
+        def make(self, key):
+            raise RuntimeError(f"cannot reach postgresql://lab:{password}@archive.example/raw")
+
+    Recording.insert1({"recording_id": 1})
+    result = Upload.populate(reserve_jobs=True, suppress_errors=True)
+    assert len(result["error_list"]) == 1
+    row = Upload.jobs.errors.fetch1()
+    assert "lab:***@archive.example" in row["error_message"] and password not in row["error_message"]
+    assert b"RuntimeError" in row["error_stack"] and password.encode() not in row["error_stack"]
