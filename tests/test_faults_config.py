@@ -218,6 +218,7 @@ def test_read_timeout_is_opt_in_and_names_the_setting(backend, tmp_path):
         with pytest.raises((LostConnectionError, QueryError), match="database.read_timeout = 0.5 s"):
             conn.query(sleep.format(3))
         assert conn.query("SELECT 1")[0][0] == 1  # the connection is usable again
+        assert "read_timeout=0.5" in str(conn.url)  # a connection made from conn.url has it too
 
 
 # -- malformed configuration files -----------------------------------------------------------------------

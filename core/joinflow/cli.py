@@ -66,7 +66,7 @@ def _jsonable(value: Any) -> Any:
 def _print_json(document: Any) -> None:
     from .settings import mask_value
 
-    print(json.dumps(mask_value(document), indent=2, default=_jsonable))
+    print(json.dumps(mask_value(document, by_name=False), indent=2, default=_jsonable))
 
 
 class _MaskingStream:

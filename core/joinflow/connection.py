@@ -79,11 +79,11 @@ class Connection:
             self.backend = get_backend(sa_url.get_backend_name())
             if sa_url.drivername in ("postgresql", "mysql", "mariadb"):
                 sa_url = sa_url.set(drivername=self.backend.drivername)
-            # ?connect_timeout= / ?read_timeout= in the URL are the settings of the same name
+            # ?connect_timeout= / ?read_timeout= in the URL are the settings of the same name (kept in
+            # self.url, so that a connection made from it has them too; the driver gets the settings)
             for name in ("connect_timeout", "read_timeout"):
                 if name in sa_url.query:
                     cfg[f"database.{name}"] = sa_url.query[name]
-            sa_url = sa_url.difference_update_query(["connect_timeout", "read_timeout"])
         else:
             self.backend = get_backend(cfg["database.backend"])
             sa_url = self.backend.make_url(cfg)
@@ -91,7 +91,8 @@ class Connection:
         self.url = sa_url
         self._connect_timeout = cfg["database.connect_timeout"]
         self._read_timeout = cfg["database.read_timeout"]
-        self.engine = sa.create_engine(sa_url, **self.backend.engine_kwargs(cfg))
+        self.engine = sa.create_engine(sa_url.difference_update_query(["connect_timeout", "read_timeout"]),
+                                       **self.backend.engine_kwargs(cfg))
         self.backend.dialect = self.engine.dialect
         self.backend.install_events(self.engine)
         self._conn: sa.Connection | None = None

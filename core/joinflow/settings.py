@@ -166,26 +166,43 @@ def _remember_secrets_in(key: str, value: Any) -> None:
             remember_secret(value)
 
 
+_NOT_A_SECRET = ("", "yes", "no", "none", "null", "true", "false", "***")
+
+
+def _mask_pair(match: re.Match) -> str:
+    """``password=...`` -> ``password=***``; ``token_length: 8`` and ``(using password: YES)`` stay."""
+    name = match.group("key").strip(" \t:='\"")
+    value = match.group(0)[len(match.group("key")):]
+    if not is_secret_name(name) or value.strip("'\"").lower() in _NOT_A_SECRET:
+        return match.group(0)
+    quote = match.group("q") or ""
+    return match.group("key") + quote + MASK + quote
+
+
 def mask_text(text: Any) -> str:
     """``text`` with every secret masked: URL passwords, ``password=...``-style pairs, and every
     secret value joinflow has been given.  The one masking function of joinflow."""
     text = str(text)
     if "://" in text:
         text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", text)
-    text = _KEY_VALUE.sub(lambda m: m.group("key") + (m.group("q") or "") + MASK + (m.group("q") or ""), text)
+    text = _KEY_VALUE.sub(_mask_pair, text)
     for secret in sorted(_known_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
     return text
 
 
-def mask_value(value: Any, key: str = "") -> Any:
-    """A copy of a configuration value (a dict, a list, a string) with its secrets masked, to show."""
+def mask_value(value: Any, key: str = "", *, by_name: bool = True) -> Any:
+    """A copy of a configuration value (a dict, a list, a string) with its secrets masked, to show.
+
+    ``by_name``: also mask every value under a secret-like name (``password``, ``secret_key``, ...);
+    off for documents of data (the command line's JSON), where only :func:`mask_text` applies."""
     if isinstance(value, dict):
-        return {name: mask_value(item, str(name)) for name, item in value.items()}
+        return {name: mask_value(item, str(name), by_name=by_name) for name, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(mask_value(item, key) for item in value)
-    if is_secret_name(key) and value not in (None, "") and not isinstance(value, (bool, int, float)):
+        return type(value)(mask_value(item, key, by_name=by_name) for item in value)
+    if (by_name and is_secret_name(key) and value not in (None, "")
+            and not isinstance(value, (bool, int, float))):
         return MASK
     if isinstance(value, (str, bytes)):
         return mask_text(value.decode(errors="replace") if isinstance(value, bytes) else value)
