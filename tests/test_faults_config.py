@@ -256,8 +256,14 @@ def test_bad_values_in_file_or_environment_name_their_source(clean_env, monkeypa
         settings.Config()["database.host"]
     (clean_env / "datajoint.json").unlink()
     monkeypatch.setenv("DJ_PORT", "not-a-port")
+    cfg = settings.Config()
     with pytest.raises(ConfigError, match="DJ_PORT"):
-        settings.Config()["database.host"]
+        cfg["database.host"]
+    good = clean_env / "good.json"
+    good.write_text("{}")
+    cfg.load(good)  # a good file does not make up for a bad environment variable
+    with pytest.raises(ConfigError, match="DJ_PORT"):
+        cfg["database.host"]
 
 
 def test_import_with_a_malformed_config_file_is_loud(tmp_path):

@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote
 
 from .errors import ConfigError, DataJointError
 
@@ -115,7 +116,7 @@ _SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "private
 _SECRET_NAMES = ("pass", "pwd", "key")  # exact names (fsspec's s3 options call the access key `key`)
 _NOT_SECRET_SUFFIXES = ("_length", "_len", "_count", "_size", "_prefix")
 # scheme://user:PASSWORD@  (SQLAlchemy allows anything but `@` in the password)
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.\-]*://[^:/@\s'\"]*:)[^@\s]*@")
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.\-]*://[^:/@\s'\"]*:)([^@\s]*)@")
 _WORD = "|".join(_SECRET_WORDS + ("pwd",))
 # name=VALUE, name: VALUE, 'name': 'VALUE', "name": "VALUE" for secret-like names
 _KEY_VALUE = re.compile(
@@ -145,11 +146,9 @@ def remember_url(text: str) -> None:
     """Mask the password of every URL in ``text`` wherever joinflow shows text from now on."""
     if "://" not in text:
         return
-    for match in re.finditer(r"\b[A-Za-z][\w+.\-]*://[^:/@\s]*:([^@\s]*)@", text):
-        from urllib.parse import unquote
-
-        remember_secret(match.group(1))
-        remember_secret(unquote(match.group(1)))
+    for match in _URL_PASSWORD.finditer(text):
+        remember_secret(match.group(2))
+        remember_secret(unquote(match.group(2)))  # as the driver gets it
 
 
 def _remember_secrets_in(key: str, value: Any) -> None:
@@ -403,19 +402,27 @@ class Config:
         self._file: dict[str, Any] = {}
         self._env: dict[str, Any] = {}
         self.source_file: Path | None = None
-        # a malformed file or environment variable: raised by every read of a setting (not at
-        # `import joinflow`, so that the message comes as a clear error, never as a half-read
-        # configuration); load() of a good file or fixing the variable and reload() clear it
-        self._error: ConfigError | None = None
-        try:
-            if load_environment:
+        # A malformed environment variable or file is raised by every read of a setting: not at
+        # `import joinflow`, so that it comes as a clear error, and never as a half-read
+        # configuration.  load() of a good file clears the file's error, not the environment's.
+        self._env_error: ConfigError | None = None
+        self._file_error: ConfigError | None = None
+        if load_environment:
+            try:
                 self._read_environment()
-            if search_file and not self._lookup("ignore_config_file"):
-                path = find_config_file()
-                if path is not None:
+            except ConfigError as exc:
+                self._env_error = exc
+        if search_file and not self._value("ignore_config_file"):
+            path = find_config_file()
+            if path is not None:
+                try:
                     self.load(path)
-        except ConfigError as exc:
-            self._error = exc
+                except ConfigError as exc:
+                    self._file_error = exc
+
+    @property
+    def _error(self) -> ConfigError | None:
+        return self._env_error or self._file_error
 
     # -- layers --------------------------------------------------------------------
     def _read_environment(self) -> None:
@@ -440,11 +447,14 @@ class Config:
                 raise ConfigError(f"The configuration file {path}: {exc} {_FIX_FILE}") from None
         self._file = values
         self.source_file = path
-        self._error = None
+        self._file_error = None
 
     def _lookup(self, key: str) -> Any:
         if self._error is not None:
             raise self._error
+        return self._value(key)
+
+    def _value(self, key: str) -> Any:
         for layer in (self._runtime, self._env, self._file):
             if key in layer:
                 return layer[key]
@@ -524,7 +534,7 @@ class Config:
         new._env = copy.deepcopy(self._env)
         new._file = copy.deepcopy(self._file)
         new.source_file = self.source_file
-        new._error = self._error
+        new._env_error, new._file_error = self._env_error, self._file_error
         return new
 
     @contextlib.contextmanager
