@@ -34,6 +34,8 @@ try:
     logger.setLevel(str(_settings.config["loglevel"]).upper())
 except ValueError:
     logger.warning("Unknown loglevel %r in the configuration; using INFO.", _settings.config["loglevel"])
+except errors.ConfigError:  # a malformed configuration file: every use of dj.config raises the error, naming it
+    pass
 
 __all__ = [
     "__version__", "config", "conn", "Connection", "Instance", "Schema", "VirtualModule", "virtual_schema",

@@ -64,7 +64,26 @@ def _jsonable(value: Any) -> Any:
 
 
 def _print_json(document: Any) -> None:
-    print(json.dumps(document, indent=2, default=_jsonable))
+    from .settings import mask_value
+
+    print(json.dumps(mask_value(document, by_name=False), indent=2, default=_jsonable))
+
+
+class _MaskingStream:
+    """stdout/stderr while a command runs: every secret joinflow knows is masked in what is written
+    (messages, tables, JSON, progress, tracebacks)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        from .settings import mask_text
+
+        self._stream.write(mask_text(text) if isinstance(text, str) and text.strip() else text)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _table(rows: list[list[Any]], header: list[str], right: set[int] = frozenset()) -> str:
@@ -89,7 +108,9 @@ def _apply_database_url(url: str | None) -> None:
     try:
         make_url(url)
     except Exception as exc:
-        raise UsageError(f"--database-url {url!r} is not a database URL ({exc}). Write e.g. "
+        from .settings import mask_text
+
+        raise UsageError(f"--database-url {mask_text(url)!r} is not a database URL ({mask_text(exc)}). Write e.g. "
                          "sqlite:///joinflow.db or postgresql://user@host/db.") from None
     from .settings import config
 
@@ -571,6 +592,13 @@ def main(argv=None) -> int:
     # (not parser.set_defaults: the parsers share the option objects, so that would reset them)
     args.json = getattr(args, "json", False)
     args.database_url = getattr(args, "database_url", None)
+    from .settings import remember_url
+
+    for url in (args.database_url, getattr(args, "source", None), getattr(args, "target", None)):
+        if isinstance(url, str):
+            remember_url(url)  # its password is masked in everything printed from here on
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _MaskingStream(stdout), _MaskingStream(stderr)
     try:
         _apply_database_url(args.database_url)
         return args.func(args)
@@ -583,9 +611,19 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("joinflow: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or a library's error: its traceback, with every secret masked
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        return _fail(args, f"unexpected error: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 def _fail(args, message: str, code: int) -> int:
+    from .settings import mask_text
+
+    message = mask_text(message)
     print(f"joinflow: {message}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps({"error": message, "exit_code": code}))

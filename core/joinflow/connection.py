@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from . import settings
 from .backends import get_backend
-from .errors import AccessError, DataJointError, DataTypeError, DeadlockError, LostConnectionError
+from .errors import AccessError, DataJointError, DataTypeError, DeadlockError, LostConnectionError, QueryError
 
 logger = logging.getLogger("joinflow")
 
@@ -69,15 +69,30 @@ class Connection:
         self.config = config or settings.config
         url_text = cfg["database.url"]
         if url_text:
-            sa_url = make_url(url_text)
+            try:
+                sa_url = make_url(url_text)
+            except (sa.exc.ArgumentError, ValueError) as exc:
+                raise DataJointError(
+                    f"database.url {settings.mask_text(url_text)!r} is not a database URL ({exc}). Write e.g. "
+                    "sqlite:///path/joinflow.db or postgresql://user@host:5432/db."
+                ) from None
             self.backend = get_backend(sa_url.get_backend_name())
             if sa_url.drivername in ("postgresql", "mysql", "mariadb"):
                 sa_url = sa_url.set(drivername=self.backend.drivername)
+            # ?connect_timeout= / ?read_timeout= in the URL are the settings of the same name (kept in
+            # self.url, so that a connection made from it has them too; the driver gets the settings)
+            for name in ("connect_timeout", "read_timeout"):
+                if name in sa_url.query:
+                    cfg[f"database.{name}"] = sa_url.query[name]
         else:
             self.backend = get_backend(cfg["database.backend"])
             sa_url = self.backend.make_url(cfg)
+        settings.remember_secret(sa_url.password)  # masked in every message from now on
         self.url = sa_url
-        self.engine = sa.create_engine(sa_url, **self.backend.engine_kwargs(cfg))
+        self._connect_timeout = cfg["database.connect_timeout"]
+        self._read_timeout = cfg["database.read_timeout"]
+        self.engine = sa.create_engine(sa_url.difference_update_query(["connect_timeout", "read_timeout"]),
+                                       **self.backend.engine_kwargs(cfg))
         self.backend.dialect = self.engine.dialect
         self.backend.install_events(self.engine)
         self._conn: sa.Connection | None = None
@@ -100,10 +115,16 @@ class Connection:
         try:
             self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except sa.exc.DBAPIError as exc:
-            raise LostConnectionError(
-                f"Cannot connect to {self.url.render_as_string(hide_password=True)}: {exc.orig}. "
-                "Check database.host/port/user/password (or JOINFLOW_DATABASE_URL)."
-            ) from None
+            where = self.url.render_as_string(hide_password=True)
+            if self.url.host:
+                where += f" ({self.url.host}:{self.url.port or self.backend.default_port})"
+            if self.backend.is_connect_timeout(exc.orig):
+                hint = (f"The server did not answer within database.connect_timeout = {self._connect_timeout} s: is "
+                        "the host and port right and the server running? Raise database.connect_timeout (or "
+                        "JOINFLOW_CONNECT_TIMEOUT) for a slow network.")
+            else:
+                hint = "Check database.host/port/user/password (or JOINFLOW_DATABASE_URL)."
+            raise LostConnectionError(f"Cannot connect to {where}: {settings.mask_text(exc.orig)}. {hint}") from None
         self._in_transaction = False
         self._chained = False
 
@@ -357,6 +378,16 @@ class Connection:
     def translate_error(self, exc: BaseException, table: str | None = None) -> DataJointError:
         """The joinflow error for a driver error, with the fix for permission and deadlock errors."""
         error = self.backend.translate_error(exc, table)
+        if self.backend.is_read_timeout(getattr(exc, "orig", exc)):
+            what = f"A statement{f' on {table}' if table else ''} ran past database.read_timeout = {self._read_timeout} s"
+            fix = "Raise database.read_timeout (or JOINFLOW_READ_TIMEOUT), or set it to None for no limit."
+            if self.backend.read_timeout_closes_connection:
+                return LostConnectionError(
+                    f"{what}; joinflow stopped waiting and closed the connection ({getattr(exc, 'orig', exc)}). It "
+                    "was not retried. Outside a transaction the server may still have completed it; inside one, "
+                    f"nothing of the transaction is written. {fix}")
+            return QueryError(f"{what} and the server cancelled it ({getattr(exc, 'orig', exc)}): nothing of it was "
+                              f"done, and an open transaction must be rolled back. {fix}")
         # (a DataTypeError here: the backend knows the statement itself made the server hang up)
         lost = not isinstance(error, (LostConnectionError, DataTypeError))
         if getattr(exc, "connection_invalidated", False) and lost:
@@ -403,6 +434,9 @@ class Connection:
         if attempt or not exc.connection_invalidated or self._in_transaction or not self._reconnect:
             return False
         if self.backend.statement_too_large(exc):  # sent again, it would be dropped again
+            return False
+        if self.backend.is_read_timeout(exc.orig):  # the server may still be running it: never run it twice
+            self._discard_connection()
             return False
         logger.warning("Lost the database connection; reconnecting.")
         self._discard_connection()

@@ -108,11 +108,15 @@ def _connect(url_or_connection, config, role: str):
         return url_or_connection, False
     if not url_or_connection:
         raise CopyError(f"No {role} database URL given.")
+    from .settings import mask_text, remember_url
+
+    remember_url(str(url_or_connection))  # its password never shows in a message
     try:
-        return Connection(url=str(url_or_connection), config=config or global_config), True
-    except sa.exc.ArgumentError as exc:
-        raise CopyError(f"The {role} URL {url_or_connection!r} is not a database URL ({exc}). Write e.g. "
-                        "sqlite:///path/joinflow.db or postgresql://user@host/db.") from None
+        sa.engine.make_url(str(url_or_connection))
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise CopyError(f"The {role} URL {mask_text(url_or_connection)!r} is not a database URL "
+                        f"({mask_text(exc)}). Write e.g. sqlite:///path/joinflow.db or postgresql://user@host/db.") from None
+    return Connection(url=str(url_or_connection), config=config or global_config), True
 
 
 def _show(conn) -> str:

@@ -14,6 +14,12 @@ class DataJointError(Exception):
         """Return a copy of this error with extra hints appended to its arguments."""
         return self.__class__(*(self.args + args))
 
+    def __str__(self) -> str:
+        # secrets (URL passwords, passwords, store keys) never show in a message or a traceback
+        from .settings import mask_text
+
+        return mask_text(super().__str__())
+
 
 JoinflowError = DataJointError
 
@@ -94,3 +100,7 @@ class BlobError(DataJointError):
     """Stored blob bytes cannot be decoded: they are truncated, corrupted or crafted (a declared
     size larger than the bytes that follow, a zlib stream longer than its declared size, nesting
     deeper than ``joinflow.blob.MAX_DEPTH``), or were written by a serializer joinflow does not know."""
+
+
+class ConfigError(DataJointError):
+    """A configuration file, environment variable or setting is malformed (the message names it)."""

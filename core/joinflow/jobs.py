@@ -307,6 +307,10 @@ class Job(Table):
             conn.execute(sa.delete(tc).where(self._key_clause(tc, key)))
 
     def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
+        from .settings import mask_text  # a password in a make()'s error must not be stored for all to read
+
+        error_message = mask_text(error_message)
+        error_stack = mask_text(error_stack) if isinstance(error_stack, str) else error_stack
         if len(error_message) > ERROR_MESSAGE_LENGTH:
             error_message = error_message[: ERROR_MESSAGE_LENGTH - len(TRUNCATION)] + TRUNCATION
         self._set_status(key, "error", error_message=error_message,

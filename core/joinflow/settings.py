@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote
 
-from .errors import DataJointError
+from .errors import ConfigError, DataJointError
 
 try:  # Python 3.11+
     import tomllib as _toml
@@ -37,6 +40,11 @@ DEFAULTS: dict[str, Any] = {
     "database.use_tls": None,
     "database.create_tables": True,
     "database.pool_pre_ping": True,
+    # seconds to wait for a server to accept a connection and answer its handshake
+    "database.connect_timeout": 10,
+    # seconds one statement may wait for the server's answer; None: no limit (long populate queries
+    # are legitimate).  MySQL: the client gives up; PostgreSQL: the server cancels the statement.
+    "database.read_timeout": None,
     "connection.charset": "",
     "display.limit": 12,
     "display.width": 14,
@@ -82,6 +90,8 @@ ENV_VARS: dict[str, str] = {
     "DJ_JOBS_STALE_TIMEOUT": "jobs.stale_timeout",
     "DJ_JOBS_DEFAULT_PRIORITY": "jobs.default_priority",
     "JOINFLOW_JOBS_LEASE_TIMEOUT": "jobs.lease_timeout",
+    "JOINFLOW_CONNECT_TIMEOUT": "database.connect_timeout",
+    "JOINFLOW_READ_TIMEOUT": "database.read_timeout",
     "DJ_PROVENANCE_CAPTURE": "provenance.capture",
     "DJ_PROVENANCE_SOURCE": "provenance.source",
     "DJ_STORES": "stores",
@@ -97,9 +107,143 @@ ENV_VARS: dict[str, str] = {
 
 CONFIG_FILES = ("joinflow.toml", "datajoint.json")
 
+# -- secrets -------------------------------------------------------------------------------------
+# Every secret joinflow is given (passwords, URL passwords, store keys) is masked wherever joinflow
+# shows text: reprs of the configuration, error messages, log records and the command line's output.
+MASK = "***"
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "private_key", "access_key",
+                 "account_key", "api_key", "apikey", "session_key")
+_SECRET_NAMES = ("pass", "pwd", "key")  # exact names (fsspec's s3 options call the access key `key`)
+_NOT_SECRET_SUFFIXES = ("_length", "_len", "_count", "_size", "_prefix")
+# scheme://user:PASSWORD@  (SQLAlchemy allows anything but `@` in the password)
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.\-]*://[^:/@\s'\"]*:)([^@\s]*)@")
+_WORD = "|".join(_SECRET_WORDS + ("pwd",))
+# name=VALUE, name: VALUE, 'name': 'VALUE', "name": "VALUE" for secret-like names
+_KEY_VALUE = re.compile(
+    rf"""(?P<key>(?P<kq>['"]?)[\w.\-]*(?:{_WORD})[\w\-]*(?P=kq)\s*[:=]\s*)"""
+    r"""(?:(?P<q>['"])(?:(?!(?P=q)).)*(?P=q)|[^\s,;}&)\]'"]+)""", re.IGNORECASE)
+_known_secrets: set[str] = set()  # literal secret values seen in this process (4 characters or more)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for configuration keys and store options that hold secrets (``database.password``,
+    ``secret_key``, ``access_key``, ``token``, ...)."""
+    last = str(name).lower().rsplit(".", 1)[-1]
+    if last.endswith(_NOT_SECRET_SUFFIXES):
+        return False
+    return last in _SECRET_NAMES or any(word in last for word in _SECRET_WORDS)
+
+
+def remember_secret(value: Any) -> None:
+    """Mask ``value`` (a password, a key) wherever joinflow shows text from now on."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, str) and len(value) >= 4:
+        _known_secrets.add(value)
+
+
+def remember_url(text: str) -> None:
+    """Mask the password of every URL in ``text`` wherever joinflow shows text from now on."""
+    if "://" not in text:
+        return
+    for match in _URL_PASSWORD.finditer(text):
+        remember_secret(match.group(2))
+        remember_secret(unquote(match.group(2)))  # as the driver gets it
+
+
+def _remember_secrets_in(key: str, value: Any) -> None:
+    """Remember the secrets inside a configuration value (recursing into dicts and lists)."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _remember_secrets_in(str(name), item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _remember_secrets_in(key, item)
+    elif isinstance(value, str):
+        remember_url(value)
+        if is_secret_name(key):
+            remember_secret(value)
+
+
+_NOT_A_SECRET = ("", "yes", "no", "none", "null", "true", "false", "***")
+
+
+def _mask_pair(match: re.Match) -> str:
+    """``password=...`` -> ``password=***``; ``token_length: 8`` and ``(using password: YES)`` stay."""
+    name = match.group("key").strip(" \t:='\"")
+    value = match.group(0)[len(match.group("key")):]
+    if not is_secret_name(name) or value.strip("'\"").lower() in _NOT_A_SECRET:
+        return match.group(0)
+    quote = match.group("q") or ""
+    return match.group("key") + quote + MASK + quote
+
+
+def mask_text(text: Any) -> str:
+    """``text`` with every secret masked: URL passwords, ``password=...``-style pairs, and every
+    secret value joinflow has been given.  The one masking function of joinflow."""
+    text = str(text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", text)
+    text = _KEY_VALUE.sub(_mask_pair, text)
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def mask_value(value: Any, key: str = "", *, by_name: bool = True) -> Any:
+    """A copy of a configuration value (a dict, a list, a string) with its secrets masked, to show.
+
+    ``by_name``: also mask every value under a secret-like name (``password``, ``secret_key``, ...);
+    off for documents of data (the command line's JSON), where only :func:`mask_text` applies."""
+    if isinstance(value, dict):
+        return {name: mask_value(item, str(name), by_name=by_name) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask_value(item, key, by_name=by_name) for item in value)
+    if (by_name and is_secret_name(key) and value not in (None, "")
+            and not isinstance(value, (bool, int, float))):
+        return MASK
+    if isinstance(value, (str, bytes)):
+        return mask_text(value.decode(errors="replace") if isinstance(value, bytes) else value)
+    return value
+
+
+class MaskedDict(dict):
+    """A dict whose repr masks its secrets (``config["stores"]`` and each store's spec)."""
+
+    def __repr__(self) -> str:
+        return repr(mask_value(dict(self)))
+
+    __str__ = __repr__
+
+
+def _masked_dicts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MaskedDict({name: _masked_dicts(item) for name, item in value.items()})
+    return value
+
+
+class _MaskingFilter(logging.Filter):
+    """Masks secrets in the records of the ``joinflow`` logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is left to logging's own error report
+            return True
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+logging.getLogger("joinflow").addFilter(_MaskingFilter())
+
 
 def _coerce(key: str, value: Any) -> Any:
     """Turn an environment/file string into the type of the key's default."""
+    if key in ("database.connect_timeout", "database.read_timeout"):
+        return _check_timeout(key, value)
     if not isinstance(value, str):
         return value
     default = DEFAULTS.get(key)
@@ -128,6 +272,24 @@ def _coerce(key: str, value: Any) -> Any:
         except json.JSONDecodeError as exc:
             raise DataJointError(f"DJ_STORES must be a JSON object: {exc}") from None
     return value
+
+
+def _check_timeout(key: str, value: Any) -> float | int | None:
+    """``database.connect_timeout`` (required) / ``database.read_timeout`` (None = no limit): seconds > 0."""
+    text = value.strip() if isinstance(value, str) else value
+    if key == "database.read_timeout" and (text is None or (isinstance(text, str) and text.lower() in ("", "none"))):
+        return None
+    try:
+        if isinstance(text, bool):
+            raise ValueError
+        seconds = float(text)
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is None or not seconds > 0 or seconds == float("inf"):
+        hint = " or None (no limit)" if key == "database.read_timeout" else ""
+        raise ConfigError(f"Configuration key `{key}` must be a number of seconds greater than 0{hint}, "
+                          f"got {value!r}.")
+    return int(seconds) if seconds == int(seconds) else seconds
 
 
 def _check_source(value: Any) -> dict:
@@ -174,17 +336,44 @@ def find_config_file(start: Path | None = None) -> Path | None:
     return None
 
 
+_FIX_FILE = "Fix the file, or set DJ_IGNORE_CONFIG_FILE=1 to start without it."
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
-    text = path.read_text()
+    """The settings in a ``joinflow.toml`` / ``datajoint.json`` file, flattened to dotted keys.
+
+    A file that cannot be read or parsed raises :class:`ConfigError` naming the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read the configuration file {path}: {exc}. {_FIX_FILE}") from None
     if path.suffix == ".toml":
         if _toml is None:  # pragma: no cover
-            raise DataJointError(f"Reading {path} needs Python 3.11+ or the `tomli` package.")
-        tree = _toml.loads(text)
+            raise ConfigError(f"Reading {path} needs Python 3.11+ or the `tomli` package.")
+        try:
+            tree = _toml.loads(text)
+        except _toml.TOMLDecodeError as exc:  # its message ends with "(at line L, column C)"
+            raise ConfigError(f"The configuration file {path} is not valid TOML: {mask_text(exc)}. "
+                              f"{_FIX_FILE}") from None
     else:
-        tree = json.loads(text)
+        try:
+            tree = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"The configuration file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                              f"column {exc.colno}. {_FIX_FILE}") from None
     if not isinstance(tree, dict):
-        raise DataJointError(f"Configuration file {path} must hold a table/object at top level.")
+        raise ConfigError(f"The configuration file {path} must hold a table/object at top level. {_FIX_FILE}")
     return _flatten(tree)
+
+
+def _store_value(key: str, value: Any) -> Any:
+    """A value as a configuration layer keeps it: its secrets remembered (to be masked in every
+    text joinflow shows) and dicts (``stores``) as :class:`MaskedDict`, whose repr masks them."""
+    _remember_secrets_in(key, value)
+    if key == "stores" or key.startswith("stores."):
+        return _masked_dicts(value)
+    return value
 
 
 class _Section:
@@ -202,7 +391,7 @@ class _Section:
 
     def __repr__(self) -> str:
         keys = [k for k in self._config.keys() if k.startswith(self._prefix + ".")]
-        return repr({k: self._config[k] for k in keys})
+        return repr({k: mask_value(self._config[k], k) for k in keys})
 
 
 class Config:
@@ -213,27 +402,59 @@ class Config:
         self._file: dict[str, Any] = {}
         self._env: dict[str, Any] = {}
         self.source_file: Path | None = None
+        # A malformed environment variable or file is raised by every read of a setting: not at
+        # `import joinflow`, so that it comes as a clear error, and never as a half-read
+        # configuration.  load() of a good file clears the file's error, not the environment's.
+        self._env_error: ConfigError | None = None
+        self._file_error: ConfigError | None = None
         if load_environment:
-            self._read_environment()
-        if search_file and not self._lookup("ignore_config_file"):
+            try:
+                self._read_environment()
+            except ConfigError as exc:
+                self._env_error = exc
+        if search_file and not self._value("ignore_config_file"):
             path = find_config_file()
             if path is not None:
-                self.load(path)
+                try:
+                    self.load(path)
+                except ConfigError as exc:
+                    self._file_error = exc
+
+    @property
+    def _error(self) -> ConfigError | None:
+        return self._env_error or self._file_error
 
     # -- layers --------------------------------------------------------------------
     def _read_environment(self) -> None:
         self._env = {}
         for var, key in ENV_VARS.items():
             if var in os.environ:
-                self._env[key] = _coerce(key, os.environ[var])
+                try:
+                    self._env[key] = _store_value(key, _coerce(key, os.environ[var]))
+                except DataJointError as exc:
+                    raise ConfigError(f"Environment variable {var}: {exc}") from None
 
     def load(self, path: str | os.PathLike) -> None:
-        """Read a ``joinflow.toml`` / ``datajoint.json`` file into the file layer."""
+        """Read a ``joinflow.toml`` / ``datajoint.json`` file into the file layer.
+
+        A malformed file raises :class:`ConfigError` naming the file (and the line)."""
         path = Path(path)
-        self._file = {k: _coerce(k, v) for k, v in read_config_file(path).items()}
+        values = {}
+        for key, value in read_config_file(path).items():
+            try:
+                values[key] = _store_value(key, _coerce(key, value))
+            except DataJointError as exc:
+                raise ConfigError(f"The configuration file {path}: {exc} {_FIX_FILE}") from None
+        self._file = values
         self.source_file = path
+        self._file_error = None
 
     def _lookup(self, key: str) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value(key)
+
+    def _value(self, key: str) -> Any:
         for layer in (self._runtime, self._env, self._file):
             if key in layer:
                 return layer[key]
@@ -243,6 +464,8 @@ class Config:
 
     # -- mapping interface -----------------------------------------------------------
     def keys(self) -> list[str]:
+        if self._error is not None:
+            raise self._error
         return sorted(set(DEFAULTS) | set(self._file) | set(self._env) | set(self._runtime))
 
     def __getitem__(self, key: str) -> Any:
@@ -258,7 +481,9 @@ class Config:
             )
         if key == "provenance.source" and not isinstance(value, str):
             value = _check_source(value)
-        self._runtime[key] = _coerce(key, value) if isinstance(value, str) else value
+        if isinstance(value, str) or key in ("database.connect_timeout", "database.read_timeout"):
+            value = _coerce(key, value)
+        self._runtime[key] = _store_value(key, value)
 
     def __delitem__(self, key: str) -> None:
         self._runtime.pop(key, None)
@@ -296,8 +521,12 @@ class Config:
             self[name] = value
 
     def __repr__(self) -> str:
-        shown = {k: ("***" if k == "database.password" and self[k] else self[k]) for k in self.keys()}
+        if self._error is not None:
+            return f"Config(<unusable: {self._error}>)"
+        shown = {k: mask_value(self[k], k) for k in self.keys()}
         return f"Config({shown})"
+
+    __str__ = __repr__
 
     def copy(self) -> "Config":
         new = Config(load_environment=False, search_file=False)
@@ -305,6 +534,7 @@ class Config:
         new._env = copy.deepcopy(self._env)
         new._file = copy.deepcopy(self._file)
         new.source_file = self.source_file
+        new._env_error, new._file_error = self._env_error, self._file_error
         return new
 
     @contextlib.contextmanager

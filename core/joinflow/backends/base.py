@@ -189,6 +189,20 @@ class Backend:
     def engine_kwargs(self, cfg) -> dict:
         return {}
 
+    # -- timeouts -------------------------------------------------------------------------
+    # database.read_timeout: True where the client gives up and closes the session (the server may
+    # finish the statement); False where the server cancels the statement itself
+    read_timeout_closes_connection = True
+
+    def is_read_timeout(self, orig: BaseException) -> bool:
+        """Whether this driver error is ``database.read_timeout`` running out on a statement."""
+        return False
+
+    def is_connect_timeout(self, orig: BaseException) -> bool:
+        """Whether this connect error says the server did not answer in time."""
+        text = str(orig).lower()
+        return "timed out" in text or "timeout" in text
+
     # iteration (``for row in query``) reads on a session of its own, so the caller's session stays
     # free for other statements while rows arrive; False: on the caller's session (SQLite, whose
     # cursors step through rows lazily anyway, and whose in-memory database exists once per session)

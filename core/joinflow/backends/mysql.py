@@ -137,10 +137,30 @@ class MySQLBackend(Backend):
         )
 
     def engine_kwargs(self, cfg) -> dict:
-        args: dict[str, Any] = {"init_command": f"SET SESSION sql_mode = '{SQL_MODE}'"}
+        # PyMySQL's connect_timeout covers only the TCP connect; the handshake that follows reads
+        # with read_timeout, which is None (wait forever) unless given: a port that accepts and
+        # never answers hung connect() for ever.  The handshake (and the session set-up) reads and
+        # writes under connect_timeout; install_events() then sets the session's own read timeout.
+        timeout = cfg["database.connect_timeout"]
+        self._session_read_timeout = cfg["database.read_timeout"]
+        args: dict[str, Any] = {"init_command": f"SET SESSION sql_mode = '{SQL_MODE}'",
+                                "connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout}
         if cfg["database.use_tls"]:
             args["ssl"] = {"ssl": True}
         return {"connect_args": args}
+
+    def install_events(self, engine: sa.engine.Engine) -> None:
+        session_timeout = getattr(self, "_session_read_timeout", None)
+
+        @sa.event.listens_for(engine, "connect")
+        def _session_timeouts(dbapi_conn, _record):
+            # PyMySQL reads these two before each packet (it has no public setter)
+            dbapi_conn._read_timeout = session_timeout
+            dbapi_conn._write_timeout = session_timeout
+
+    def is_read_timeout(self, orig: BaseException) -> bool:
+        return (getattr(self, "_session_read_timeout", None) is not None and isinstance(orig, pymysql.MySQLError)
+                and bool(orig.args) and orig.args[0] == 2013 and "timed out" in str(orig))
 
     def stream_cursor(self, dbapi_conn):
         import pymysql.cursors

@@ -8,6 +8,7 @@ schema; comments go through ``COMMENT ON``.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Any, Sequence
 
@@ -51,6 +52,7 @@ class PostgreSQLBackend(Backend):
     max_name_length = 63
     begin_statement = "BEGIN"
     transactional_ddl = True
+    read_timeout_closes_connection = False  # statement_timeout: the server cancels the statement
 
     def make_url(self, cfg) -> sa.engine.URL:
         return sa.engine.URL.create(
@@ -64,8 +66,21 @@ class PostgreSQLBackend(Backend):
 
     def engine_kwargs(self, cfg) -> dict:
         tls = cfg["database.use_tls"]
-        args = {} if tls is None else {"sslmode": "require" if tls else "disable"}
+        args: dict[str, Any] = {} if tls is None else {"sslmode": "require" if tls else "disable"}
+        # libpq's connect_timeout: whole seconds, the connection and its start-up (2 at least);
+        # without it a server that accepts and never answers holds connect() for minutes
+        args["connect_timeout"] = max(2, math.ceil(cfg["database.connect_timeout"]))
+        read_timeout = cfg["database.read_timeout"]
+        self._statement_timeout_ms = None if read_timeout is None else max(1, round(read_timeout * 1000))
+        if read_timeout is not None:
+            # libpq has no client-side read timeout: the server cancels a statement that runs longer
+            # (statement_timeout, set per session below), and unacknowledged data closes the socket
+            args["tcp_user_timeout"] = self._statement_timeout_ms
         return {"connect_args": args}
+
+    def is_read_timeout(self, orig: BaseException) -> bool:
+        return (getattr(self, "_statement_timeout_ms", None) is not None
+                and getattr(orig, "sqlstate", None) == "57014" and "statement timeout" in str(orig))
 
     def cursor_returns_rows(self, cursor) -> bool:
         # psycopg 3 builds a Column object per column on every `description` access; the
@@ -76,6 +91,14 @@ class PostgreSQLBackend(Backend):
         return result is not None and result.status == _ExecStatus.TUPLES_OK
 
     def install_events(self, engine: sa.engine.Engine) -> None:
+        statement_timeout = getattr(self, "_statement_timeout_ms", None)
+        if statement_timeout is not None:
+            @sa.event.listens_for(engine, "connect")
+            def _statement_timeout(dbapi_connection, _record):  # database.read_timeout
+                with dbapi_connection.cursor() as cursor:
+                    cursor.execute(f"SET statement_timeout = {int(statement_timeout)}")
+                dbapi_connection.commit()
+
         @sa.event.listens_for(engine, "connect")
         def _fast_toast_compression(dbapi_connection, _record):
             # The server compresses every large bytea/json value it stores (TOAST). Its default,
