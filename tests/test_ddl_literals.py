@@ -98,11 +98,11 @@ def canary(schema):
 
 
 def crafted_definitions(connection, schema_name, canary) -> list[str]:
-    full = canary.full_table_name
-    other = connection.backend.full_table_name(schema_name, "evil")
+    # unquoted names: PostgreSQL folds them to lower case, as the old upper-casing of the default did not
+    full, other = f"{schema_name}.{canary.table_name}", f"{schema_name}.evil"
     return [
-        # the example: DDL after the default runs on PostgreSQL
-        f"v = CURRENT_TIMESTAMP) ; DROP TABLE {full} ; CREATE TABLE {other} (x int : varchar(40)",
+        # the example: DDL after the default ran on PostgreSQL and dropped the canary
+        f"v = CURRENT_TIMESTAMP) ; DROP TABLE {full} ; CREATE TABLE {other} (crafted_id int : varchar(40)",
         # an extra column through the default (MySQL)
         "v = CURRENT_TIMESTAMP, injected int : datetime",
         "v = CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3), injected int : datetime(3)",
