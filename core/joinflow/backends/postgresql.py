@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..heading import Attribute
+from ..types import NUMBER_DEFAULT
 
 try:  # psycopg 3, the default driver
     from psycopg.pq import ExecStatus as _ExecStatus
@@ -455,7 +456,10 @@ class PostgreSQLBackend(Backend):
             body = text[2:-1].replace("''", "'")
             return "'" + re.sub(r"\\(.)", r"\1", body).replace("'", "''") + "'"
         if not text.startswith("'"):
-            text = "'" + text.strip("()") + "'"
+            number = text.strip("()")
+            # an expression (a table joinflow did not declare) stays as it is: declaring it again
+            # (describe(), joinflow copy) refuses it by name instead of storing its text as a string
+            return "'" + number + "'" if NUMBER_DEFAULT.fullmatch(number) else text
         return text
 
     def load_foreign_keys(self, conn, schemas=None) -> list[ForeignKeyInfo]:
