@@ -413,6 +413,7 @@ class Backend:
 
     # -- DDL --------------------------------------------------------------------------------
     supports_on_update = False  # ON UPDATE CURRENT_TIMESTAMP
+    display_name = "this backend"
 
     def ddl_literal(self, text: str, where: str = "A literal") -> str:
         """The one way a text goes into DDL as a string literal: defaults, enum members, comments.
@@ -421,6 +422,11 @@ class Backend:
         error when the text cannot be kept exactly. Standard SQL: quotes doubled."""
         self.check_ddl_text(text, where)
         return "'" + text.replace("'", "''") + "'"
+
+    def comment_sql(self, text: str, schema: str, table: str, attr: str | None = None) -> str:
+        """A column comment (``attr``) or the table comment as a DDL literal."""
+        what = f"the comment of attribute `{attr}`" if attr else "the table comment"
+        return self.ddl_literal(text, f"Table {schema}.{table}: {what}")
 
     def check_ddl_text(self, text: str, where: str = "A literal") -> None:
         """Refuse a text this backend would not keep exactly in its catalog."""
@@ -458,8 +464,6 @@ class Backend:
                 )
             return " DEFAULT " + self.current_timestamp_sql(parsed)
         return " DEFAULT " + self.default_value_sql(attr, parsed.text, where)
-
-    display_name = "this backend"
 
     def current_timestamp_sql(self, parsed) -> str:
         """The SQL of a CURRENT_TIMESTAMP default (types.Default of kind "now")."""

@@ -171,10 +171,6 @@ class MySQLBackend(Backend):
         where = f"Table {schema}.{table}: an enum member of attribute `{attr.name}`"
         return "enum(" + ", ".join(self.ddl_literal(v, where) for v in attr.typeinfo.enum_values) + ")"
 
-    def _comment_sql(self, text: str, schema: str, table: str, attr: str | None = None) -> str:
-        what = f"the comment of attribute `{attr}`" if attr else "the table comment"
-        return self.ddl_literal(text, f"Table {schema}.{table}: {what}")
-
     def create_table(self, conn, schema: str, table: str, spec) -> None:
         lines = []
         for attr in spec.attributes:
@@ -185,7 +181,7 @@ class MySQLBackend(Backend):
                 line += " AUTO_INCREMENT"
             comment = (f":{attr.type}:" if attr.core else "") + attr.comment
             if comment:
-                line += f" COMMENT {self._comment_sql(comment, schema, table, attr.name)}"
+                line += f" COMMENT {self.comment_sql(comment, schema, table, attr.name)}"
             lines.append(line)
         lines.append("PRIMARY KEY (" + ", ".join(self.quote(k) for k in spec.primary_key) + ")")
         for fk in spec.foreign_keys:
@@ -200,7 +196,7 @@ class MySQLBackend(Backend):
         sql = (
             f"CREATE TABLE IF NOT EXISTS {self.full_table_name(schema, table)} (\n  "
             + ",\n  ".join(lines)
-            + f"\n) ENGINE=InnoDB, COMMENT {self._comment_sql(spec.comment, schema, table)}"
+            + f"\n) ENGINE=InnoDB, COMMENT {self.comment_sql(spec.comment, schema, table)}"
         )
         conn.ddl(sql)
 
@@ -211,7 +207,7 @@ class MySQLBackend(Backend):
         text += self.default_sql(attr, f"{schema}.{table}")
         comment = self.column_comment(attr)
         if comment:
-            text += f" COMMENT {self._comment_sql(comment, schema, table, attr.name)}"
+            text += f" COMMENT {self.comment_sql(comment, schema, table, attr.name)}"
         return text
 
     def alter_statements(self, conn, schema: str, table: str, plan) -> list[str]:
@@ -237,7 +233,7 @@ class MySQLBackend(Backend):
         for fk in plan.foreign_keys_added:
             clauses.append("ADD " + self.foreign_key_sql(fk))
         if plan.comment is not None:
-            clauses.append(f"COMMENT {self._comment_sql(plan.comment, schema, table)}")
+            clauses.append(f"COMMENT {self.comment_sql(plan.comment, schema, table)}")
         return [f"ALTER TABLE {full}\n  " + ",\n  ".join(clauses)]
 
     # -- schemas ---------------------------------------------------------------------------------

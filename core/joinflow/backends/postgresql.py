@@ -140,10 +140,6 @@ class PostgreSQLBackend(Backend):
         quoted = "'" + text.replace("'", "''") + "'"
         return "E" + quoted.replace("\\", "\\\\") if "\\" in text else quoted
 
-    def _comment_sql(self, text: str, schema: str, table: str, attr: str | None = None) -> str:
-        what = f"the comment of attribute `{attr}`" if attr else "the table comment"
-        return self.ddl_literal(text, f"Table {schema}.{table}: {what}")
-
     def create_table(self, conn, schema: str, table: str, spec) -> None:
         full = self.full_table_name(schema, table)
         statements = []
@@ -183,13 +179,13 @@ class PostgreSQLBackend(Backend):
             declared.append(cols)
             statements.append(index(False, cols))
         if spec.comment:
-            statements.append(f"COMMENT ON TABLE {full} IS {self._comment_sql(spec.comment, schema, table)}")
+            statements.append(f"COMMENT ON TABLE {full} IS {self.comment_sql(spec.comment, schema, table)}")
         for attr in spec.attributes:
             text = (f":{attr.type}:" if attr.core else "") + attr.comment
             if text:
                 statements.append(
                     f"COMMENT ON COLUMN {full}.{self.quote(attr.name)} IS "
-                    f"{self._comment_sql(text, schema, table, attr.name)}"
+                    f"{self.comment_sql(text, schema, table, attr.name)}"
                 )
         for sql in statements:
             conn.ddl(sql)
@@ -273,10 +269,10 @@ class PostgreSQLBackend(Backend):
                     continue
             comment = self.column_comment(new)
             statements.append(f"COMMENT ON COLUMN {full}.{col} IS "
-                              + (self._comment_sql(comment, schema, table, new.name) if comment else "NULL"))
+                              + (self.comment_sql(comment, schema, table, new.name) if comment else "NULL"))
         if plan.comment is not None:
             statements.append(f"COMMENT ON TABLE {full} IS "
-                              + (self._comment_sql(plan.comment, schema, table) if plan.comment else "NULL"))
+                              + (self.comment_sql(plan.comment, schema, table) if plan.comment else "NULL"))
         return head + self._alter_key_drops(conn, schema, table, plan) + statements \
             + self._alter_key_adds(conn, schema, table, plan)
 
