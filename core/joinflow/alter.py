@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from .backends.base import AlterPlan, ColumnChange
 from .declare import TableSpec, parse_definition
 from .errors import DataJointError
+from .types import parse_default
 
 logger = logging.getLogger("joinflow")
 
@@ -35,13 +36,15 @@ def _norm_type(text: str) -> str:
 
 def _norm_default(attr) -> str | None:
     """A default as comparable text: quotes, case of keywords and number spellings smoothed."""
-    text = attr.default
-    if text is None or text.upper() == "NULL":
+    try:
+        parsed = parse_default(attr.default)
+    except DataJointError:
+        return attr.default
+    if parsed is None or parsed.kind == "null":
         return None
-    if text.upper().startswith("CURRENT_TIMESTAMP"):
-        return "CURRENT_TIMESTAMP"
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        text = text[1:-1].replace(text[0] * 2, text[0])
+    if parsed.kind == "now":  # the precision follows the column's (PostgreSQL does not keep it)
+        return "CURRENT_TIMESTAMP" + (" ON UPDATE CURRENT_TIMESTAMP" if parsed.on_update else "")
+    text = parsed.text
     if attr.category == "bool":
         text = {"true": "1", "false": "0"}.get(text.lower(), text)
     if attr.category in ("int", "float", "decimal", "bool"):

@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import DeclarationError, DataJointError
 from .heading import Attribute
-from .types import parse_type
+from .types import NUMBER_DEFAULT, QUOTED_DEFAULT, Default, current_timestamp_default, parse_type
 
 logger = logging.getLogger("joinflow")
 
@@ -64,22 +64,55 @@ def _split_outside_quotes(text: str, sep: str) -> tuple[str, str | None]:
     return text, None
 
 
-def _normalize_default(raw: str) -> tuple[str | None, bool]:
-    """(SQL default text, nullable) from the text between ``=`` and ``:``."""
+# an unquoted word: letters, digits, `_`, `.`, `-` (no spaces, quotes, brackets or operators)
+BARE_WORD_DEFAULT = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+DEFAULT_GRAMMAR = (
+    "A default is a quoted string ('text'; a quote inside it doubled: 'it''s'), a number, null, "
+    "true/false, an unquoted word (stored as text, as DataJoint does), or "
+    "CURRENT_TIMESTAMP[(p)] [ON UPDATE CURRENT_TIMESTAMP[(p)]] for a datetime"
+)
+
+
+def _normalize_default(raw: str, name: str, table: str, category: str) -> tuple[str | None, bool]:
+    """(stored default, nullable) from the text between ``=`` and ``:``.
+
+    Only literals are accepted; the stored form is dialect-free (types.parse_default reads it)
+    and every backend quotes it itself, so nothing a definition says is pasted into SQL."""
     value = raw.strip()
     if value.lower() == "null":
         return None, True
-    upper = value.upper()
-    if upper.startswith("CURRENT_TIMESTAMP") or upper == "NULL":
-        return upper, False
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        inner = value[1:-1]
-        if value[0] == '"':
-            inner = inner.replace('""', '"')
-        else:
-            inner = inner.replace("''", "'")
-        return "'" + inner.replace("'", "''") + "'", False
-    return "'" + value.replace("'", "''") + "'", False
+    now = current_timestamp_default(value)
+    if now is not None:
+        if category != "datetime":
+            raise DeclarationError(
+                f"Table {table}: attribute `{name}` defaults to {value}, which only a datetime attribute "
+                "can. Declare it as datetime, or give a literal default."
+            )
+        return now.canonical, False
+    single = QUOTED_DEFAULT.fullmatch(value)
+    double = re.fullmatch(r'"((?:[^"]|"")*)"', value, re.S)
+    if single:
+        text = single.group(1).replace("''", "'")
+    elif double:
+        text = double.group(1).replace('""', '"')
+    elif NUMBER_DEFAULT.fullmatch(value) or value.lower() in ("true", "false"):
+        text = value
+    elif BARE_WORD_DEFAULT.fullmatch(value):
+        text = value  # DataJoint quotes an unquoted word (`= pending`) as text; so does joinflow
+    else:
+        raise DeclarationError(
+            f"Table {table}: the default of attribute `{name}` is `{value}`, which is not a literal. "
+            f"{DEFAULT_GRAMMAR}. Quote a text default."
+        )
+    return Default("value", text).canonical, False
+
+
+def _refuse_nul(text: str, what: str, table: str) -> None:
+    if "\x00" in text:
+        raise DeclarationError(
+            f"Table {table}: {what} contains a NUL character (\\x00), which no backend keeps in a "
+            "definition. Remove it."
+        )
 
 
 def parse_attribute(line: str, in_key: bool, table: str) -> Attribute:
@@ -117,9 +150,13 @@ def parse_attribute(line: str, in_key: bool, table: str) -> Attribute:
             table,
             name,
         )
+    _refuse_nul(comment, f"the comment of attribute `{name}`", table)
+    for member in info.enum_values:
+        _refuse_nul(member, f"an enum member of attribute `{name}`", table)
     default, nullable = (None, False)
     if default_part is not None:
-        default, nullable = _normalize_default(default_part)
+        _refuse_nul(default_part, f"the default of attribute `{name}`", table)
+        default, nullable = _normalize_default(default_part, name, table, info.category)
     if in_key and nullable:
         raise DeclarationError(
             f"Table {table}: primary-key attribute `{name}` cannot default to null. Move it below "
@@ -182,6 +219,7 @@ def parse_definition(definition: str, context: dict[str, Any], table: str, *, au
         comment = lines.pop(0)[1:].strip()
         if comment.startswith(":"):
             raise DeclarationError(f"Table {table}: the table comment must not start with `:`.")
+        _refuse_nul(comment, "the table comment", table)
     in_key = True
     attributes: dict[str, Attribute] = {}
     primary_key: list[str] = []

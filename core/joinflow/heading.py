@@ -13,7 +13,8 @@ from .types import TypeInfo, parse_type
 
 logger = logging.getLogger("joinflow")
 
-COMMENT_TYPE = re.compile(r"^:(?P<type>[^:]+?):(?P<comment>.*)$", re.S)
+# ``:type:comment``; a quoted enum member inside the type may hold a colon
+COMMENT_TYPE = re.compile(r"""^:(?P<type>(?:[^:'"]|'(?:[^']|'')*'|"(?:[^"]|"")*")+?):(?P<comment>.*)$""", re.S)
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ _CORE = [
 _NATIVE = [
     (re.compile(r"^(tiny|small|medium|big)?int(eger)?(\s*\(\d+\))?(\s+unsigned)?(\s+auto_increment)?$"), "int"),
     (re.compile(r"^serial$"), "int"),
-    (re.compile(r"^(decimal|numeric|dec|fixed)(\s*\(.*\))?(\s+unsigned)?$"), "decimal"),
-    (re.compile(r"^(float|double( precision)?|real)(\s*\(.*\))?(\s+unsigned)?$"), "float"),
+    (re.compile(r"^(decimal|numeric|dec|fixed)(\s*\(\s*\d+\s*(,\s*\d+\s*)?\))?(\s+unsigned)?$"), "decimal"),
+    (re.compile(r"^(float|double( precision)?|real)(\s*\(\s*\d+\s*(,\s*\d+\s*)?\))?(\s+unsigned)?$"), "float"),
     (re.compile(r"^(var)?char(acter)?(\s+varying)?\s*(\(\d+\))?$"), "string"),
     (re.compile(r"^(tiny|medium|long)?text$"), "string"),
     (re.compile(r"^time(\s*\(\d\))?$"), "time"),
@@ -69,15 +69,90 @@ class TypeInfo:
     codec: Any = field(default=None, compare=False)  # codecs.CodecChain for <name[@store]> types
 
 
+_ENUM_ITEM = r"""\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)")\s*"""
+_ENUM_LIST = re.compile(rf"{_ENUM_ITEM}(?:,{_ENUM_ITEM})*", re.S)
+
+
 def split_enum_values(body: str) -> tuple[str, ...]:
-    """``'a', 'b'`` -> ("a", "b"); quotes doubled inside a value are unescaped."""
+    """``'a', 'b'`` -> ("a", "b"); quotes doubled inside a value are unescaped.
+
+    The body must be quoted values separated by commas and nothing else: the members are data
+    (each backend quotes them itself), never SQL text copied into a statement."""
+    if not _ENUM_LIST.fullmatch(body):
+        raise DeclarationError(
+            f"enum needs quoted values separated by commas (quotes inside a value doubled: 'it''s'), "
+            f"got enum({body})"
+        )
     values = []
-    for match in re.finditer(r"""\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)")\s*(,|$)""", body):
+    for match in re.finditer(rf"{_ENUM_ITEM}(?:,|$)", body, re.S):
         single, double = match.group(1), match.group(2)
         values.append(single.replace("''", "'") if single is not None else double.replace('""', '"'))
-    if not values:
-        raise DeclarationError(f"enum needs quoted values, got enum({body})")
     return tuple(values)
+
+
+# -- defaults -----------------------------------------------------------------------------------
+# An attribute's default is kept (Attribute.default) in one dialect-free form that the backends
+# read with parse_default and write with their own quoting: 'text' (quotes doubled), a bare
+# number, NULL, or CURRENT_TIMESTAMP[(p)] [ON UPDATE CURRENT_TIMESTAMP[(p)]].
+CURRENT_TIMESTAMP_DEFAULT = re.compile(
+    r"current_timestamp(?:\s*\(\s*([0-6])\s*\))?"
+    r"(\s+on\s+update\s+current_timestamp(?:\s*\(\s*([0-6])\s*\))?)?",
+    re.I,
+)
+QUOTED_DEFAULT = re.compile(r"'((?:[^']|'')*)'", re.S)
+NUMBER_DEFAULT = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Default:
+    """A parsed default: kind "null", "now" (CURRENT_TIMESTAMP) or "value" (``text``)."""
+
+    kind: str
+    text: str = ""
+    precision: int | None = None  # of CURRENT_TIMESTAMP(p)
+    on_update: bool = False
+    update_precision: int | None = None
+
+    @property
+    def canonical(self) -> str:
+        if self.kind == "null":
+            return "NULL"
+        if self.kind == "now":
+            text = "CURRENT_TIMESTAMP" + (f"({self.precision})" if self.precision is not None else "")
+            if self.on_update:
+                text += " ON UPDATE CURRENT_TIMESTAMP" + (
+                    f"({self.update_precision})" if self.update_precision is not None else "")
+            return text
+        return "'" + self.text.replace("'", "''") + "'"
+
+
+def current_timestamp_default(text: str) -> Default | None:
+    match = CURRENT_TIMESTAMP_DEFAULT.fullmatch(text.strip())
+    if not match:
+        return None
+    return Default("now", precision=None if match.group(1) is None else int(match.group(1)),
+                   on_update=match.group(2) is not None,
+                   update_precision=None if match.group(3) is None else int(match.group(3)))
+
+
+def parse_default(text: str | None) -> Default | None:
+    """The stored form of a default (Attribute.default) -> Default; None: no default.
+
+    Raises DeclarationError for anything that is not a literal: the text is never SQL."""
+    if text is None:
+        return None
+    value = text.strip()
+    if value.upper() == "NULL":
+        return Default("null")
+    now = current_timestamp_default(value)
+    if now is not None:
+        return now
+    quoted = QUOTED_DEFAULT.fullmatch(value)
+    if quoted:
+        return Default("value", quoted.group(1).replace("''", "'"))
+    if NUMBER_DEFAULT.fullmatch(value):
+        return Default("value", value)
+    raise DeclarationError(f"{text!r} is not a literal default")
 
 
 def parse_type(text: str) -> TypeInfo:

@@ -18,6 +18,7 @@ from ..errors import (
     DataJointError,
     DataTypeError,
     DeadlockError,
+    DeclarationError,
     DuplicateError,
     IntegrityError,
     LostConnectionError,
@@ -28,7 +29,7 @@ from ..errors import (
     UnknownAttributeError,
 )
 from ..heading import Attribute
-from ..types import int_range
+from ..types import int_range, parse_default
 
 Encoder = Callable[[Any], Any]
 
@@ -414,22 +415,77 @@ class Backend:
 
     def literal_default(self, attr: Attribute) -> Any:
         """Python value of a literal SQL default (used when a row gives None for it)."""
-        text = attr.default
-        if text is None or text.upper() == "NULL":
+        try:
+            parsed = parse_default(attr.default)
+        except DataJointError:
+            return attr.default
+        if parsed is None or parsed.kind == "null":
             return None
-        if text.upper().startswith("CURRENT_TIMESTAMP"):
+        if parsed.kind == "now":
             return datetime.datetime.now()
-        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-            return text[1:-1].replace(text[0] * 2, text[0])
-        return text
+        return parsed.text
 
     # -- DDL --------------------------------------------------------------------------------
-    def default_sql(self, attr: Attribute) -> str:
+    supports_on_update = False  # ON UPDATE CURRENT_TIMESTAMP
+    display_name = "this backend"
+
+    def ddl_literal(self, text: str, where: str = "A literal") -> str:
+        """The one way a text goes into DDL as a string literal: defaults, enum members, comments.
+
+        ``where`` names what the text is (``Table t: the default of attribute `a```) for the
+        error when the text cannot be kept exactly. Standard SQL: quotes doubled."""
+        self.check_ddl_text(text, where)
+        return "'" + text.replace("'", "''") + "'"
+
+    def comment_sql(self, text: str, schema: str, table: str, attr: str | None = None) -> str:
+        """A column comment (``attr``) or the table comment as a DDL literal."""
+        what = f"the comment of attribute `{attr}`" if attr else "the table comment"
+        return self.ddl_literal(text, f"Table {schema}.{table}: {what}")
+
+    def check_ddl_text(self, text: str, where: str = "A literal") -> None:
+        """Refuse a text this backend would not keep exactly in its catalog."""
+        if not isinstance(text, str):
+            raise DeclarationError(f"{where}: {text!r} is not a text.")
+        if "\x00" in text:
+            raise DeclarationError(
+                f"{where} contains a NUL character (\\x00), which no backend keeps in a definition. Remove it."
+            )
+
+    def default_sql(self, attr: Attribute, table: str = "") -> str:
+        """`` DEFAULT ..`` of a column (or ""): built from the parsed default, never pasted."""
         if attr.nullable and (attr.default is None or attr.default.upper() == "NULL"):
             return " DEFAULT NULL"
         if attr.default is None:
             return ""
-        return f" DEFAULT {attr.default}"
+        where = f"Table {table}: the default of attribute `{attr.name}`" if table else \
+            f"The default of attribute `{attr.name}`"
+        try:
+            parsed = parse_default(attr.default)
+        except DataJointError:
+            raise DeclarationError(
+                f"{where} is `{attr.default}`, which is not a literal. A default is a quoted string, a number, "
+                "null, or CURRENT_TIMESTAMP[(p)] for a datetime."
+            ) from None
+        if parsed.kind == "null":
+            return " DEFAULT NULL"
+        if parsed.kind == "now":
+            if attr.category != "datetime":
+                raise DeclarationError(f"{where} is {attr.default}, which only a datetime attribute can have.")
+            if parsed.on_update and not self.supports_on_update:
+                raise DeclarationError(
+                    f"{where} is {attr.default}: {self.display_name} has no ON UPDATE CURRENT_TIMESTAMP. "
+                    "Remove `ON UPDATE CURRENT_TIMESTAMP` and set the attribute when you update the row."
+                )
+            return " DEFAULT " + self.current_timestamp_sql(parsed)
+        return " DEFAULT " + self.default_value_sql(attr, parsed.text, where)
+
+    def current_timestamp_sql(self, parsed) -> str:
+        """The SQL of a CURRENT_TIMESTAMP default (types.Default of kind "now")."""
+        return "CURRENT_TIMESTAMP"
+
+    def default_value_sql(self, attr: Attribute, text: str, where: str) -> str:
+        """The SQL of a literal default value ``text`` (a string; numbers as their digits)."""
+        return self.ddl_literal(text, where)
 
     def schema_exists(self, conn, schema: str) -> bool:  # pragma: no cover
         raise NotImplementedError

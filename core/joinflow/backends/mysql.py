@@ -14,8 +14,9 @@ import pymysql
 import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-from ..errors import DataTypeError
+from ..errors import DataTypeError, DeclarationError
 from ..heading import Attribute
+from ..types import Default, current_timestamp_default
 from .base import Backend, ColumnInfo, ForeignKeyInfo
 
 SQL_MODE = (
@@ -119,6 +120,26 @@ def _packet_fix() -> str:
             "`<hash@>`) instead of an in-row type.")
 
 
+_ESCAPES = {"0": "\x00", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "Z": "\x1a"}
+
+
+def _unescape(body: str) -> str:
+    """The value of a MySQL string literal's body (backslash escapes, doubled quotes)."""
+    out, i = [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            out.append(_ESCAPES.get(body[i + 1], body[i + 1]))
+            i += 2
+        elif ch == "'" and body[i + 1 : i + 2] == "'":
+            out.append("'")
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
 class MySQLBackend(Backend):
     name = "mysql"
     drivername = "mysql+pymysql"
@@ -183,25 +204,53 @@ class MySQLBackend(Backend):
         info = attr.typeinfo
         if attr.category == "decimal":
             return f"decimal({info.precision},{info.scale})"
-        return attr.type  # char/varchar/enum/datetime(p) are spelled the same
+        if attr.category == "enum":  # rebuilt from the members: the declared spelling is never pasted
+            return self._enum_sql(attr, schema, table)
+        return attr.type  # char/varchar/datetime(p) are spelled the same
 
-    def default_sql(self, attr: Attribute) -> str:
-        text = super().default_sql(attr)
-        if attr.category == "bool" and attr.default and attr.default.lower() in ("'true'", "'false'"):
-            return " DEFAULT " + ("1" if attr.default.lower() == "'true'" else "0")
-        return text
+    # -- the one quoting of DDL literals ---------------------------------------------------
+    supports_on_update = True
+    display_name = "MySQL/MariaDB"
+
+    def ddl_literal(self, text: str, where: str = "A literal") -> str:
+        """MySQL reads backslash escapes inside string literals (the session's sql_mode has no
+        NO_BACKSLASH_ESCAPES): backslashes are doubled as well as quotes."""
+        self.check_ddl_text(text, where)
+        return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+    def check_ddl_text(self, text: str, where: str = "A literal") -> None:
+        super().check_ddl_text(text, where)
+        wide = next((ch for ch in text if ord(ch) > 0xFFFF), None)
+        if wide is not None:
+            raise DeclarationError(
+                f"{where} contains {wide!r} (U+{ord(wide):X}): MySQL/MariaDB keep comments, defaults and "
+                "enum members in their catalog as 3-byte UTF-8 and would store it as '?'. Use characters of "
+                "the Basic Multilingual Plane there (values in rows keep any character)."
+            )
+
+    def current_timestamp_sql(self, parsed) -> str:
+        return parsed.canonical
+
+    def default_value_sql(self, attr: Attribute, text: str, where: str) -> str:
+        if attr.category == "bool" and text.lower() in ("true", "false"):
+            return "1" if text.lower() == "true" else "0"
+        return self.ddl_literal(text, where)
+
+    def _enum_sql(self, attr: Attribute, schema: str, table: str) -> str:
+        where = f"Table {schema}.{table}: an enum member of attribute `{attr.name}`"
+        return "enum(" + ", ".join(self.ddl_literal(v, where) for v in attr.typeinfo.enum_values) + ")"
 
     def create_table(self, conn, schema: str, table: str, spec) -> None:
         lines = []
         for attr in spec.attributes:
             line = f"{self.quote(attr.name)} {self.column_type(attr, schema, table)}"
             line += " NOT NULL" if not attr.nullable else ""
-            line += self.default_sql(attr)
+            line += self.default_sql(attr, f"{schema}.{table}")
             if attr.autoincrement and "auto_increment" not in attr.type:
                 line += " AUTO_INCREMENT"
             comment = (f":{attr.type}:" if attr.core else "") + attr.comment
             if comment:
-                line += f" COMMENT {self._literal(comment)}"
+                line += f" COMMENT {self.comment_sql(comment, schema, table, attr.name)}"
             lines.append(line)
         lines.append("PRIMARY KEY (" + ", ".join(self.quote(k) for k in spec.primary_key) + ")")
         for fk in spec.foreign_keys:
@@ -216,22 +265,18 @@ class MySQLBackend(Backend):
         sql = (
             f"CREATE TABLE IF NOT EXISTS {self.full_table_name(schema, table)} (\n  "
             + ",\n  ".join(lines)
-            + f"\n) ENGINE=InnoDB, COMMENT {self._literal(spec.comment)}"
+            + f"\n) ENGINE=InnoDB, COMMENT {self.comment_sql(spec.comment, schema, table)}"
         )
         conn.ddl(sql)
-
-    @staticmethod
-    def _literal(text: str) -> str:
-        return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
     def _column_definition(self, attr: Attribute, schema: str, table: str) -> str:
         """``type [NOT NULL] [DEFAULT ..] COMMENT '..'`` of one column, as alter() writes it."""
         text = self.column_type(attr, schema, table)
         text += " NOT NULL" if not attr.nullable else ""
-        text += self.default_sql(attr)
+        text += self.default_sql(attr, f"{schema}.{table}")
         comment = self.column_comment(attr)
         if comment:
-            text += f" COMMENT {self._literal(comment)}"
+            text += f" COMMENT {self.comment_sql(comment, schema, table, attr.name)}"
         return text
 
     def alter_statements(self, conn, schema: str, table: str, plan) -> list[str]:
@@ -257,7 +302,7 @@ class MySQLBackend(Backend):
         for fk in plan.foreign_keys_added:
             clauses.append("ADD " + self.foreign_key_sql(fk))
         if plan.comment is not None:
-            clauses.append(f"COMMENT {self._literal(plan.comment)}")
+            clauses.append(f"COMMENT {self.comment_sql(plan.comment, schema, table)}")
         return [f"ALTER TABLE {full}\n  " + ",\n  ".join(clauses)]
 
     # -- schemas ---------------------------------------------------------------------------------
@@ -317,7 +362,7 @@ class MySQLBackend(Backend):
                     name=name,
                     native_type=ctype,
                     nullable=nullable == "YES",
-                    default=self._default(default, nullable == "YES"),
+                    default=self._default(default, nullable == "YES", extra),
                     comment=comment or "",
                     in_key=pkpos is not None,
                     key_position=pkpos or 0,
@@ -326,20 +371,27 @@ class MySQLBackend(Backend):
             )
         return columns, rows[0][7] or ""
 
-    def _default(self, text: str | None, nullable: bool) -> str | None:
+    def _default(self, text: str | None, nullable: bool, extra: str = "") -> str | None:
+        """The catalog's default in the dialect-free form of types.parse_default."""
         if text is None:
             return None
-        if self.is_mariadb:  # MariaDB reports SQL expressions: 'x', NULL, current_timestamp()
+        if self.is_mariadb:  # MariaDB reports SQL expressions: 'x' (MySQL-escaped), NULL, current_timestamp()
             if text.upper() == "NULL":
                 return None
-            if text.lower().startswith("current_timestamp"):
-                return "CURRENT_TIMESTAMP" + (re.search(r"\(\d\)", text) or [""])[0]
-            if text.startswith("'"):
-                return text
-            return "'" + text + "'"
-        if text.upper().startswith("CURRENT_TIMESTAMP"):
-            return text.upper()
-        return "'" + text.replace("'", "''") + "'"
+            if text.startswith("'") and text.endswith("'") and len(text) >= 2:
+                return Default("value", _unescape(text[1:-1])).canonical
+            now = current_timestamp_default(text.replace("()", ""))
+            if now is None:
+                return Default("value", text).canonical  # a number
+        else:  # MySQL 8 reports the value itself, or CURRENT_TIMESTAMP[(p)]
+            now = current_timestamp_default(text)
+            if now is None:
+                return Default("value", text).canonical
+        update = re.search(r"on update current_timestamp(?:\((\d)\))?", extra or "", re.I)
+        if update:
+            now = Default("now", precision=now.precision, on_update=True,
+                          update_precision=int(update.group(1)) if update.group(1) else None)
+        return now.canonical
 
     def load_foreign_keys(self, conn, schemas=None) -> list[ForeignKeyInfo]:
         sql = """

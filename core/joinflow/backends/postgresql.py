@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..heading import Attribute
+from ..types import NUMBER_DEFAULT
 
 try:  # psycopg 3, the default driver
     from psycopg.pq import ExecStatus as _ExecStatus
@@ -152,11 +153,15 @@ class PostgreSQLBackend(Backend):
             return f"{self.quote(schema)}.{self.quote(enum_type_name(info.enum_values))}"
         return attr.type  # char(n), varchar(n)
 
-    def default_sql(self, attr: Attribute) -> str:
-        text = super().default_sql(attr)
-        if attr.category == "datetime" and attr.default and attr.default.startswith("CURRENT_TIMESTAMP"):
-            return " DEFAULT CURRENT_TIMESTAMP"
-        return text
+    # -- the one quoting of DDL literals ---------------------------------------------------
+    display_name = "PostgreSQL"
+
+    def ddl_literal(self, text: str, where: str = "A literal") -> str:
+        """Quotes doubled; a text with backslashes as an escape string (E'..', backslashes doubled),
+        which reads the same whatever the server's standard_conforming_strings."""
+        self.check_ddl_text(text, where)
+        quoted = "'" + text.replace("'", "''") + "'"
+        return "E" + quoted.replace("\\", "\\\\") if "\\" in text else quoted
 
     def create_table(self, conn, schema: str, table: str, spec) -> None:
         full = self.full_table_name(schema, table)
@@ -169,7 +174,7 @@ class PostgreSQLBackend(Backend):
             line = f"{self.quote(attr.name)} {self.column_type(attr, schema, table)}"
             if not attr.nullable:
                 line += " NOT NULL"
-            line += self.default_sql(attr)
+            line += self.default_sql(attr, f"{schema}.{table}")
             if attr.core and attr.type == "int8":  # smallint is wider than int8
                 line += f" CHECK ({self.quote(attr.name)} BETWEEN -128 AND 127)"
             lines.append(line)
@@ -197,19 +202,16 @@ class PostgreSQLBackend(Backend):
             declared.append(cols)
             statements.append(index(False, cols))
         if spec.comment:
-            statements.append(f"COMMENT ON TABLE {full} IS {self._literal(spec.comment)}")
+            statements.append(f"COMMENT ON TABLE {full} IS {self.comment_sql(spec.comment, schema, table)}")
         for attr in spec.attributes:
             text = (f":{attr.type}:" if attr.core else "") + attr.comment
             if text:
                 statements.append(
-                    f"COMMENT ON COLUMN {full}.{self.quote(attr.name)} IS {self._literal(text)}"
+                    f"COMMENT ON COLUMN {full}.{self.quote(attr.name)} IS "
+                    f"{self.comment_sql(text, schema, table, attr.name)}"
                 )
         for sql in statements:
             conn.ddl(sql)
-
-    @staticmethod
-    def _literal(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
 
     def _enum_type_statement(self, conn, schema: str, attr: Attribute, queued: set) -> list[str]:
         """``CREATE TYPE`` for the enum of ``attr`` when the schema lacks it (create_table, alter)."""
@@ -228,7 +230,8 @@ class PostgreSQLBackend(Backend):
         ).first()
         if exists:
             return []
-        members = ", ".join("'" + v.replace("'", "''") + "'" for v in attr.enum_values)
+        where = f"Schema {schema}: an enum member of attribute `{attr.name}`"
+        members = ", ".join(self.ddl_literal(v, where) for v in attr.enum_values)
         return [f"CREATE TYPE {self.quote(schema)}.{self.quote(name)} AS ENUM ({members})"]
 
     def _column_checks(self, conn, schema: str, table: str, column: str) -> list[str]:
@@ -262,7 +265,7 @@ class PostgreSQLBackend(Backend):
             if old is None:
                 line = f"ALTER TABLE {full} ADD COLUMN {col} {ctype}"
                 line += " NOT NULL" if not new.nullable else ""
-                line += self.default_sql(new)
+                line += self.default_sql(new, f"{schema}.{table}")
                 if new.core and new.type == "int8":
                     line += f" CHECK ({col} BETWEEN -128 AND 127)"
                 statements.append(line)
@@ -279,7 +282,7 @@ class PostgreSQLBackend(Backend):
                     if new.core and new.type == "int8":
                         statements.append(f"ALTER TABLE {full} ADD CHECK ({col} BETWEEN -128 AND 127)")
                 if change.default_changed or (change.type_changed and old.default is not None):
-                    default = self.default_sql(new).strip()
+                    default = self.default_sql(new, f"{schema}.{table}").strip()
                     statements.append(f"ALTER TABLE {full} ALTER COLUMN {col} "
                                       + (f"SET {default}" if default else "DROP DEFAULT"))
                 if change.nullable_changed:
@@ -289,10 +292,10 @@ class PostgreSQLBackend(Backend):
                     continue
             comment = self.column_comment(new)
             statements.append(f"COMMENT ON COLUMN {full}.{col} IS "
-                              + (self._literal(comment) if comment else "NULL"))
+                              + (self.comment_sql(comment, schema, table, new.name) if comment else "NULL"))
         if plan.comment is not None:
             statements.append(f"COMMENT ON TABLE {full} IS "
-                              + (self._literal(plan.comment) if plan.comment else "NULL"))
+                              + (self.comment_sql(plan.comment, schema, table) if plan.comment else "NULL"))
         return head + self._alter_key_drops(conn, schema, table, plan) + statements \
             + self._alter_key_adds(conn, schema, table, plan)
 
@@ -468,8 +471,14 @@ class PostgreSQLBackend(Backend):
             return "CURRENT_TIMESTAMP"
         if low in ("true", "false"):
             return "'1'" if low == "true" else "'0'"
+        if text.startswith("E'") and text.endswith("'"):  # an escape string (standard_conforming_strings off)
+            body = text[2:-1].replace("''", "'")
+            return "'" + re.sub(r"\\(.)", r"\1", body).replace("'", "''") + "'"
         if not text.startswith("'"):
-            text = "'" + text.strip("()") + "'"
+            number = text.strip("()")
+            # an expression (a table joinflow did not declare) stays as it is: declaring it again
+            # (describe(), joinflow copy) refuses it by name instead of storing its text as a string
+            return "'" + number + "'" if NUMBER_DEFAULT.fullmatch(number) else text
         return text
 
     def load_foreign_keys(self, conn, schemas=None) -> list[ForeignKeyInfo]:

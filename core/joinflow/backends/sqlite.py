@@ -22,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import DataJointError, DataTypeError, DeclarationError
 from ..heading import Attribute
+from ..types import NUMBER_DEFAULT
 from .base import VALUE, Backend, ColumnInfo, ForeignKeyInfo, int_check
 
 COMMENTS = "~joinflow_comments"
@@ -145,7 +146,7 @@ class SQLiteBackend(Backend):
     def column_type(self, attr: Attribute, schema: str, table: str) -> str:
         return self.STORAGE.get(attr.category, "ANY")
 
-    def _checks(self, attr: Attribute) -> list[str]:
+    def _checks(self, attr: Attribute, table: str = "") -> list[str]:
         col = self.quote(attr.name)
         info = attr.typeinfo
         checks = []
@@ -157,7 +158,8 @@ class SQLiteBackend(Backend):
         elif attr.category == "string" and info and info.length:
             checks.append(f"length({col}) <= {info.length}")
         elif attr.category == "enum":
-            members = ", ".join("'" + v.replace("'", "''") + "'" for v in attr.enum_values)
+            where = f"Table {table}: an enum member of attribute `{attr.name}`"
+            members = ", ".join(self.ddl_literal(v, where) for v in attr.enum_values)
             checks.append(f"{col} IN ({members})")
         elif attr.category == "uuid":
             checks.append(f"length({col}) = 16")
@@ -165,18 +167,19 @@ class SQLiteBackend(Backend):
             checks.append(f"({col} IS NULL OR json_valid({col}))")
         return checks
 
-    def default_sql(self, attr: Attribute) -> str:
-        text = super().default_sql(attr)
-        if attr.default and attr.default.upper().startswith("CURRENT_TIMESTAMP"):
-            # SQLite's CURRENT_TIMESTAMP has no fraction; keep the column's ISO format
-            return " DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))"
-        if attr.category in ("int", "float", "bool") and attr.default and attr.default[0] in "'\"":
-            inner = attr.default[1:-1]
-            if attr.category == "bool":
-                inner = {"true": "1", "false": "0"}.get(inner.lower(), inner)
-            if re.fullmatch(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", inner):
-                return f" DEFAULT {inner}"
-        return text
+    display_name = "SQLite"
+
+    def current_timestamp_sql(self, parsed) -> str:
+        # SQLite's CURRENT_TIMESTAMP has no fraction; keep the column's ISO format
+        return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+
+    def default_value_sql(self, attr: Attribute, text: str, where: str) -> str:
+        # a STRICT integer/real column takes a number, not a text, as its default
+        if attr.category in ("int", "float", "bool"):
+            number = {"true": "1", "false": "0"}.get(text.lower(), text) if attr.category == "bool" else text
+            if NUMBER_DEFAULT.fullmatch(number):
+                return number
+        return self.ddl_literal(text, where)
 
     def _create_statements(self, schema: str, table: str, spec) -> list[str]:
         """CREATE TABLE and CREATE INDEX of create_table (alter()'s preview of a rebuild shows them)."""
@@ -193,8 +196,8 @@ class SQLiteBackend(Backend):
             line = f"{self.quote(attr.name)} {kind}"  # AUTOINCREMENT: the rowid, numbers never reused
             if not attr.nullable:
                 line += " NOT NULL"
-            line += self.default_sql(attr)
-            checks = self._checks(attr)
+            line += self.default_sql(attr, f"{schema}.{table}")
+            checks = self._checks(attr, f"{schema}.{table}")
             if checks:
                 line += " CHECK (" + " AND ".join(checks) + ")"
             lines.append(line)
@@ -261,9 +264,6 @@ class SQLiteBackend(Backend):
             rows.append({"s": schema, "t": table, "a": "", "c": plan.comment})
         return gone, rows
 
-    def _literal(self, text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
     def alter_statements(self, conn, schema: str, table: str, plan) -> list[str]:
         full = self.full_table_name(schema, table)
         if self._alter_needs_rebuild(plan):
@@ -294,8 +294,8 @@ class SQLiteBackend(Backend):
             elif old is None:
                 line = f"ALTER TABLE {full} ADD COLUMN {self.quote(new.name)} {self.column_type(new, schema, table)}"
                 line += " NOT NULL" if not new.nullable else ""
-                line += self.default_sql(new)
-                checks = self._checks(new)
+                line += self.default_sql(new, f"{schema}.{table}")
+                checks = self._checks(new, f"{schema}.{table}")
                 if checks:
                     line += " CHECK (" + " AND ".join(checks) + ")"
                 statements.append(line)
@@ -315,11 +315,13 @@ class SQLiteBackend(Backend):
                               f"({', '.join(self.quote(c) for c in cols)})")
         gone, rows = self._comment_rows(schema, table, plan)
         for name in gone:
-            statements.append(f'DELETE FROM "{COMMENTS}" WHERE schema_name = {self._literal(schema)} AND '
-                              f"table_name = {self._literal(table)} AND attribute_name = {self._literal(name)}")
+            statements.append(f'DELETE FROM "{COMMENTS}" WHERE schema_name = {self.ddl_literal(schema)} AND '
+                              f"table_name = {self.ddl_literal(table)} AND attribute_name = {self.ddl_literal(name)}")
         for row in rows:
+            what = f"the comment of attribute `{row['a']}`" if row["a"] else "the table comment"
             statements.append(f'INSERT OR REPLACE INTO "{COMMENTS}" VALUES ('
-                              + ", ".join(self._literal(row[k]) for k in "stac") + ")")
+                              + ", ".join(self.ddl_literal(row[k], f"Table {schema}.{table}: {what}")
+                                          for k in "stac") + ")")
         return statements
 
     def alter_table(self, conn, schema: str, table: str, plan) -> None:
@@ -469,7 +471,7 @@ class SQLiteBackend(Backend):
         for cid, name, ctype, notnull, default, pk, hidden in rows:
             if hidden:
                 continue
-            if default is not None and "strftime(" in default:
+            if default is not None and default.lstrip("(").startswith("strftime("):
                 default = "CURRENT_TIMESTAMP"
             columns.append(
                 ColumnInfo(
