@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ import joinflow as dj
 from joinflow.autopopulate import WorkerDiedError
 from joinflow.jobs import JOB_COLUMNS
 
-from test_cli import run
+from joinflow import cli
 
 # every column of DataJoint's job table, as primary-key attributes of one table
 COLLIDING = "\n".join(f"{name} : int32" for name in JOB_COLUMNS)
@@ -173,7 +174,7 @@ def test_dead_worker_is_a_failure_with_its_keys(schema, backend):
     assert [key for key, _ in result["error_list"]] == [{"item": 3}]
     message = result["error_list"][0][1]
     assert "died" in message and "SIGKILL" in message
-    assert sorted(Fragile.fetch("item")) == [0, 1, 2, 4, 5]
+    assert sorted(r["item"] for r in Fragile.to_dicts()) == [0, 1, 2, 4, 5]
     errors = Fragile.jobs.errors.to_dicts()
     assert [e["item"] for e in errors] == [3] and "SIGKILL" in errors[0]["error_message"]
     assert len(Fragile.jobs.reserved) == 0
@@ -183,7 +184,7 @@ def test_dead_worker_is_a_failure_with_its_keys(schema, backend):
     with pytest.raises(WorkerDiedError, match=r"'item': 3"):
         Fragile.populate(reserve_jobs=True, processes=2)
     assert [e["item"] for e in Fragile.jobs.errors.to_dicts()] == [3]
-    assert sorted(Fragile.fetch("item")) == [0, 1, 2, 4, 5]
+    assert sorted(r["item"] for r in Fragile.to_dicts()) == [0, 1, 2, 4, 5]
 
 
 def test_job_columns_as_key_attributes(schema, backend):
@@ -208,7 +209,7 @@ def test_job_columns_as_key_attributes(schema, backend):
     Source.insert(rows)
     result = Derived.populate(reserve_jobs=True, suppress_errors=True)
     assert result["success_count"] == 2 and len(result["error_list"]) == 1
-    assert sorted(Derived.fetch("status")) == [0, 1]
+    assert sorted(r["status"] for r in Derived.to_dicts()) == [0, 1]
     jobs = Derived.jobs
     assert set(JOB_COLUMNS) <= set(jobs.heading.primary_key)  # the key keeps its names
     assert jobs.cols.status == "job_status" and jobs.cols.version == "job_version"
@@ -263,32 +264,41 @@ class Result(dj.Computed):
 '''
 
 
-def test_cli_dead_worker_and_job_column_names(connection, schema_name, backend, tmp_path):
+def test_cli_dead_worker_and_job_column_names(connection, schema_name, backend, tmp_path, capsys):
+    """``joinflow populate --workers 2`` / ``jobs`` / ``status`` (in-process: the same entry point, faster)."""
     url = connection.url.render_as_string(hide_password=False)
     path = tmp_path / f"workers_{schema_name}.py"
     path.write_text(CLI_MODULE.format(url=url, schema=schema_name))
     dj.Schema(schema_name, connection=connection)
     sys.path.insert(0, str(tmp_path))
     try:
-        import importlib
-
         mod = importlib.import_module(path.stem)
-        mod.Run.insert([{"version": v, "status": "ok", "host": "h"} for v in range(5)])
     finally:
         sys.path.remove(str(tmp_path))
-    done = run("populate", str(path), "--workers", "2", "--json")
-    assert done.returncode == 1, (done.stdout, done.stderr)
-    report = json.loads(done.stdout)
-    table = report["tables"][0]
-    assert table["computed"] == 4 and report["error_count"] == 1
-    assert table["errors"][0]["key"] == {"version": 3, "status": "ok", "host": "h"}
-    assert "died" in table["errors"][0]["error"]
-    text = run("jobs", str(path), "--errors")
-    assert text.returncode == 0 and '"version": 3' in text.stdout and "SIGKILL" in text.stdout
-    listing = json.loads(run("jobs", str(path), "--json").stdout)["jobs"]
-    assert [(j["key"]["version"], j["status"]) for j in listing] == [(3, "error")]
-    status = json.loads(run("status", str(path), "--json").stdout)["tables"][0]
-    assert status["done"] == 4 and status["error"] == 1
-    cleared = run("jobs", str(path), "--clear", "--yes", "--json")
-    assert cleared.returncode == 0 and json.loads(cleared.stdout)["total"] == 1
-    mod.connection.close()
+    mod.Run.insert([{"version": v, "status": "ok", "host": "h"} for v in range(5)])
+
+    def joinflow(*args) -> tuple[int, str]:
+        code = cli.main([*args])
+        return code, capsys.readouterr().out
+
+    try:
+        code, out = joinflow("populate", str(path), "--workers", "2", "--json")
+        assert code == 1, out
+        report = json.loads(out)
+        table = report["tables"][0]
+        assert table["computed"] == 4 and report["error_count"] == 1
+        assert table["errors"][0]["key"] == {"version": 3, "status": "ok", "host": "h"}
+        assert "died" in table["errors"][0]["error"] and "SIGKILL" in table["errors"][0]["error"]
+        code, out = joinflow("populate", str(path), "--workers", "2")  # the text report names the key too
+        assert code == 0 and "0 errors" in out  # the error job is not retried behind the user's back
+        code, out = joinflow("jobs", str(path), "--errors")
+        assert code == 0 and '"version": 3' in out and "SIGKILL" in out
+        code, out = joinflow("jobs", str(path), "--json")
+        assert [(j["key"]["version"], j["status"]) for j in json.loads(out)["jobs"]] == [(3, "error")]
+        code, out = joinflow("status", str(path), "--json")
+        status = json.loads(out)["tables"][0]
+        assert status["done"] == 4 and status["error"] == 1
+        code, out = joinflow("jobs", str(path), "--clear", "--all", "--yes", "--json")
+        assert code == 0 and json.loads(out)["total"] == 1
+    finally:
+        mod.connection.close()
