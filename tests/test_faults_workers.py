@@ -22,7 +22,7 @@ import time
 import pytest
 
 import joinflow as dj
-from joinflow.autopopulate import WorkerDiedError
+from joinflow.errors import WorkerDiedError
 from joinflow.jobs import JOB_COLUMNS
 
 from joinflow import cli

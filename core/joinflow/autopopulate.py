@@ -23,7 +23,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from .condition import AndList, Not
-from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError
+from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError, WorkerDiedError
 from .backends.base import VALUE
 from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, Prepared, key_lists
 
@@ -508,8 +508,10 @@ class AutoPopulate:
         SIGTERM (or Ctrl-C) to this process stops the workers: each abandons its key (rolled
         back) and gives its leases back; a worker that does not stop within
         ``WORKER_STOP_SECONDS`` is killed and its unmade keys are given back for it.  A worker
-        that dies (killed, out of memory) is a failure: the keys it held become error jobs and
-        are reported (raised, or listed in ``error_list`` with ``suppress_errors``).
+        that dies (killed, out of memory) is a failure: the key it was making becomes an error job
+        and is reported (``WorkerDiedError`` raised, or listed in ``error_list`` with
+        ``suppress_errors``), the other keys it had claimed are given back, and a new worker
+        takes its place.  A worker that dies between keys makes populate() raise.
         """
         conn = self.connection
         jobs = Job(self).ensure()
@@ -523,10 +525,10 @@ class AutoPopulate:
             per_worker = None if max_calls is None else -(-max_calls // processes)
             workers = []
 
-            def spawn():
+            def spawn(calls=per_worker):
                 slot = ctx.Array("B", _SLOT_SIZE, lock=False)  # the key the worker is making
                 worker = ctx.Process(target=_worker_main, args=(self, restrictions, queue, suppress_errors,
-                                                                per_worker, make_kwargs, priority, slot))
+                                                                calls, make_kwargs, priority, slot))
                 worker.start()
                 worker.jf_slot = slot
                 workers.append(worker)
@@ -535,7 +537,7 @@ class AutoPopulate:
             try:
                 for _ in range(processes):
                     spawn()
-                outcomes, dead = self._wait_for_workers(workers, queue, jobs, spawn)
+                outcomes, dead = self._wait_for_workers(workers, queue, jobs, spawn, per_worker)
             except BaseException:  # SIGTERM, Ctrl-C, or a failure here: stop the workers, give their keys back
                 _stop_workers(workers, jobs)
                 raise
@@ -553,7 +555,8 @@ class AutoPopulate:
                        "worker). Clear the error job (Table.jobs.errors.delete() or `joinflow jobs --clear`) "
                        "to compute it again.")
             if not keys:
-                failures.append(f"worker process {pid} {how} between keys")
+                failures.append(f"worker process {pid} {how} between keys (the keys it had claimed and not made "
+                                "are pending again)")
             if suppress_errors:
                 result["error_list"] += [(key, WorkerDiedError(message) if return_exception_objects else message)
                                          for key in keys]
@@ -573,7 +576,7 @@ class AutoPopulate:
             )
         return result
 
-    def _wait_for_workers(self, workers, queue, jobs, spawn) -> tuple[dict, dict]:
+    def _wait_for_workers(self, workers, queue, jobs, spawn, per_worker) -> tuple[dict, dict]:
         """Collect each worker's report; a worker that exits without one died: the key it was making
         becomes an error job, the others it had claimed are pending again and a new worker takes its
         place (only after a key failed, so a run that kills every worker still ends).
@@ -608,8 +611,9 @@ class AutoPopulate:
                         made, making = _read_slot(worker.jf_slot)
                         outcomes[pid] = {"pid": pid, "success_count": made, "error_list": []}  # made before it died
                         dead[pid] = (how, _fail_dead_worker_keys(jobs, pid, how, making))
-                        if dead[pid][1]:
-                            new = spawn()
+                        calls = None if per_worker is None else per_worker - made - 1  # its share of max_calls
+                        if dead[pid][1] and (calls is None or calls > 0):
+                            new = spawn(calls)
                             running[new.pid] = new
                     worker.join()
                     del running[pid]
@@ -617,10 +621,6 @@ class AutoPopulate:
 
 
 WORKER_STOP_SECONDS = 10.0  # after SIGTERM, how long workers get to roll back and give their keys back
-
-
-class WorkerDiedError(DataJointError):
-    """A populate() worker process died (killed, out of memory) while holding keys."""
 
 
 def _held_by(jobs, tc, pid: int, made: bool = False):
@@ -695,7 +695,17 @@ def _fail_dead_worker_keys(jobs, pid: int, how: str, making: dict | None) -> lis
 
 def _stop_workers(workers, jobs) -> None:
     """SIGTERM the workers (each rolls back and gives its keys back), kill those that do not stop,
-    and give back the keys of the killed ones."""
+    and give back the keys of the killed ones.  A second SIGTERM meanwhile does not cut this short."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None
+    try:
+        _stop_workers_now(workers, jobs)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers_now(workers, jobs) -> None:
     alive = [w for w in workers if w.exitcode is None]
     for w in alive:
         with contextlib.suppress(OSError):

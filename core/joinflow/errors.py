@@ -88,3 +88,8 @@ class ThreadSafetyError(DataJointError):
 
 class DeclarationError(DataJointError):
     """A table definition could not be parsed or declared."""
+
+
+class WorkerDiedError(DataJointError):
+    """A worker process of ``populate(processes=N)`` died (killed, out of memory) while making a
+    key; the key is an error job, reported with the error."""
