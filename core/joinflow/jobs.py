@@ -266,7 +266,8 @@ class Job(Table):
         cutoff = self._ts(now - datetime.timedelta(seconds=stale_timeout))
         old_left = left & [{n.status: "error"}, {n.status: "success"}, {n.status: "pending"}]
         compiled = old_left._compile()
-        result = conn.execute(sa.delete(compiled.from_).where(*compiled.where, compiled.from_.c[n.created_time] < cutoff))
+        created = compiled.from_.c[n.created_time]
+        result = conn.execute(sa.delete(compiled.from_).where(*compiled.where, created < cutoff))
         removed += result.rowcount or 0
         re_pended = 0
         if orphan_timeout is not None:
