@@ -8,6 +8,8 @@ import datetime
 import hashlib
 import logging
 import os
+import pickle
+import platform
 import queue as queue_module
 import random
 import signal
@@ -21,7 +23,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from .condition import AndList, Not
-from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError
+from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError, WorkerDiedError
 from .backends.base import VALUE
 from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, Prepared, key_lists
 
@@ -302,9 +304,11 @@ class AutoPopulate:
                     last = len(claimed) - 1
                     for i, (key, raw) in enumerate(claimed):
                         started = time.perf_counter()
+                        _note_making(key, result)  # a worker process: the parent learns it if this process dies
                         # keys of a batch are made back to back: each commit opens the next key's transaction
                         self._populate1(key, claims, raw, result, exists=exists if raw in claims.taken_over else None,
                                         chain=i < last, **options)
+                        _note_making(None, result)
                         calls += 1
                         took = time.perf_counter() - started
                         per_key = took if per_key is None else 0.8 * per_key + 0.2 * took
@@ -499,64 +503,254 @@ class AutoPopulate:
 
     def _populate_processes(self, restrictions, processes, suppress_errors, return_exception_objects, max_calls,
                             make_kwargs, priority, refresh) -> dict:
-        """Run ``processes`` worker processes that claim keys through the job table."""
+        """Run ``processes`` worker processes that claim keys through the job table.
+
+        SIGTERM (or Ctrl-C) to this process stops the workers: each abandons its key (rolled
+        back) and gives its leases back; a worker that does not stop within
+        ``WORKER_STOP_SECONDS`` is killed and its unmade keys are given back for it.  A worker
+        that dies (killed, out of memory) is a failure: the key it was making becomes an error job
+        and is reported (``WorkerDiedError`` raised, or listed in ``error_list`` with
+        ``suppress_errors``), the other keys it had claimed are given back, and a new worker
+        takes its place.  A worker that dies between keys makes populate() raise.
+        """
         conn = self.connection
         jobs = Job(self).ensure()
-        if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
-            jobs.refresh(*restrictions, priority=priority)
         import multiprocessing  # here, not at the top: it adds about 25 ms to `import joinflow`
 
-        ctx = multiprocessing.get_context("fork")
-        queue = ctx.Queue()
-        per_worker = None if max_calls is None else -(-max_calls // processes)
-        workers = [
-            ctx.Process(target=_worker_main, args=(self, restrictions, queue, suppress_errors, per_worker,
-                                                   make_kwargs, priority))
-            for _ in range(processes)
-        ]
-        for w in workers:
-            w.start()
+        with _terminate_on_sigterm():  # forked workers inherit it until their own populate() installs it
+            if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
+                jobs.refresh(*restrictions, priority=priority)
+            ctx = multiprocessing.get_context("fork")
+            queue = ctx.Queue()
+            per_worker = None if max_calls is None else -(-max_calls // processes)
+            workers = []
+
+            def spawn(calls=per_worker):
+                slot = ctx.Array("B", _SLOT_SIZE, lock=False)  # the key the worker is making
+                worker = ctx.Process(target=_worker_main, args=(self, restrictions, queue, suppress_errors,
+                                                                calls, make_kwargs, priority, slot))
+                worker.start()
+                worker.jf_slot = slot
+                workers.append(worker)
+                return worker
+
+            try:
+                for _ in range(processes):
+                    spawn()
+                outcomes, dead = self._wait_for_workers(workers, queue, jobs, spawn, per_worker)
+            except BaseException:  # SIGTERM, Ctrl-C, or a failure here: stop the workers, give their keys back
+                _stop_workers(workers, jobs)
+                raise
         result = {"success_count": 0, "error_list": []}
         failures = []
-        outcomes = []
-        while len(outcomes) < len(workers):
-            try:
-                outcomes.append(queue.get(timeout=1))
-            except queue_module.Empty:
-                if not any(w.is_alive() for w in workers):
-                    try:
-                        outcomes.append(queue.get(timeout=1))
-                    except queue_module.Empty:
-                        failures.append("a worker process died without reporting")
-                        break
-        for outcome in outcomes:
+        for outcome in outcomes.values():
             if "fatal" in outcome:
                 failures.append(outcome["fatal"])
             else:
                 result["success_count"] += outcome["success_count"]
                 result["error_list"] += outcome["error_list"]
-        for w in workers:
-            w.join()
-        if failures and not suppress_errors:
-            raise DataJointError(f"{len(failures)} worker(s) stopped on an error: {failures[0]}")
+        for pid, (how, keys) in dead.items():
+            message = (f"{WorkerDiedError.__name__}: worker process {pid} of {self.class_name}.populate() {how} "
+                       "while making this key; the key is an error job now (its make() may have killed the "
+                       "worker). Clear the error job (Table.jobs.errors.delete() or `joinflow jobs --clear`) "
+                       "to compute it again.")
+            if not keys:
+                failures.append(f"worker process {pid} {how} between keys (the keys it had claimed and not made "
+                                "are pending again)")
+            if suppress_errors:
+                result["error_list"] += [(key, WorkerDiedError(message) if return_exception_objects else message)
+                                         for key in keys]
+        if any(keys for _, keys in dead.values()) and not suppress_errors:
+            keys = [key for _, held in dead.values() for key in held]
+            raise WorkerDiedError(
+                f"{len(dead)} worker process(es) of {self.class_name}.populate(processes={processes}) died: "
+                + "; ".join(f"process {pid} {how} while making key(s) {held}" for pid, (how, held) in dead.items())
+                + f". The {len(keys)} key(s) are error jobs now; clear them "
+                "(Table.jobs.errors.delete() or `joinflow jobs --clear`) to compute them again."
+            )
+        if failures:
+            raise DataJointError(
+                f"{len(failures)} worker process(es) of {self.class_name}.populate(processes={processes}) stopped "
+                f"on an error: {'; '.join(failures)}. Keys made before: {result['success_count']}; errors recorded: "
+                f"{len(result['error_list'])}."
+            )
         return result
 
+    def _wait_for_workers(self, workers, queue, jobs, spawn, per_worker) -> tuple[dict, dict]:
+        """Collect each worker's report; a worker that exits without one died: the key it was making
+        becomes an error job, the others it had claimed are pending again and a new worker takes its
+        place (only after a key failed, so a run that kills every worker still ends).
 
-def _worker_main(table, restrictions, queue, suppress_errors, max_calls, make_kwargs, priority) -> None:
+        Returns ({pid: outcome}, {pid: (how it died, [keys it held])})."""
+        outcomes: dict[int, dict] = {}
+        dead: dict[int, tuple[str, list]] = {}
+        running = {w.pid: w for w in workers}
+        while running:
+            try:
+                outcome = queue.get(timeout=0.2)
+            except queue_module.Empty:
+                outcome = None
+            if outcome is not None:
+                outcomes[outcome["pid"]] = outcome
+                continue
+            for pid, worker in list(running.items()):
+                if pid in outcomes:
+                    worker.join()
+                    del running[pid]
+                elif worker.exitcode is not None:
+                    try:  # its report may still be on its way through the queue
+                        while True:
+                            late = queue.get(timeout=0.5)
+                            outcomes[late["pid"]] = late
+                    except queue_module.Empty:
+                        pass
+                    if pid not in outcomes:
+                        code = worker.exitcode
+                        how = (f"died (killed by signal {signal.Signals(-code).name})" if code < 0
+                               else f"died (exit code {code}, no report)")
+                        made, making = _read_slot(worker.jf_slot)
+                        outcomes[pid] = {"pid": pid, "success_count": made, "error_list": []}  # made before it died
+                        dead[pid] = (how, _fail_dead_worker_keys(jobs, pid, how, making))
+                        calls = None if per_worker is None else per_worker - made - 1  # its share of max_calls
+                        if dead[pid][1] and (calls is None or calls > 0):
+                            new = spawn(calls)
+                            running[new.pid] = new
+                    worker.join()
+                    del running[pid]
+        return outcomes, dead
+
+
+WORKER_STOP_SECONDS = 10.0  # after SIGTERM, how long workers get to roll back and give their keys back
+
+
+def _held_by(jobs, tc, pid: int, made: bool = False):
+    """The job rows a worker process of this host holds whose key is not made (or is, ``made``)."""
+    target = jobs.target._table_clause(list(jobs.target.primary_key))
+    in_target = sa.exists(sa.select(sa.literal(1)).select_from(target).where(
+        *[target.c[k] == tc.c[k] for k in jobs.target.primary_key]))
+    col = jobs.column
+    return sa.and_(tc.c[col("status")] == "reserved", tc.c[col("pid")] == int(pid),
+                   tc.c[col("host")] == platform.node()[:255], in_target if made else ~in_target)
+
+
+def _finish_for(jobs, tc, pid: int) -> None:
+    """Give back a dead or killed worker's unmade keys, and remove the job rows of those it made
+    (rows a live worker removes after each batch)."""
+    col = jobs.column
+    conn = jobs.connection
+    conn.execute(sa.update(tc).where(_held_by(jobs, tc, pid)).values({tc.c[col("status")]: "pending",
+                                                                      tc.c[col("reserved_time")]: None}))
+    conn.execute(sa.delete(tc).where(_held_by(jobs, tc, pid, made=True)))
+
+
+_SLOT_SIZE = 1 << 16  # bytes shared per worker process: the pickled key it is making
+_WORKER_SLOT = None  # in a worker process of populate(processes=N): its shared slot
+
+
+def _note_making(key: dict | None, result: dict) -> None:
+    """In a worker process, publish to the parent the keys made so far and the key now being
+    made (None: between keys), for the report if this process dies."""
+    slot = _WORKER_SLOT
+    if slot is None:
+        return
+    data = b"" if key is None else pickle.dumps(dict(key))
+    if len(data) + 8 > len(slot):
+        data = b""  # a key too large to publish: the parent then treats the death as between keys
+    slot[0:4] = int(result["success_count"]).to_bytes(4, "little")
+    slot[8:8 + len(data)] = data
+    slot[4:8] = len(data).to_bytes(4, "little")
+
+
+def _read_slot(slot) -> tuple[int, dict | None]:
+    """(keys made, key being made) as a dead worker last published them."""
+    made = int.from_bytes(bytes(slot[0:4]), "little")
+    size = int.from_bytes(bytes(slot[4:8]), "little")
+    if not size:
+        return made, None
+    try:
+        return made, pickle.loads(bytes(slot[8:8 + size]))
+    except Exception:  # the worker died while writing it
+        return made, None
+
+
+def _fail_dead_worker_keys(jobs, pid: int, how: str, making: dict | None) -> list[dict]:
+    """A dead worker's job rows: the key it was making becomes an error job (it may be what killed
+    the worker: it is reported, not re-made behind the user's back); the other keys it had
+    claimed and not made are pending again.  Returns the failed keys."""
+    conn = jobs.connection
+    tc = jobs._tc()
+    col = jobs.column
+    where = _held_by(jobs, tc, pid)
+    failed = []
+    if making is not None:
+        message = f"WorkerDiedError: worker process {pid} {how} while making this key."
+        now = jobs._ts(jobs._now())
+        if conn.execute(sa.update(tc).where(where, jobs._key_clause(tc, making)).values(
+                {tc.c[col("status")]: "error", tc.c[col("error_message")]: message[:2047],
+                 tc.c[col("completed_time")]: now})).rowcount:
+            failed.append({k: making[k] for k in jobs.target.primary_key})
+    _finish_for(jobs, tc, pid)  # claimed in the same batch and never started: claimable again
+    return failed
+
+
+def _stop_workers(workers, jobs) -> None:
+    """SIGTERM the workers (each rolls back and gives its keys back), kill those that do not stop,
+    and give back the keys of the killed ones.  A second SIGTERM meanwhile does not cut this short."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None
+    try:
+        _stop_workers_now(workers, jobs)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers_now(workers, jobs) -> None:
+    alive = [w for w in workers if w.exitcode is None]
+    for w in alive:
+        with contextlib.suppress(OSError):
+            os.kill(w.pid, signal.SIGTERM)
+    deadline = time.monotonic() + WORKER_STOP_SECONDS
+    for w in alive:
+        w.join(max(0.0, deadline - time.monotonic()))
+    for w in workers:
+        if w.exitcode is None:
+            with contextlib.suppress(OSError):
+                os.kill(w.pid, signal.SIGKILL)
+            w.join()
+    conn = jobs.connection
+    tc = jobs._tc()
+    for w in workers:  # a worker that stopped gracefully gave its keys back already; this finds the others'
+        try:
+            if conn.in_transaction:
+                conn.cancel_transaction()
+            _finish_for(jobs, tc, w.pid)
+        except Exception as exc:  # the leases run out on their own
+            logger.warning("Could not give back the keys of worker process %s: %s", w.pid, exc)
+
+
+def _worker_main(table, restrictions, queue, suppress_errors, max_calls, make_kwargs, priority, slot) -> None:
+    global _WORKER_SLOT
+    _WORKER_SLOT = slot
     conn = table.connection
+    code = 0
     try:
         conn.engine.dispose(close=False)  # never share the parent's sockets
         conn.connect()
         outcome = table.populate(*restrictions, suppress_errors=suppress_errors, reserve_jobs=True,
                                  max_calls=max_calls, make_kwargs=make_kwargs, priority=priority, refresh=False)
-        queue.put({"success_count": outcome["success_count"],
-                   "error_list": [(k, str(e)) for k, e in outcome["error_list"]]})
+        report = {"pid": os.getpid(), "success_count": outcome["success_count"],
+                  "error_list": [(k, str(e)) for k, e in outcome["error_list"]]}
     except BaseException as exc:  # report, never hang the parent
-        queue.put({"fatal": f"{type(exc).__name__}: {exc}"})
-    finally:
+        report = {"pid": os.getpid(), "fatal": f"{type(exc).__name__}: {exc}"}
+    try:
+        queue.put(report)
         queue.close()
         queue.join_thread()  # flush before the hard exit
-        os._exit(0)
+    except BaseException:
+        code = 3  # the report did not get out: the parent treats this worker as dead
+    finally:
+        os._exit(code)
 
 
 def _as_tuple(value: Any) -> tuple:

@@ -253,12 +253,13 @@ def _job_rows(step, errors_only: bool) -> list[dict]:
     jobs = step.table.jobs
     query = jobs.errors if errors_only else jobs
     pk = step.cls().primary_key
-    names = pk + ["status", "priority", "scheduled_time", "reserved_time", "completed_time", "host", "pid",
-                  "error_message"]
+    n = jobs.cols  # the job columns' names (job_<name> where the key has an attribute <name>)
+    names = ["status", "priority", "scheduled_time", "reserved_time", "completed_time", "host", "pid",
+             "error_message"]
     rows = []
-    for row in query.to_dicts(order_by=["status"] + pk):
+    for row in query.to_dicts(order_by=[n.status] + pk):
         rows.append({"table": step.cls.__name__, "key": {k: row[k] for k in pk},
-                     **{n: row.get(n) for n in names[len(pk):]}})
+                     **{name: row.get(n[name]) for name in names}})
     return rows
 
 
@@ -283,7 +284,7 @@ def cmd_jobs(args) -> int:
         counts = {}
         for step in steps:
             jobs = step.table.jobs
-            query = (jobs & "status <> 'reserved'") if args.all else jobs.errors
+            query = (jobs & f"{jobs.cols.status} <> 'reserved'") if args.all else jobs.errors
             counts[step.cls.__name__] = len(query)
         total = sum(counts.values())
         if total and not _confirm(f"Delete {total} job rows ({what}) so that their keys are computed again?",
@@ -292,7 +293,7 @@ def cmd_jobs(args) -> int:
             return EXIT_FAILED
         for step in steps:
             jobs = step.table.jobs
-            query = (jobs & "status <> 'reserved'") if args.all else jobs.errors
+            query = (jobs & f"{jobs.cols.status} <> 'reserved'") if args.all else jobs.errors
             query.delete_quick()
         if args.json:
             _print_json({"module": args.target, "deleted": counts, "total": total})

@@ -551,11 +551,12 @@ def _copy_jobs(source, target, plan, batch_size: int, created_tables: list, say)
             continue
         job = TablePlan(p.source_schema, p.target_schema, name, sb.full_table_name(p.source_schema, name),
                         tb.full_table_name(p.target_schema, name))
-        wanted = len(FreeTable(source, job.source_full).restrict(Not({"status": "reserved"})))
-        if not wanted:
-            continue
         target.forget_catalog()
         target_jobs = Job(FreeTable(target, p.target_full))
+        status = target_jobs.cols.status  # job_status where the key has an attribute `status`
+        wanted = len(FreeTable(source, job.source_full).restrict(Not({status: "reserved"})))
+        if not wanted:
+            continue
         if not target_jobs.is_declared:
             target_jobs.ensure()
             created_tables.append(job)
@@ -563,7 +564,7 @@ def _copy_jobs(source, target, plan, batch_size: int, created_tables: list, say)
             raise CopyError(f"The target job table {job.target_full} already has rows; drop it (or the target "
                             "schema) and copy again.")
         copied = sum(_copy_table(source, target, job, None, batch_size,
-                                 where=lambda tc: tc.c.status != bound("reserved")))
+                                 where=lambda tc: tc.c[status] != bound("reserved")))
         if copied != wanted:
             raise CopyError(f"Job table {job.target_full}: {copied} rows copied, the source has {wanted}. Was a "
                             "worker running on the source during the copy? Run the copy again when it is idle.")

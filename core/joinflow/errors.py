@@ -104,3 +104,8 @@ class BlobError(DataJointError):
 
 class ConfigError(DataJointError):
     """A configuration file, environment variable or setting is malformed (the message names it)."""
+
+
+class WorkerDiedError(DataJointError):
+    """A worker process of ``populate(processes=N)`` died (killed, out of memory) while making a
+    key; the key is an error job, reported with the error."""

@@ -47,6 +47,36 @@ def job_table_name(target_name: str) -> str:
     return "~~" + target_name.lstrip("_")
 
 
+# the job table's own columns (DataJoint 2.x's layout), after the target's primary key
+JOB_COLUMNS = ("status", "priority", "created_time", "scheduled_time", "reserved_time", "completed_time",
+               "duration", "error_message", "error_stack", "user", "host", "pid", "connection_id", "version")
+
+
+class JobColumns:
+    """The names of a job table's own columns: ``cols.status`` is the column that holds the status.
+
+    They are DataJoint's names (``status``, ``version``, ...) unless the target's primary key has an
+    attribute of that name: then the job column is ``job_<name>`` (``job_job_<name>`` if that is
+    taken too), since the key attributes must keep their names for the job table to join with
+    the target.  DataJoint 2.3.5 cannot create such a job table at all, so no shared queue is lost.
+    """
+
+    def __init__(self, primary_key: Sequence[str]):
+        taken = set(primary_key)
+        self.renamed: dict[str, str] = {}
+        for name in JOB_COLUMNS:
+            column = name
+            while column in taken:
+                column = "job_" + column
+            taken.add(column)
+            setattr(self, name, column)
+            if column != name:
+                self.renamed[name] = column
+
+    def __getitem__(self, name: str) -> str:
+        return getattr(self, name)
+
+
 class Prepared:
     """A statement compiled once for one connection's dialect, then run many times with new values.
 
@@ -121,28 +151,42 @@ class Job(Table):
         return self._target
 
     @property
+    def cols(self) -> JobColumns:
+        """The names of this job table's own columns (``cols.status`` ...): DataJoint's, except
+        where the target's primary key has an attribute of the same name (see JobColumns)."""
+        found = self.__dict__.get("_cols")
+        if found is None:
+            found = self._cols = JobColumns(self._target.primary_key)
+        return found
+
+    def column(self, name: str) -> str:
+        """The column of this job table that holds ``name`` (``"status"``, ``"host"``, ...)."""
+        return self.cols[name]
+
+    @property
     def definition(self) -> str:  # type: ignore[override]
         target = self._target
+        n = self.cols
         lines = [f"# Job queue for {target.full_table_name}"]
         for name in target.primary_key:
             lines.append(f"{name} : {target.heading[name].type}")
         lines += [
             "---",
-            "status : enum('pending', 'reserved', 'success', 'error', 'ignore')",
-            "priority : int8",
-            "created_time = CURRENT_TIMESTAMP(3) : datetime(3)",
-            "scheduled_time = CURRENT_TIMESTAMP(3) : datetime(3)",
-            "reserved_time = null : datetime(3)",
-            "completed_time = null : datetime(3)",
-            "duration = null : float64",
-            'error_message = "" : varchar(2047)',
-            "error_stack = null : bytes",
-            'user = "" : varchar(255)',
-            'host = "" : varchar(255)',
-            "pid = 0 : int32",
-            "connection_id = 0 : int64",
-            'version = "" : varchar(64)',
-            "index (status, priority, scheduled_time)",
+            f"{n.status} : enum('pending', 'reserved', 'success', 'error', 'ignore')",
+            f"{n.priority} : int8",
+            f"{n.created_time} = CURRENT_TIMESTAMP(3) : datetime(3)",
+            f"{n.scheduled_time} = CURRENT_TIMESTAMP(3) : datetime(3)",
+            f"{n.reserved_time} = null : datetime(3)",
+            f"{n.completed_time} = null : datetime(3)",
+            f"{n.duration} = null : float64",
+            f'{n.error_message} = "" : varchar(2047)',
+            f"{n.error_stack} = null : bytes",
+            f'{n.user} = "" : varchar(255)',
+            f'{n.host} = "" : varchar(255)',
+            f"{n.pid} = 0 : int32",
+            f"{n.connection_id} = 0 : int64",
+            f'{n.version} = "" : varchar(64)',
+            f"index ({n.status}, {n.priority}, {n.scheduled_time})",
         ]
         return "\n".join(lines)
 
@@ -199,6 +243,7 @@ class Job(Table):
         todo = target._jobs_to_do(restrictions)
         new = todo.restrict(Not(target.proj()), semantic_check=False).restrict(Not(self.proj()), semantic_check=False)
         pk = target.primary_key
+        n = self.cols
         compiled = new._compile()
         select = sa.select(
             *[compiled.cols[k] for k in pk],
@@ -206,38 +251,40 @@ class Job(Table):
             bound(int(priority)),
             bound(self._ts(now + datetime.timedelta(seconds=delay))),
         ).select_from(compiled.from_).where(*compiled.where)
-        columns = pk + ["status", "priority", "scheduled_time"]
+        columns = pk + [n.status, n.priority, n.scheduled_time]
         stmt = conn.backend.insert(self._table_clause(columns), columns, pk, "skip", select=select)
         added = conn.rowcount(stmt, table=self.full_table_name)
         tc = self._tc()
         # jobs finished elsewhere (the key is in the target now) are no longer pending
         done = self.restrict(target.proj(), semantic_check=False)
         removed = 0
-        stale = done & "status in ('pending', 'reserved')"
+        stale = done & f"{n.status} in ('pending', 'reserved')"
         if stale:
             removed += stale.delete_quick(get_count=True) or 0
         # rows whose key left the key source, older than stale_timeout
-        left = self.restrict(Not(todo), semantic_check=False) & "status <> 'ignore'"
+        left = self.restrict(Not(todo), semantic_check=False) & f"{n.status} <> 'ignore'"
         cutoff = self._ts(now - datetime.timedelta(seconds=stale_timeout))
-        old_left = left & [{"status": "error"}, {"status": "success"}, {"status": "pending"}]
+        old_left = left & [{n.status: "error"}, {n.status: "success"}, {n.status: "pending"}]
         compiled = old_left._compile()
-        result = conn.execute(sa.delete(compiled.from_).where(*compiled.where, compiled.from_.c.created_time < cutoff))
+        created = compiled.from_.c[n.created_time]
+        result = conn.execute(sa.delete(compiled.from_).where(*compiled.where, created < cutoff))
         removed += result.rowcount or 0
         re_pended = 0
         if orphan_timeout is not None:
             cutoff = self._ts(now - datetime.timedelta(seconds=orphan_timeout))
             result = conn.execute(
-                sa.update(tc).where(tc.c.status == "reserved", tc.c.reserved_time < cutoff)
-                .values(status="pending", reserved_time=None)
+                sa.update(tc).where(tc.c[n.status] == "reserved", tc.c[n.reserved_time] < cutoff)
+                .values({n.status: "pending", n.reserved_time: None})
             )
             re_pended = result.rowcount or 0
         return {"added": added or 0, "removed": removed, "orphaned": re_pended, "re_pended": re_pended}
 
     def _claimable(self, tc, now: datetime.datetime, lease: float):
         expired = self._ts(now - datetime.timedelta(seconds=lease))
+        n = self.cols
         return sa.or_(
-            sa.and_(tc.c.status == "pending", tc.c.scheduled_time <= self._ts(now)),
-            sa.and_(tc.c.status == "reserved", tc.c.reserved_time < expired),
+            sa.and_(tc.c[n.status] == "pending", tc.c[n.scheduled_time] <= self._ts(now)),
+            sa.and_(tc.c[n.status] == "reserved", tc.c[n.reserved_time] < expired),
         )
 
     def candidates(self, restriction=None, limit: int = 20, priority: int | None = None) -> list[dict]:
@@ -249,10 +296,11 @@ class Job(Table):
         compiled = expr._compile()
         tc = compiled.from_
         where = list(compiled.where) + [self._claimable(tc, now, lease)]
+        n = self.cols
         if priority is not None:
-            where.append(tc.c.priority <= priority)
+            where.append(tc.c[n.priority] <= priority)
         stmt = (sa.select(*[tc.c[k] for k in self._target.primary_key]).select_from(tc).where(*where)
-                .order_by(tc.c.priority, tc.c.scheduled_time, *[tc.c[k] for k in self._target.primary_key])
+                .order_by(tc.c[n.priority], tc.c[n.scheduled_time], *[tc.c[k] for k in self._target.primary_key])
                 .limit(limit))
         names = self._target.primary_key
         decoders = self._decoders(names)
@@ -272,10 +320,11 @@ class Job(Table):
         now = self._now()
         lease = float(conn.config["jobs.lease_timeout"])
         tc = self._tc()
-        stmt = sa.update(tc).where(self._key_clause(tc, key), self._claimable(tc, now, lease)).values(
-            status="reserved", reserved_time=self._ts(now), host=platform.node()[:255], pid=os.getpid(),
-            connection_id=WORKER_TOKEN, user=(conn.get_user() or "")[:255], error_message="",
-        )
+        n = self.cols
+        stmt = sa.update(tc).where(self._key_clause(tc, key), self._claimable(tc, now, lease)).values({
+            n.status: "reserved", n.reserved_time: self._ts(now), n.host: platform.node()[:255], n.pid: os.getpid(),
+            n.connection_id: WORKER_TOKEN, n.user: (conn.get_user() or "")[:255], n.error_message: "",
+        })
         return conn.execute(stmt, table=self.full_table_name).rowcount == 1
 
     def heartbeat(self, key: dict, connection=None) -> bool:
@@ -283,17 +332,20 @@ class Job(Table):
         conn = connection or self.connection
         tc = self._tc()
         now = conn.backend.db_now(conn)
+        n = self.cols
         stmt = sa.update(tc).where(
-            self._key_clause(tc, key), tc.c.status == "reserved", tc.c.connection_id == WORKER_TOKEN
-        ).values(reserved_time=conn.backend.date_to_db(now, "datetime"))
+            self._key_clause(tc, key), tc.c[n.status] == "reserved", tc.c[n.connection_id] == WORKER_TOKEN
+        ).values({n.reserved_time: conn.backend.date_to_db(now, "datetime")})
         return conn.execute(stmt).rowcount == 1
 
     def release(self, key: dict) -> None:
         """Give a reserved key back (pending again), e.g. on SIGTERM."""
         tc = self._tc()
+        n = self.cols
         self.connection.execute(
-            sa.update(tc).where(self._key_clause(tc, key), tc.c.status == "reserved",
-                                tc.c.connection_id == WORKER_TOKEN).values(status="pending", reserved_time=None)
+            sa.update(tc).where(self._key_clause(tc, key), tc.c[n.status] == "reserved",
+                                tc.c[n.connection_id] == WORKER_TOKEN).values({n.status: "pending",
+                                                                               n.reserved_time: None})
         )
 
     def complete(self, key: dict, duration: float | None = None) -> None:
@@ -301,8 +353,9 @@ class Job(Table):
         conn = self.connection
         if conn.config["jobs.keep_completed"]:
             now = self._now()
+            n = self.cols
             conn.execute(sa.update(tc).where(self._key_clause(tc, key)).values(
-                status="success", completed_time=self._ts(now), duration=duration))
+                {n.status: "success", n.completed_time: self._ts(now), n.duration: duration}))
         else:
             conn.execute(sa.delete(tc).where(self._key_clause(tc, key)))
 
@@ -325,12 +378,14 @@ class Job(Table):
         tc = self._tc()
         now = self._now()
         row = {k: key[k] for k in self._target.primary_key}
+        n = self.cols
+        values = {n[k]: v for k, v in values.items()}  # error_message=... -> its column
         with conn.transaction_if_needed():
             result = conn.execute(sa.update(tc).where(self._key_clause(tc, row)).values(
-                status=status, completed_time=self._ts(now), **values))
+                {n.status: status, n.completed_time: self._ts(now), **values}))
             if result.rowcount == 0:
-                self.insert1({**row, "status": status, "priority": conn.config["jobs.default_priority"],
-                              **{k: v.decode() if isinstance(v, bytes) and k != "error_stack" else v
+                self.insert1({**row, n.status: status, n.priority: conn.config["jobs.default_priority"],
+                              **{k: v.decode() if isinstance(v, bytes) and k != n.error_stack else v
                                  for k, v in values.items()}})
 
     # -- views ---------------------------------------------------------------------------------
@@ -338,7 +393,8 @@ class Job(Table):
         """Counts per status, plus ``total`` (one query)."""
         self.ensure()
         tc = self._tc()
-        rows = self.connection.execute(sa.select(tc.c.status, sa.func.count()).group_by(tc.c.status)).fetchall()
+        status = tc.c[self.cols.status]
+        rows = self.connection.execute(sa.select(status, sa.func.count()).group_by(status)).fetchall()
         counts = {s: 0 for s in STATUSES}
         counts.update({status: int(n) for status, n in rows})
         counts["total"] = sum(counts[s] for s in STATUSES)
@@ -346,23 +402,23 @@ class Job(Table):
 
     @property
     def pending(self):
-        return self & {"status": "pending"}
+        return self & {self.cols.status: "pending"}
 
     @property
     def reserved(self):
-        return self & {"status": "reserved"}
+        return self & {self.cols.status: "reserved"}
 
     @property
     def errors(self):
-        return self & {"status": "error"}
+        return self & {self.cols.status: "error"}
 
     @property
     def ignored(self):
-        return self & {"status": "ignore"}
+        return self & {self.cols.status: "ignore"}
 
     @property
     def completed(self):
-        return self & {"status": "success"}
+        return self & {self.cols.status: "success"}
 
     def delete(self, *args, **kwargs) -> int:  # job rows have no dependents
         return self.delete_quick(get_count=True) or 0
@@ -440,6 +496,7 @@ class Claims:
 
     def __init__(self, jobs: Job, restriction=None, priority: int | None = None, keys: Sequence = ()):
         self.jobs = jobs
+        n = self.cols = jobs.cols
         conn = self.connection = jobs.connection
         self.token = random.getrandbits(62) or 1
         self.pk = list(jobs.target.primary_key)
@@ -471,11 +528,11 @@ class Claims:
         def complete():
             key = sa.and_(*[tc.c[k] == _param(f"jf_k{j}") for j, k in enumerate(self.pk)])
             if self.keep_completed:
-                return sa.update(tc).where(key).values(status="success", completed_time=_param("jf_now"),
-                                                       duration=_param("jf_duration"))
+                return sa.update(tc).where(key).values({n.status: "success", n.completed_time: _param("jf_now"),
+                                                        n.duration: _param("jf_duration")})
             return sa.delete(tc).where(key)
 
-        mine = sa.and_(tc.c.status == "reserved", tc.c.connection_id == _param("jf_token"))
+        mine = sa.and_(tc.c[n.status] == "reserved", tc.c[n.connection_id] == _param("jf_token"))
         made = sa.exists(sa.select(sa.literal(1)).select_from(target).where(
             *[target.c[k] == tc.c[k] for k in self.pk]))
         self._complete = self._cached("complete", complete)
@@ -483,11 +540,11 @@ class Claims:
         # dies before that leaves rows whose lease runs out, and whoever claims one sees it is made
         self._finish = self._cached("finish", lambda: sa.delete(tc).where(mine, made), self._mine_values)
         self._release = self._cached("release", lambda: sa.update(tc).where(mine, ~made).values(
-            status="pending", reserved_time=None), self._mine_values)
+            {n.status: "pending", n.reserved_time: None}), self._mine_values)
         self.unfinished = 0  # made keys whose job rows are still to be removed
         self.taken_over: set[tuple] = set()  # claimed from an expired lease: maybe made already
-        self._renew = self._cached("renew", lambda: sa.update(tc).where(mine).values(reserved_time=_param("jf_now")),
-                                   self._mine_values)
+        self._renew = self._cached("renew", lambda: sa.update(tc).where(mine).values(
+            {n.reserved_time: _param("jf_now")}), self._mine_values)
         self._claim: dict[int, tuple[Prepared, Prepared]] = {}  # by batch size
 
     def _cached(self, kind, build, values: dict | None = None) -> Prepared:
@@ -499,9 +556,10 @@ class Claims:
         return found.with_values(**values) if values else found
 
     def _claimable(self, tc):
+        n = self.cols
         return sa.or_(
-            sa.and_(tc.c.status == "pending", tc.c.scheduled_time <= _param("jf_now")),
-            sa.and_(tc.c.status == "reserved", tc.c.reserved_time < _param("jf_expired")),
+            sa.and_(tc.c[n.status] == "pending", tc.c[n.scheduled_time] <= _param("jf_now")),
+            sa.and_(tc.c[n.status] == "reserved", tc.c[n.reserved_time] < _param("jf_expired")),
         )
 
     def _candidate_select(self, src, where: list, by_keys: bool = False):
@@ -513,22 +571,24 @@ class Claims:
         a list of keys (``by_keys``), those few rows are found by primary key and sorted instead:
         an ordered scan of the queue would pass over every other pending key first.
         """
+        n = self.cols
         if self.priority is not None:
-            where = where + [src.c.priority <= _param("jf_priority")]
+            where = where + [src.c[n.priority] <= _param("jf_priority")]
         limit = sa.bindparam("jf_limit", type_=sa.Integer)
-        order = ("priority", "scheduled_time")  # the index order: no sort of the whole queue
+        order = (n.priority, n.scheduled_time)  # the index order: no sort of the whole queue
 
         def branch(condition):
-            select = (sa.select(*[src.c[k] for k in self.pk], src.c.status, src.c.priority, src.c.scheduled_time)
+            select = (sa.select(*[src.c[k] for k in self.pk], src.c[n.status], src.c[n.priority],
+                                src.c[n.scheduled_time])
                       .select_from(src).where(*where, condition))
             if not by_keys:
                 select = select.order_by(*[src.c[k] for k in order]).limit(limit)
             return select.subquery()
 
-        pending = branch(sa.and_(src.c.status == "pending", src.c.scheduled_time <= _param("jf_now")))
-        expired = branch(sa.and_(src.c.status == "reserved", src.c.reserved_time < _param("jf_expired")))
+        pending = branch(sa.and_(src.c[n.status] == "pending", src.c[n.scheduled_time] <= _param("jf_now")))
+        expired = branch(sa.and_(src.c[n.status] == "reserved", src.c[n.reserved_time] < _param("jf_expired")))
         merged = sa.union_all(sa.select(pending), sa.select(expired)).subquery()
-        return (sa.select(*[merged.c[k] for k in self.pk], merged.c.status, merged.c.priority)
+        return (sa.select(*[merged.c[k] for k in self.pk], merged.c[n.status], merged.c[n.priority])
                 .order_by(*[merged.c[k] for k in order]).limit(limit))
 
     def _claim_statements(self, n: int) -> tuple[Prepared, Prepared]:
@@ -542,13 +602,14 @@ class Claims:
                 return sa.or_(*[sa.and_(*[tc.c[k] == _param(f"jf_k{i}_{j}") for j, k in enumerate(self.pk)])
                                 for i in range(n)])
 
-            owner = dict(status=bound("reserved"), reserved_time=_param("jf_now"), host=_param("jf_host"),
-                         pid=_param("jf_pid"), connection_id=_param("jf_token"), user=_param("jf_user"),
-                         error_message=bound(""))
-            claim = self._cached(("claim", n), lambda: sa.update(tc).where(keys(), self._claimable(tc)).values(**owner),
+            c = self.cols
+            owner = {c.status: bound("reserved"), c.reserved_time: _param("jf_now"), c.host: _param("jf_host"),
+                     c.pid: _param("jf_pid"), c.connection_id: _param("jf_token"), c.user: _param("jf_user"),
+                     c.error_message: bound("")}
+            claim = self._cached(("claim", n), lambda: sa.update(tc).where(keys(), self._claimable(tc)).values(owner),
                                  self._owner_values)
             mine = self._cached(("mine", n), lambda: sa.select(*[tc.c[k] for k in self.pk]).where(
-                keys(), tc.c.status == "reserved", tc.c.connection_id == _param("jf_token")), self._mine_values)
+                keys(), tc.c[c.status] == "reserved", tc.c[c.connection_id] == _param("jf_token")), self._mine_values)
             found = self._claim[n] = (claim, mine)
         return found
 

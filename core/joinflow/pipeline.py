@@ -237,17 +237,19 @@ class Step:
     # -- observing ----------------------------------------------------------------------------------
     def errors(self, keys: Iterable[dict] | None = None, limit: int | None = None) -> list[dict]:
         """Errors recorded in the job table: key, message, stack (text) and time."""
-        jobs = self.cls().jobs.errors
+        all_jobs = self.cls().jobs
+        n = all_jobs.cols  # the job columns' names (job_<name> where the key has an attribute <name>)
+        jobs = all_jobs.errors
         if keys is not None:
             jobs = jobs.restrict([dict(k) for k in keys], semantic_check=False)
         pk = self.cls().primary_key
-        rows = jobs.to_dicts(order_by="completed_time DESC", limit=limit)
+        rows = jobs.to_dicts(order_by=f"{n.completed_time} DESC", limit=limit)
         result = []
         for row in rows:
-            stack = row.get("error_stack")
-            result.append({"key": {k: row[k] for k in pk}, "error_message": row["error_message"],
+            stack = row.get(n.error_stack)
+            result.append({"key": {k: row[k] for k in pk}, "error_message": row[n.error_message],
                            "error_stack": stack.decode(errors="replace") if isinstance(stack, bytes) else stack,
-                           "time": row.get("completed_time")})
+                           "time": row.get(n.completed_time)})
         return result
 
     def row_count(self) -> int:

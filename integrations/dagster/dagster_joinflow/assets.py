@@ -186,14 +186,16 @@ def _job_errors(step: Step, restriction: Optional[dict] = None, limit: int = 50)
     Workaround: ``joinflow.pipeline.Step`` has no accessor for its job-table errors yet,
     so this reads ``step.table.jobs.errors`` (the DataJoint jobs API).
     """
-    errors = step.table.jobs.errors
+    jobs = step.table.jobs
+    n = jobs.cols  # job_<name> where the key has an attribute <name>
+    errors = jobs.errors
     if restriction:
         errors = errors & restriction
     pk = step.table.heading.primary_key
     rows = []
     for row in errors.to_dicts(limit=limit):
-        stack = row.get("error_stack") or b""
-        rows.append({"key": {k: row[k] for k in pk}, "error_message": row.get("error_message", ""),
+        stack = row.get(n.error_stack) or b""
+        rows.append({"key": {k: row[k] for k in pk}, "error_message": row.get(n.error_message, ""),
                      "error_stack": stack.decode(errors="replace") if isinstance(stack, bytes) else str(stack)})
     return rows
 
