@@ -272,7 +272,7 @@ def _int_rule(attr: "Attribute"):
     lo, hi = bounds if bounds else (-math.inf, math.inf)
 
     def slow(v):
-        number = _finite_number(v, attr, "an integer")
+        number = _finite_number(v, attr, "a number")
         if number is None or type(number) is int:
             pass
         elif number == int(number):  # 2.0, Decimal('2.00'), '2.0'
@@ -474,8 +474,8 @@ def _value_message(attr: "Attribute", exc: Exception, is_codec: bool) -> str:
     text = str(exc) or type(exc).__name__
     if is_codec:
         return f"{attr.type} refused the value ({type(exc).__name__}: {text}); give a value {attr.type} accepts."
-    if isinstance(exc, DataTypeError):
-        return f"{text}; give a value that the {attr.type} column can hold."
+    if isinstance(exc, DataTypeError):  # the value rules' messages end with their fix
+        return text if text.endswith(".") else f"{text}; give a value that the {attr.type} column can hold."
     return (f"cannot convert the value ({type(exc).__name__}: {text}); give a value that the {attr.type} column "
             "can hold.")
 
