@@ -328,8 +328,20 @@ def _float_rule(attr: "Attribute"):
 
 
 def _decimal_rule(attr: "Attribute"):
+    info = attr.typeinfo
+    digits = scale = None
+    if info is not None and info.precision:
+        scale = info.scale or 0
+        digits, step = info.precision - scale, decimal.Decimal(1).scaleb(-scale)
+
     def decimal_value(v):
-        return _finite_number(v, attr, "a number")
+        number = _finite_number(v, attr, "a number")
+        if digits is not None and number is not None:
+            shape = decimal.Decimal(str(number)).quantize(step, rounding=decimal.ROUND_HALF_UP).as_tuple()
+            if len(shape.digits) - max(0, -shape.exponent) > digits:
+                raise DataTypeError(f"value {v!r:.80} is too large for {attr.type} (at most {digits} digits before "
+                                    "the point); give a smaller value or declare more digits.")
+        return number
 
     return decimal_value
 
