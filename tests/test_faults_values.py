@@ -144,7 +144,7 @@ def test_decimal_nan_and_infinity_are_refused(Measure):
         assert "finite" in refused(Measure, "amount", value)
     for value in [decimal.Decimal("10000"), 9999.999, "-12345.6"]:  # refused before the server, not by it
         message = refused(Measure, "amount", value)
-        assert "too large for decimal(6,2)" in message and "Server said" not in message
+        assert "out of range for decimal(6,2)" in message and "Server said" not in message
     assert stored(Measure, "amount", decimal.Decimal("12.34")) == decimal.Decimal("12.34")
 
 

@@ -339,7 +339,7 @@ def _decimal_rule(attr: "Attribute"):
         if digits is not None and number is not None:
             shape = decimal.Decimal(str(number)).quantize(step, rounding=decimal.ROUND_HALF_UP).as_tuple()
             if len(shape.digits) - max(0, -shape.exponent) > digits:
-                raise DataTypeError(f"value {v!r:.80} is too large for {attr.type} (at most {digits} digits before "
+                raise DataTypeError(f"value {v!r:.80} is out of range for {attr.type} (at most {digits} digits before "
                                     "the point); give a smaller value or declare more digits.")
         return number
 
