@@ -1,4 +1,5 @@
-"""Checking rows against a table without inserting them: ``Table.validate(rows)``.
+"""The value rules of inserts (:func:`value_rule`), and checking rows against a table without
+inserting them: ``Table.validate(rows)``.
 
 The checks are the insert path's own: the same field rules (unknown and missing attributes),
 the backend's value encoders, the codecs' ``validate()``, and the value checks that
@@ -224,7 +225,8 @@ def insert_encoder(backend, attr: "Attribute") -> "Callable[[Any], Any] | None":
 
 
 def _not(v: Any, what: str, attr: "Attribute", fix: str = "") -> DataTypeError:
-    return DataTypeError(f"value {v!r:.80} is not {what}{fix or f'; give a value that the {attr.type} column can hold'}.")
+    fix = fix or f"; give a value that the {attr.type} column can hold"
+    return DataTypeError(f"value {v!r:.80} is not {what}{fix}.")
 
 
 def _finite_number(v: Any, attr: "Attribute", what: str):
@@ -406,15 +408,17 @@ def _temporal_rule(attr: "Attribute"):
             v = v.to_pydatetime()
         elif isinstance(v, str):
             try:
-                v = datetime.date.fromisoformat(v.strip()) if cat == "date" else datetime.datetime.fromisoformat(v.strip())
+                text = v.strip()
+                v = datetime.date.fromisoformat(text) if cat == "date" else datetime.datetime.fromisoformat(text)
             except ValueError:
                 raise _not(v, f"an ISO {TEMPORAL_NAMES[cat]}", attr) from None
         if isinstance(v, datetime.datetime):
             if v.tzinfo is not None and v.utcoffset() is not None:
                 raise DataTypeError(
-                    f"value {given!r:.100} has a time zone (UTC{v.strftime('%z')}); {attr.type} stores naive values and joinflow does not "
-                    "shift them. Convert it first: v.astimezone(datetime.timezone.utc).replace(tzinfo=None) "
-                    "for UTC, or v.astimezone().replace(tzinfo=None) for local time.")
+                    f"value {given!r:.100} has a time zone (UTC{v.strftime('%z')}); {attr.type} stores naive "
+                    "values and joinflow does not shift them. Convert it first: "
+                    "v.astimezone(datetime.timezone.utc).replace(tzinfo=None) for UTC, or "
+                    "v.astimezone().replace(tzinfo=None) for local time.")
             if cat == "date":
                 return v.date()  # a datetime in a date column keeps its date, as every backend does
             return v if type(v) is datetime.datetime else datetime.datetime.fromisoformat(v.isoformat())
