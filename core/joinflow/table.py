@@ -29,8 +29,8 @@ from .condition import AndList, Not
 from .expression import Compiled, QueryExpression, is_table_class
 from .heading import Attribute, Heading, attribute_from_catalog
 from .storage import Journal
-from .validation import (fit_problem, missing_fields, missing_fields_message, null_problem, unknown_field_message,
-                         unknown_fields, validate_rows)
+from .validation import (fit_problem, insert_encoder, missing_fields, missing_fields_message, null_problem,
+                         unknown_field_message, unknown_fields, validate_rows)
 
 logger = logging.getLogger("joinflow")
 
@@ -459,8 +459,8 @@ class Table(QueryExpression):
                 continue
             try:
                 encode = encoders[name]
-            except KeyError:
-                encode = encoders[name] = backend.encoder(attr)
+            except KeyError:  # the value rules (validation.value_rule), then the backend's encoding
+                encode = encoders[name] = insert_encoder(backend, attr)
             fallback = backend.literal_default(attr) if (not attr.nullable and attr.default is not None) else None
             needs_default = not attr.nullable and attr.default is not None
             try:
@@ -483,7 +483,7 @@ class Table(QueryExpression):
         from .codecs import storage_attribute
 
         encode = attr.codec.encoder(self._codec_context(attr.name, journal))
-        to_db = self.connection.backend.encoder(storage_attribute(attr))
+        to_db = insert_encoder(self.connection.backend, storage_attribute(attr))
         k = 0
         try:
             for k, row in enumerate(values):
@@ -786,11 +786,11 @@ class Table(QueryExpression):
                 self._encode_codec(0, attr, cell, [key], journal)
                 values[name] = cell[0][0]
                 continue
-            encode = backend.encoder(attr)
+            encode = insert_encoder(backend, attr)
             try:
                 values[name] = encode(value) if encode and value is not None else value
             except DataTypeError as exc:
-                raise DataTypeError(f"Table {self.full_table_name}, attribute `{name}`: {exc}") from None
+                raise DataTypeError(f"Table {self.full_table_name}, attribute `{name}` ({attr.type}): {exc}") from None
         try:
             backend.check_statement_size(self.connection, self.full_table_name, [heading[n] for n in values],
                                          [list(values.values())])

@@ -1,4 +1,5 @@
-"""Checking rows against a table without inserting them: ``Table.validate(rows)``.
+"""The value rules of inserts (:func:`value_rule`), and checking rows against a table without
+inserting them: ``Table.validate(rows)``.
 
 The checks are the insert path's own: the same field rules (unknown and missing attributes),
 the backend's value encoders, the codecs' ``validate()``, and the value checks that
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -164,6 +166,275 @@ def fit_problem(attr: "Attribute", v: Any) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
+# value rules: what an insert accepts, the same on every backend (docs/reliability.md)
+# --------------------------------------------------------------------------------------------
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger magnitudes overflow a float32 column
+FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal) / 2  # smaller ones round to 0
+TEMPORAL_NAMES = {"date": "date (YYYY-MM-DD)", "datetime": "datetime (YYYY-MM-DD HH:MM:SS)"}
+
+
+def value_rule(attr: "Attribute") -> "Callable[[Any], Any] | None":
+    """The check an insert or update applies to each value of ``attr`` before the backend encodes
+    it, or None (the backend's encoder alone).  The function returns the value in a canonical
+    Python form (int, float, Decimal, str, bool, naive datetime/date, or None for NULL) or raises
+    DataTypeError saying why the column cannot hold the value exactly.  Backends never see the
+    values it refuses, so every backend stores the same values and refuses the same ones:
+
+    - integers: ints, integral floats/Decimals (``2.0``), bools (as 0/1), integer text; never
+      ``1.7`` (no rounding), never out of range of a core int type.
+    - floats: finite numbers; ±inf refused; float32 refuses magnitudes beyond its range and
+      non-zero values that would round to 0.
+    - decimal: finite numbers; Decimal NaN/±inf refused.
+    - enum: exactly one of the members (case and spaces included).
+    - bool: True/False, 0/1, and the words true/false/yes/no/t/f/y/n.
+    - date/datetime: naive values only; a time-zone-aware value is refused, never shifted.
+    - NaN (float; the numpy/pandas missing value) and blank text in a number column stay NULL.
+    """
+    cat = attr.category
+    if cat == "int":
+        return _int_rule(attr)
+    if cat == "float":
+        return _float_rule(attr)
+    if cat == "decimal":
+        return _decimal_rule(attr)
+    if cat == "enum":
+        return _enum_rule(attr)
+    if cat == "bool":
+        return _bool_rule(attr)
+    if cat in ("date", "datetime"):
+        return _temporal_rule(attr)
+    return None
+
+
+def insert_encoder(backend, attr: "Attribute") -> "Callable[[Any], Any] | None":
+    """``value_rule(attr)`` followed by ``backend.encoder(attr)``: what insert, insert1, update1
+    and validate apply to every value they send (restrictions use the backend encoder alone)."""
+    rule = value_rule(attr)
+    encode = backend.encoder(attr)
+    if rule is None:
+        return encode
+    if encode is None or attr.category in ("int", "float", "enum"):
+        # the rule's int/float/str is already what the drivers take (the base encoder returns them
+        # as they are), so one call per value, not two
+        return rule
+
+    def checked(v, rule=rule, encode=encode):
+        return encode(rule(v))
+
+    return checked
+
+
+def _not(v: Any, what: str, attr: "Attribute", fix: str = "") -> DataTypeError:
+    fix = fix or f"; give a value that the {attr.type} column can hold"
+    return DataTypeError(f"value {v!r:.80} is not {what}{fix}.")
+
+
+def _finite_number(v: Any, attr: "Attribute", what: str):
+    """A user value as int, float or Decimal (None: NULL), or raise: the shared part of the rules."""
+    if v is None:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v != v:
+            return None  # NaN: the numpy/pandas missing value, stored as NULL
+        if v in (math.inf, -math.inf):
+            raise _not(v, "a finite number", attr, "; infinity cannot be stored (MySQL has no infinity): "
+                       "store NULL or a finite value")
+        return v
+    if isinstance(v, decimal.Decimal):
+        if not v.is_finite():
+            raise _not(v, "a finite number", attr, "; NaN and infinity cannot be stored: store NULL (None) "
+                       "or a finite value")
+        return v
+    if isinstance(v, str):
+        text = v.strip()
+        if not text:
+            return None  # blank text in a number column: NULL, as in restrictions
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = decimal.Decimal(text)
+        except decimal.InvalidOperation:
+            raise _not(v, what, attr) from None
+        if not number.is_finite():
+            raise _not(v, "a finite number", attr, "; NaN and infinity cannot be stored: store NULL (None) "
+                       "or a finite value")
+        return number
+    raise _not(v, what, attr)
+
+
+def _int_rule(attr: "Attribute"):
+    bounds = int_range(attr.type) if attr.core else None
+    lo, hi = bounds if bounds else (-math.inf, math.inf)
+
+    def slow(v):
+        number = _finite_number(v, attr, "a number")
+        if number is None or type(number) is int:
+            pass
+        elif number == int(number):  # 2.0, Decimal('2.00'), '2.0'
+            number = int(number)
+        else:
+            raise _not(v, "an integer", attr, f"; {attr.type} does not round it: round it yourself "
+                       "(int(round(x))) or declare a float or decimal attribute")
+        if number is not None and not lo <= number <= hi:
+            raise DataTypeError(f"value {v!r:.80} is outside the range of {attr.type} ({lo}..{hi}); give a "
+                                "value in range or declare a wider integer type.")
+        return number
+
+    def int_value(v):
+        if type(v) is int and lo <= v <= hi:
+            return v
+        return slow(v)
+
+    return int_value
+
+
+def _float_rule(attr: "Attribute"):
+    single = attr.core and attr.type == "float32"
+    top = FLOAT32_MAX if single else math.inf
+
+    def slow(v):
+        number = _finite_number(v, attr, "a number")
+        if number is None:
+            return None
+        try:
+            value = float(number)
+        except OverflowError:
+            value = math.inf
+        if not -top <= value <= top or value in (math.inf, -math.inf):
+            raise DataTypeError(f"value {v!r:.80} is outside the range of {attr.type} (±{top:g}); give a value "
+                                "in range or declare a float64 attribute.")
+        if single and value and -FLOAT32_TINY < value < FLOAT32_TINY:
+            raise DataTypeError(f"value {v!r:.80} is too small for float32 (it would be stored as 0); give 0, "
+                                "a larger value, or declare a float64 attribute.")
+        return value
+
+    if single:
+        def float_value(v):
+            if type(v) is float and (1e-38 <= v <= top or -top <= v <= -1e-38 or v == 0.0):
+                return v
+            return slow(v)
+    else:
+        def float_value(v):
+            if type(v) is float and -top < v < top:  # neither NaN nor ±inf
+                return v
+            return slow(v)
+
+    return float_value
+
+
+def _decimal_rule(attr: "Attribute"):
+    info = attr.typeinfo
+    digits = scale = None
+    if info is not None and info.precision:
+        scale = info.scale or 0
+        digits, step = info.precision - scale, decimal.Decimal(1).scaleb(-scale)
+
+    def decimal_value(v):
+        number = _finite_number(v, attr, "a number")
+        if digits is not None and number is not None:
+            shape = decimal.Decimal(str(number)).quantize(step, rounding=decimal.ROUND_HALF_UP).as_tuple()
+            if len(shape.digits) - max(0, -shape.exponent) > digits:
+                raise DataTypeError(f"value {v!r:.80} is out of range for {attr.type} (at most {digits} digits before "
+                                    "the point); give a smaller value or declare more digits.")
+        return number
+
+    return decimal_value
+
+
+def _enum_rule(attr: "Attribute"):
+    members = frozenset(attr.enum_values)
+    listed = ", ".join(repr(e) for e in attr.enum_values)
+
+    def enum_value(v):
+        if type(v) is str and v in members:
+            return v
+        if v is None or (isinstance(v, float) and v != v):
+            return None
+        if isinstance(v, (str, np.str_)) or isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            text = str(v)
+            if text in members:
+                return text
+        raise DataTypeError(f"value {v!r:.80} is not one of {listed}; give one of those exactly (enum values are "
+                            "matched case by case and space by space).")
+
+    return enum_value
+
+
+TRUE_WORDS = frozenset(("true", "1", "yes", "t", "y"))
+FALSE_WORDS = frozenset(("false", "0", "no", "f", "n"))
+
+
+def _bool_rule(attr: "Attribute"):
+    def bool_value(v):
+        if v is True or v is False or v is None:
+            return v
+        if isinstance(v, np.bool_):
+            return bool(v)
+        if isinstance(v, (float, np.floating)) and v != v:
+            return None
+        if isinstance(v, (int, float, np.integer, np.floating, decimal.Decimal)) and v in (0, 1):
+            return bool(v)
+        if isinstance(v, str):
+            low = v.strip().lower()
+            if low in TRUE_WORDS:
+                return True
+            if low in FALSE_WORDS:
+                return False
+        raise DataTypeError(f"value {v!r:.80} is not a boolean; give True or False (or 0/1, 'true'/'false').")
+
+    return bool_value
+
+
+def _temporal_rule(attr: "Attribute"):
+    cat = attr.category
+    plain = datetime.datetime if cat == "datetime" else datetime.date
+
+    def slow(v):
+        given = v
+        if v is None or (isinstance(v, float) and v != v) or type(v).__name__ == "NaTType":
+            return None
+        if isinstance(v, np.datetime64):
+            if np.isnat(v):
+                return None
+            v = v.astype("datetime64[us]").item()
+        elif hasattr(v, "to_pydatetime"):  # pandas Timestamp
+            v = v.to_pydatetime()
+        elif isinstance(v, str):
+            try:
+                text = v.strip()
+                v = datetime.date.fromisoformat(text) if cat == "date" else datetime.datetime.fromisoformat(text)
+            except ValueError:
+                raise _not(v, f"an ISO {TEMPORAL_NAMES[cat]}", attr) from None
+        if isinstance(v, datetime.datetime):
+            if v.tzinfo is not None and v.utcoffset() is not None:
+                raise DataTypeError(
+                    f"value {given!r:.100} has a time zone (UTC{v.strftime('%z')}); {attr.type} stores naive "
+                    "values and joinflow does not shift them. Convert it first: "
+                    "v.astimezone(datetime.timezone.utc).replace(tzinfo=None) for UTC, or "
+                    "v.astimezone().replace(tzinfo=None) for local time.")
+            if cat == "date":
+                return v.date()  # a datetime in a date column keeps its date, as every backend does
+            return v if type(v) is datetime.datetime else datetime.datetime.fromisoformat(v.isoformat())
+        if isinstance(v, datetime.date):
+            return v if type(v) is datetime.date else datetime.date(v.year, v.month, v.day)
+        raise _not(v, f"a {TEMPORAL_NAMES[cat]}", attr)
+
+    def temporal_value(v):
+        if type(v) is plain and (cat == "date" or v.tzinfo is None):
+            return v
+        return slow(v)
+
+    return temporal_value
+
+
+# --------------------------------------------------------------------------------------------
 # Table.validate
 # --------------------------------------------------------------------------------------------
 def validate_rows(table: "Table", rows: Any, *, ignore_extra_fields: bool = False) -> ValidationResult:
@@ -192,7 +463,7 @@ def validate_rows(table: "Table", rows: Any, *, ignore_extra_fields: bool = Fals
     for i, f in checked:
         attr = heading[f]
         codec = attr.codec
-        encode = None if codec is not None else backend.encoder(attr)
+        encode = None if codec is not None else insert_encoder(backend, attr)
         for k, row in enumerate(values):
             value = row[i]
             try:
@@ -219,11 +490,11 @@ def _value_message(attr: "Attribute", exc: Exception, is_codec: bool) -> str:
     text = str(exc) or type(exc).__name__
     if is_codec:
         return f"{attr.type} refused the value ({type(exc).__name__}: {text}); give a value {attr.type} accepts."
-    if isinstance(exc, DataTypeError):
-        return f"{text}; give a value that the {attr.type} column can hold."
+    if isinstance(exc, DataTypeError):  # the value rules' messages end with their fix
+        return text if text.endswith(".") else f"{text}; give a value that the {attr.type} column can hold."
     return (f"cannot convert the value ({type(exc).__name__}: {text}); give a value that the {attr.type} column "
             "can hold.")
 
 
-__all__ = ["ValidationResult", "ValidationError", "validate_rows", "fit_problem", "null_problem",
-           "unknown_fields", "missing_fields"]
+__all__ = ["ValidationResult", "ValidationError", "validate_rows", "fit_problem", "null_problem", "value_rule",
+           "insert_encoder", "unknown_fields", "missing_fields"]

@@ -295,7 +295,7 @@ class Backend:
                         float(v) if cat != "decimal" else decimal.Decimal(v)
                     except (ValueError, decimal.InvalidOperation):
                         raise DataTypeError(f"attribute `{name}` is {attr.type}; {v!r} is not a number") from None
-                if isinstance(v, bool) and cat != "int":
+                if isinstance(v, bool):  # 0/1 on every backend (PostgreSQL refuses a boolean for a number)
                     v = int(v)
                 return to_db(v) if to_db else v
 
