@@ -81,19 +81,25 @@ def other_connection(conn) -> dj.Connection:
     return dj.Connection(url=conn.url.render_as_string(hide_password=False), config=conn.config)
 
 
+def server_time(conn, shift: float = 0):
+    """The server's clock now, plus ``shift`` seconds, as the job table stores it."""
+    now = conn.backend.db_now(conn) + datetime.timedelta(seconds=shift)
+    return conn.backend.date_to_db(now, "datetime")
+
+
 def take_over(conn, table, key: dict, host: str = "another-machine") -> None:
     """What another worker's claim writes into the job row of ``key`` (on ``conn``)."""
     job = Job(table)
     tc = job._tc()
     conn.execute(sa.update(tc).where(job._key_clause(tc, key)).values(
-        status="reserved", connection_id=OTHER_TOKEN, host=host, pid=1, reserved_time=conn.backend.lease_clock()))
+        status="reserved", connection_id=OTHER_TOKEN, host=host, pid=1, reserved_time=server_time(conn)))
 
 
 def expire(table, key: dict, host: str | None = None) -> None:
     """Make the lease on ``key`` an hour old by the server's clock (optionally moving its owner)."""
     job = Job(table)
     tc = job._tc()
-    values = {"reserved_time": table.connection.backend.lease_clock(-3600.0)}
+    values = {"reserved_time": server_time(table.connection, -3600)}
     if host is not None:
         values["host"] = host
     table.connection.execute(sa.update(tc).where(job._key_clause(tc, key)).values(**values))
