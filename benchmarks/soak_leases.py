@@ -138,14 +138,15 @@ def worker(table, log: str, clock_step_after: float | None) -> None:
         os._exit(0)
 
 
-def run(schema, tmp_path, *, workers: int, keys: int, lease: float, seconds: float, seed: int) -> dict:
+def run(schema, tmp_path, *, workers: int, keys: int, lease: float, seconds: float, seed: int,
+        make: tuple[float, float] = (0.3, 2.5), faults: bool = True) -> dict:
     rng = random.Random(seed)
     conn = schema.connection
     conn.config["jobs.lease_timeout"] = lease
     log = str(tmp_path / "makes.log")
     Unit, Slow = declare(schema, log, lease)
     # most makes outlast the lease, some by 2.5 times
-    Unit.insert([{"unit": i, "seconds": round(lease * rng.uniform(0.3, 2.5), 3)} for i in range(keys)])
+    Unit.insert([{"unit": i, "seconds": round(lease * rng.uniform(*make), 3)} for i in range(keys)])
     Slow.jobs.refresh()
     ctx = multiprocessing.get_context("fork")
     procs: dict[int, multiprocessing.Process] = {}
@@ -159,8 +160,9 @@ def run(schema, tmp_path, *, workers: int, keys: int, lease: float, seconds: flo
         return p
 
     started = time.monotonic()
-    stepped = start(clock_step_after=2 * lease)  # this worker's clock jumps 3 h ahead after two leases
-    figures["clock_steps"] = 1
+    # this worker's clock jumps 3 h ahead after two leases
+    stepped = start(clock_step_after=2 * lease if faults else None)
+    figures["clock_steps"] = int(faults)
     for _ in range(workers - 1):
         start()
     deadline = started + seconds
@@ -179,7 +181,7 @@ def run(schema, tmp_path, *, workers: int, keys: int, lease: float, seconds: flo
             break
         if not done and len([p for p in alive if p.pid not in stopped]) < workers:
             start()  # keep N workers at work (one was killed, or ran out of keys while others held them)
-        if now >= next_fault and not done:
+        if faults and now >= next_fault and not done:
             candidates = [p for p in alive if p.pid not in stopped and p.pid not in killed]
             if candidates:
                 victim = rng.choice(candidates)
@@ -248,10 +250,13 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=1.0, help="jobs.lease_timeout in seconds")
     parser.add_argument("--seconds", type=float, default=150, help="stop injecting faults after this long")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--make", type=float, nargs=2, default=(0.3, 2.5), metavar=("LOW", "HIGH"),
+                        help="make lasts uniform(LOW, HIGH) leases")
+    parser.add_argument("--no-faults", action="store_true", help="no kills, stops or clock step: slow makes only")
     args = parser.parse_args()
     with scratch_schema(args.backend) as (schema, tmp_path):
         figures = run(schema, tmp_path, workers=args.workers, keys=args.keys, lease=args.lease,
-                      seconds=args.seconds, seed=args.seed)
+                      seconds=args.seconds, seed=args.seed, make=tuple(args.make), faults=not args.no_faults)
     report(f"soak_leases[{args.backend}] OK", figures)
 
 
