@@ -525,6 +525,9 @@ class Claims:
         self.decoders = jobs._decoders(self.pk)
         self.lease = lease_timeout(conn.config)
         self.mark: WorkerMark | None = None  # locked while this worker may hold leases (owner_alive)
+        # where BEGIN cannot wait, the fencing at commit suffices; tripartite makes compute before
+        # their transaction begins: a lease lost meanwhile is noticed before make_insert
+        self.check_at_begin = bool(conn.backend.begin_waits_for_writers or jobs.target._is_tripartite())
         self.keep_completed = bool(conn.config["jobs.keep_completed"])
         self.priority = priority
         self.held: dict[tuple, dict] = {}  # raw key -> key, claimed and not finished
@@ -725,7 +728,7 @@ class Claims:
         """Raise ``LeaseLost`` if this worker no longer holds ``raw`` (called when its make transaction
         starts: on SQLite that is when the write lock is ours, so no one can take the key over until
         the commit; a worker that waited for the lock past its lease does not make the key again)."""
-        if self._holds.run(self.connection, self._key_values(raw)).first() is None:
+        if self.check_at_begin and self._holds.run(self.connection, self._key_values(raw)).first() is None:
             raise LeaseLost(f"{self.name}: the lease on {self.held.get(raw, raw)} was taken over by another worker.")
 
     def fence(self, raw: tuple) -> None:

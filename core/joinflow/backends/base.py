@@ -183,6 +183,9 @@ class Backend:
     default_port: int | None = None
     max_name_length = 64
     begin_statement = "BEGIN"
+    # BEGIN waits for every other writer to finish (SQLite's BEGIN IMMEDIATE): a worker may wait
+    # there past its lease, so populate() checks the lease again once its transaction has begun
+    begin_waits_for_writers = False
     # commits and opens the next transaction in one round trip (None: the backend has no such
     # statement); populate() uses it between keys made back to back
     commit_chain_statement: str | None = "COMMIT AND CHAIN"

@@ -32,6 +32,7 @@ class SQLiteBackend(Backend):
     name = "sqlite"
     drivername = "sqlite"
     begin_statement = "BEGIN IMMEDIATE"
+    begin_waits_for_writers = True
     streams_on_own_session = False
     commit_chain_statement = None  # SQLite has no COMMIT AND CHAIN (and a chained write lock would block others)
     transactional_ddl = True
