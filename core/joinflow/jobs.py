@@ -76,6 +76,9 @@ class WorkerMark:
             self.fd = fd
         except (ImportError, OSError) as exc:  # no mark: other workers treat this one as gone after the lease
             logger.debug("joinflow worker mark %s not made: %s", self.path, exc)
+            return
+        if random.random() < 0.05:  # now and then: the marks of killed workers whose keys nobody took
+            _sweep_marks()
 
     def close(self) -> None:
         if self.fd is not None:
@@ -85,6 +88,33 @@ class WorkerMark:
                 pass
             os.close(self.fd)  # releases the lock
             self.fd = None
+
+
+def _sweep_marks(older_than: float = 86400.0, at_most: int = 200) -> None:
+    """Remove marks a day old whose worker is gone (not locked)."""
+    import fcntl
+    import time
+
+    try:
+        names = os.listdir(MARK_FOLDER)[:at_most]
+    except OSError:
+        return
+    limit = time.time() - older_than
+    for name in names:
+        path = os.path.join(MARK_FOLDER, name)
+        try:
+            if os.stat(path).st_mtime > limit:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def owner_alive(host: str | None, token) -> bool:
