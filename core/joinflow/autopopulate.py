@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from .condition import AndList, Not
 from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError, WorkerDiedError
 from .backends.base import VALUE
-from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, Prepared, key_lists
+from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, LeaseLost, Prepared, key_lists
 
 logger = logging.getLogger("joinflow")
 
@@ -406,6 +406,8 @@ class AutoPopulate:
                         claims.complete(raw)
                         claims.done(raw)
                     return
+                if claims is not None:  # taken over while this worker waited (e.g. for SQLite's write lock)?
+                    claims.check(raw)
                 cls._allow_insert = True
                 try:
                     if tripartite:
@@ -422,7 +424,9 @@ class AutoPopulate:
                     cls._allow_insert = False
                 if metadata is not None:  # hidden _job_* columns, in the same commit as the rows
                     metadata(key, start, time.time() - start)
-                if claims is not None:  # keep_completed: the job row's success goes in the same commit
+                if claims is not None:
+                    claims.fence(raw)  # commit only while the lease is still ours (LeaseLost: roll back)
+                    # keep_completed: the job row's success goes in the same commit
                     claims.complete(raw, duration=time.time() - start)
             except BaseException:
                 if conn.in_transaction:
@@ -439,6 +443,10 @@ class AutoPopulate:
                     claims.done(raw)
                 return
             self._record_error(key, claims, raw, exc, result, suppress_errors, return_exception_objects)
+            return
+        except LeaseLost as exc:  # rolled back above: the key is the other worker's now, not an error
+            logger.warning("%s", exc)
+            claims.done(raw)
             return
         except (KeyboardInterrupt, SystemExit):
             raise  # populate gives the key back
@@ -494,9 +502,8 @@ class AutoPopulate:
     def _record_error(self, key, claims, raw, exc, result, suppress_errors, return_exception_objects) -> None:
         message = f"{type(exc).__name__}: {exc}"
         logger.error("%s: make failed for key %s: %s", self.class_name, key, message)
-        if claims is not None:
-            claims.jobs.error(key, message, traceback.format_exc())
-            claims.done(raw)
+        if claims is not None:  # recorded only while the lease is still this worker's
+            claims.error(raw, key, message, traceback.format_exc())
         if not suppress_errors:
             raise exc
         result["error_list"].append((key, exc if return_exception_objects else message))

@@ -10,11 +10,11 @@ claims, batch completion and the statements it runs, compiled once (``Prepared``
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import platform
 import random
+import tempfile
 import threading
 from typing import Sequence
 
@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from .backends.base import VALUE, bound
 from .condition import Not
 from .errors import DataJointError
+from .settings import check_lease_timeout
 from .table import Table
 
 logger = logging.getLogger("joinflow")
@@ -31,7 +32,116 @@ STATUSES = ("pending", "reserved", "success", "error", "ignore")
 ERROR_MESSAGE_LENGTH = 2047
 TRUNCATION = "...truncated"
 WORKER_TOKEN = random.getrandbits(62)  # Job.reserve()'s mark in connection_id (populate uses Claims.token)
-_CLOCK_OFFSETS: dict[str, datetime.timedelta] = {}  # server URL -> server clock minus local clock
+
+
+def lease_timeout(config) -> float:
+    """``jobs.lease_timeout`` in seconds, checked again where it is used (a number above 0)."""
+    return check_lease_timeout(config["jobs.lease_timeout"])
+
+
+class LeaseLost(DataJointError):
+    """Internal to populate(): another worker took the key over; this worker's make is rolled back."""
+
+
+# -- liveness of the workers on this machine ------------------------------------------------------
+# A worker holding leases keeps a file named by its token locked (flock) in a folder of the
+# temporary directory.  The kernel drops the lock when the process dies (even by SIGKILL), and a
+# stopped (SIGSTOP) or busy process keeps it.  An expired lease of a worker on this machine whose
+# file is still locked is not taken over: its worker is alive, only late with its heartbeat.
+MARK_FOLDER = os.path.join(tempfile.gettempdir(), "joinflow-workers")
+HOST = platform.node()[:255]
+
+
+def _mark_path(token: int) -> str:
+    return os.path.join(MARK_FOLDER, f"{int(token)}.lock")
+
+
+class WorkerMark:
+    """This worker's sign of life for the other workers on this machine (see ``owner_alive``)."""
+
+    def __init__(self, token: int):
+        self.path = _mark_path(token)
+        self.fd: int | None = None
+        try:
+            import fcntl
+
+            if not os.path.isdir(MARK_FOLDER):
+                os.makedirs(MARK_FOLDER, exist_ok=True)
+                try:
+                    os.chmod(MARK_FOLDER, 0o1777)  # shared by every user, as /tmp is
+                except OSError:
+                    pass
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.fd = fd
+        except (ImportError, OSError) as exc:  # no mark: other workers treat this one as gone after the lease
+            logger.debug("joinflow worker mark %s not made: %s", self.path, exc)
+            return
+        if random.random() < 0.05:  # now and then: the marks of killed workers whose keys nobody took
+            _sweep_marks()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+
+
+def _sweep_marks(older_than: float = 86400.0, at_most: int = 200) -> None:
+    """Remove marks a day old whose worker is gone (not locked)."""
+    import fcntl
+    import time
+
+    try:
+        names = os.listdir(MARK_FOLDER)[:at_most]
+    except OSError:
+        return
+    limit = time.time() - older_than
+    for name in names:
+        path = os.path.join(MARK_FOLDER, name)
+        try:
+            if os.stat(path).st_mtime > limit:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def owner_alive(host: str | None, token) -> bool:
+    """True if the worker that wrote ``token`` runs on this machine and is alive (its mark is locked).
+
+    False when it is gone, or runs elsewhere, or cannot be told: then only its lease decides."""
+    if not token or host != HOST:
+        return False
+    try:
+        import fcntl
+
+        fd = os.open(_mark_path(token), os.O_RDONLY)
+    except (ImportError, OSError, ValueError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(_mark_path(token))  # a dead worker's mark
+    except OSError:
+        pass
+    return False
 
 
 def _new_worker_token() -> None:
@@ -202,19 +312,11 @@ class Job(Table):
         return self
 
     # -- time and identity ------------------------------------------------------------------
-    def _now(self) -> datetime.datetime:
-        """The server's clock, without a round trip per call: the offset to the local clock is
-        read once per process and connection, so every worker compares against server time."""
-        conn = self.connection
-        server = str(conn.url)
-        offset = _CLOCK_OFFSETS.get(server)
-        if offset is None:
-            offset = _CLOCK_OFFSETS[server] = conn.backend.db_now(conn) - datetime.datetime.now()
-        return datetime.datetime.now() + offset
-
-    def _ts(self, value: datetime.datetime):
-        """A datetime as the backend compares it (SQLite stores ISO text)."""
-        return self.connection.backend.date_to_db(value, "datetime")
+    def _clock(self, shift=None):
+        """The server's clock as SQL (``Backend.lease_clock``), shifted by ``shift`` seconds: leases,
+        schedules and completion times are written and compared in the statements themselves, never
+        with this process's clock."""
+        return self.connection.backend.lease_clock(shift)
 
     def _key_clause(self, tc, key: dict):
         backend = self.connection.backend
@@ -239,7 +341,6 @@ class Job(Table):
         cfg = conn.config
         priority = cfg["jobs.default_priority"] if priority is None else priority
         stale_timeout = cfg["jobs.stale_timeout"] if stale_timeout is None else stale_timeout
-        now = self._now()
         todo = target._jobs_to_do(restrictions)
         new = todo.restrict(Not(target.proj()), semantic_check=False).restrict(Not(self.proj()), semantic_check=False)
         pk = target.primary_key
@@ -249,7 +350,7 @@ class Job(Table):
             *[compiled.cols[k] for k in pk],
             sa.literal_column("'pending'"),
             bound(int(priority)),
-            bound(self._ts(now + datetime.timedelta(seconds=delay))),
+            self._clock(float(delay)),
         ).select_from(compiled.from_).where(*compiled.where)
         columns = pk + [n.status, n.priority, n.scheduled_time]
         stmt = conn.backend.insert(self._table_clause(columns), columns, pk, "skip", select=select)
@@ -263,7 +364,7 @@ class Job(Table):
             removed += stale.delete_quick(get_count=True) or 0
         # rows whose key left the key source, older than stale_timeout
         left = self.restrict(Not(todo), semantic_check=False) & f"{n.status} <> 'ignore'"
-        cutoff = self._ts(now - datetime.timedelta(seconds=stale_timeout))
+        cutoff = self._clock(-float(stale_timeout))
         old_left = left & [{n.status: "error"}, {n.status: "success"}, {n.status: "pending"}]
         compiled = old_left._compile()
         created = compiled.from_.c[n.created_time]
@@ -271,7 +372,7 @@ class Job(Table):
         removed += result.rowcount or 0
         re_pended = 0
         if orphan_timeout is not None:
-            cutoff = self._ts(now - datetime.timedelta(seconds=orphan_timeout))
+            cutoff = self._clock(-float(orphan_timeout))
             result = conn.execute(
                 sa.update(tc).where(tc.c[n.status] == "reserved", tc.c[n.reserved_time] < cutoff)
                 .values({n.status: "pending", n.reserved_time: None})
@@ -279,23 +380,21 @@ class Job(Table):
             re_pended = result.rowcount or 0
         return {"added": added or 0, "removed": removed, "orphaned": re_pended, "re_pended": re_pended}
 
-    def _claimable(self, tc, now: datetime.datetime, lease: float):
-        expired = self._ts(now - datetime.timedelta(seconds=lease))
+    def _claimable(self, tc, lease: float):
         n = self.cols
         return sa.or_(
-            sa.and_(tc.c[n.status] == "pending", tc.c[n.scheduled_time] <= self._ts(now)),
-            sa.and_(tc.c[n.status] == "reserved", tc.c[n.reserved_time] < expired),
+            sa.and_(tc.c[n.status] == "pending", tc.c[n.scheduled_time] <= self._clock()),
+            sa.and_(tc.c[n.status] == "reserved", tc.c[n.reserved_time] < self._clock(-lease)),
         )
 
     def candidates(self, restriction=None, limit: int = 20, priority: int | None = None) -> list[dict]:
         """Keys that can be reserved now (pending, or reserved with an expired lease), most urgent first."""
         conn = self.connection
-        now = self._now()
-        lease = float(conn.config["jobs.lease_timeout"])
+        lease = lease_timeout(conn.config)
         expr = self if restriction is None else self.restrict(restriction, semantic_check=False)
         compiled = expr._compile()
         tc = compiled.from_
-        where = list(compiled.where) + [self._claimable(tc, now, lease)]
+        where = list(compiled.where) + [self._claimable(tc, lease)]
         n = self.cols
         if priority is not None:
             where.append(tc.c[n.priority] <= priority)
@@ -317,12 +416,11 @@ class Job(Table):
         """Atomically take the lease on ``key``; True if this worker now holds it."""
         self.ensure()
         conn = self.connection
-        now = self._now()
-        lease = float(conn.config["jobs.lease_timeout"])
+        lease = lease_timeout(conn.config)
         tc = self._tc()
         n = self.cols
-        stmt = sa.update(tc).where(self._key_clause(tc, key), self._claimable(tc, now, lease)).values({
-            n.status: "reserved", n.reserved_time: self._ts(now), n.host: platform.node()[:255], n.pid: os.getpid(),
+        stmt = sa.update(tc).where(self._key_clause(tc, key), self._claimable(tc, lease)).values({
+            n.status: "reserved", n.reserved_time: self._clock(), n.host: platform.node()[:255], n.pid: os.getpid(),
             n.connection_id: WORKER_TOKEN, n.user: (conn.get_user() or "")[:255], n.error_message: "",
         })
         return conn.execute(stmt, table=self.full_table_name).rowcount == 1
@@ -331,11 +429,10 @@ class Job(Table):
         """Renew this worker's lease on ``key``; False if the lease was lost."""
         conn = connection or self.connection
         tc = self._tc()
-        now = conn.backend.db_now(conn)
         n = self.cols
         stmt = sa.update(tc).where(
             self._key_clause(tc, key), tc.c[n.status] == "reserved", tc.c[n.connection_id] == WORKER_TOKEN
-        ).values({n.reserved_time: conn.backend.date_to_db(now, "datetime")})
+        ).values({n.reserved_time: conn.backend.lease_clock()})
         return conn.execute(stmt).rowcount == 1
 
     def release(self, key: dict) -> None:
@@ -352,41 +449,51 @@ class Job(Table):
         tc = self._tc()
         conn = self.connection
         if conn.config["jobs.keep_completed"]:
-            now = self._now()
             n = self.cols
             conn.execute(sa.update(tc).where(self._key_clause(tc, key)).values(
-                {n.status: "success", n.completed_time: self._ts(now), n.duration: duration}))
+                {n.status: "success", n.completed_time: self._clock(), n.duration: duration}))
         else:
             conn.execute(sa.delete(tc).where(self._key_clause(tc, key)))
 
-    def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
+    def error(self, key: dict, error_message: str, error_stack: str | None = None, *,
+              token: int | None = None) -> bool:
+        """Record ``key`` as an error job.  With ``token`` (a worker's lease token), only while that
+        worker still holds the key: a worker whose lease was taken over does not overwrite the new
+        owner's reservation.  False if nothing was recorded for that reason."""
         from .settings import mask_text  # a password in a make()'s error must not be stored for all to read
 
         error_message = mask_text(error_message)
         error_stack = mask_text(error_stack) if isinstance(error_stack, str) else error_stack
         if len(error_message) > ERROR_MESSAGE_LENGTH:
             error_message = error_message[: ERROR_MESSAGE_LENGTH - len(TRUNCATION)] + TRUNCATION
-        self._set_status(key, "error", error_message=error_message,
-                         error_stack=error_stack.encode() if isinstance(error_stack, str) else error_stack)
+        return self._set_status(key, "error", token=token, error_message=error_message,
+                                error_stack=error_stack.encode() if isinstance(error_stack, str) else error_stack)
 
     def ignore(self, key: dict) -> None:
         self._set_status(key, "ignore")
 
-    def _set_status(self, key: dict, status: str, **values) -> None:
+    def _set_status(self, key: dict, status: str, token: int | None = None, **values) -> bool:
         self.ensure()
         conn = self.connection
         tc = self._tc()
-        now = self._now()
         row = {k: key[k] for k in self._target.primary_key}
         n = self.cols
         values = {n[k]: v for k, v in values.items()}  # error_message=... -> its column
+        where = [self._key_clause(tc, row)]
+        if token is not None:
+            where += [tc.c[n.status] == "reserved", tc.c[n.connection_id] == token]
         with conn.transaction_if_needed():
-            result = conn.execute(sa.update(tc).where(self._key_clause(tc, row)).values(
-                {n.status: status, n.completed_time: self._ts(now), **values}))
+            result = conn.execute(sa.update(tc).where(*where).values(
+                {n.status: status, n.completed_time: self._clock(), **values}))
             if result.rowcount == 0:
+                if token is not None:
+                    logger.warning("%s: the lease on %s was taken over by another worker; its error is not "
+                                   "recorded in the job table.", self.full_table_name, row)
+                    return False
                 self.insert1({**row, n.status: status, n.priority: conn.config["jobs.default_priority"],
                               **{k: v.decode() if isinstance(v, bytes) and k != n.error_stack else v
                                  for k, v in values.items()}})
+        return True
 
     # -- views ---------------------------------------------------------------------------------
     def progress(self) -> dict:
@@ -441,7 +548,9 @@ class Heartbeat:
         self.lost = False
 
     def __enter__(self) -> "Heartbeat":
-        interval = max(0.2, float(self._jobs.connection.config["jobs.lease_timeout"]) / 3)
+        # four beats per lease: a beat that waits for a lock (SQLite's write lock) or fails leaves
+        # the next ones time to renew before the lease runs out
+        interval = max(0.05, lease_timeout(self._jobs.connection.config) / 4)
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True, name="joinflow-heartbeat")
         self._thread.start()
         return self
@@ -460,7 +569,9 @@ class Heartbeat:
     def _run(self, interval: float) -> None:
         from .connection import Connection
 
-        while not self._stop.wait(interval):
+        wait = interval
+        while not self._stop.wait(wait):
+            wait = interval
             with self._lock:
                 key = self._key
             if key is None and not (self._claims is not None and self._claims.held):
@@ -474,7 +585,8 @@ class Heartbeat:
                     self._claims.renew(self._connection)
                 elif not self._jobs.heartbeat(key, connection=self._connection):
                     self.lost = True
-            except Exception as exc:  # a missed beat is not fatal; the lease has slack
+            except Exception as exc:  # a missed beat is not fatal; the lease has slack: try again soon
+                wait = min(interval, 0.1)
                 logger.warning("Heartbeat for %s failed: %s", key, exc)
 
 
@@ -502,7 +614,11 @@ class Claims:
         self.pk = list(jobs.target.primary_key)
         self.name = jobs.full_table_name
         self.decoders = jobs._decoders(self.pk)
-        self.lease = float(conn.config["jobs.lease_timeout"])
+        self.lease = lease_timeout(conn.config)
+        self.mark: WorkerMark | None = None  # locked while this worker may hold leases (owner_alive)
+        # where BEGIN cannot wait, the fencing at commit suffices; tripartite makes compute before
+        # their transaction begins: a lease lost meanwhile is noticed before make_insert
+        self.check_at_begin = bool(conn.backend.begin_waits_for_writers or jobs.target._is_tripartite())
         self.keep_completed = bool(conn.config["jobs.keep_completed"])
         self.priority = priority
         self.held: dict[tuple, dict] = {}  # raw key -> key, claimed and not finished
@@ -522,17 +638,24 @@ class Claims:
         self._sql_cache = conn.__dict__.setdefault("_jf_claims_sql", {})
         self._sql_key = (self.name, target.name, tuple(self.pk), self.keep_completed)
         self._mine_values = {"jf_token": self.token}
-        self._owner_values = {"jf_token": self.token, "jf_host": platform.node()[:255], "jf_pid": os.getpid(),
+        self._owner_values = {"jf_token": self.token, "jf_host": HOST, "jf_pid": os.getpid(),
                               "jf_user": (conn.get_user() or "")[:255]}
+        clock = conn.backend.lease_clock  # the server's clock: leases never use this process's clock
+        one_key = sa.and_(*[tc.c[k] == _param(f"jf_k{j}") for j, k in enumerate(self.pk)])
 
         def complete():
-            key = sa.and_(*[tc.c[k] == _param(f"jf_k{j}") for j, k in enumerate(self.pk)])
             if self.keep_completed:
-                return sa.update(tc).where(key).values({n.status: "success", n.completed_time: _param("jf_now"),
-                                                        n.duration: _param("jf_duration")})
-            return sa.delete(tc).where(key)
+                return sa.update(tc).where(one_key).values({n.status: "success", n.completed_time: clock(),
+                                                            n.duration: _param("jf_duration")})
+            return sa.delete(tc).where(one_key)
 
         mine = sa.and_(tc.c[n.status] == "reserved", tc.c[n.connection_id] == _param("jf_token"))
+        # fencing: inside a key's make transaction, the lease is renewed only if it is still this
+        # worker's; the rows of a key whose lease was taken over are rolled back, never committed
+        self._fence = self._cached("fence", lambda: sa.update(tc).where(one_key, mine).values(
+            {n.reserved_time: clock()}), self._mine_values)
+        self._holds = self._cached("holds", lambda: sa.select(sa.literal(1)).select_from(tc).where(one_key, mine),
+                                   self._mine_values)
         made = sa.exists(sa.select(sa.literal(1)).select_from(target).where(
             *[target.c[k] == tc.c[k] for k in self.pk]))
         self._complete = self._cached("complete", complete)
@@ -543,8 +666,8 @@ class Claims:
             {n.status: "pending", n.reserved_time: None}), self._mine_values)
         self.unfinished = 0  # made keys whose job rows are still to be removed
         self.taken_over: set[tuple] = set()  # claimed from an expired lease: maybe made already
-        self._renew = self._cached("renew", lambda: sa.update(tc).where(mine).values(
-            {n.reserved_time: _param("jf_now")}), self._mine_values)
+        self._renew = self._cached("renew", lambda: sa.update(tc).where(mine).values({n.reserved_time: clock()}),
+                                   self._mine_values)
         self._claim: dict[int, tuple[Prepared, Prepared]] = {}  # by batch size
 
     def _cached(self, kind, build, values: dict | None = None) -> Prepared:
@@ -555,15 +678,22 @@ class Claims:
             found = self._sql_cache[key] = Prepared(self.connection, build(), self.name)
         return found.with_values(**values) if values else found
 
+    def _now(self):
+        return self.connection.backend.lease_clock()
+
+    def _expired(self):
+        return self.connection.backend.lease_clock(-sa.bindparam("jf_lease", type_=sa.Float))
+
     def _claimable(self, tc):
         n = self.cols
         return sa.or_(
-            sa.and_(tc.c[n.status] == "pending", tc.c[n.scheduled_time] <= _param("jf_now")),
-            sa.and_(tc.c[n.status] == "reserved", tc.c[n.reserved_time] < _param("jf_expired")),
+            sa.and_(tc.c[n.status] == "pending", tc.c[n.scheduled_time] <= self._now()),
+            sa.and_(tc.c[n.status] == "reserved", tc.c[n.reserved_time] < self._expired()),
         )
 
     def _candidate_select(self, src, where: list, by_keys: bool = False):
-        """The most urgent claimable keys: (pk..., status, priority), at most ``jf_limit`` of them.
+        """The most urgent claimable keys: (pk..., status, priority, host, connection_id), at most
+        ``jf_limit`` of them.
 
         Pending keys and keys whose lease ran out are looked up separately, each in the order of
         the index (status, priority, scheduled_time), and merged: a single OR of the two scans and
@@ -579,16 +709,17 @@ class Claims:
 
         def branch(condition):
             select = (sa.select(*[src.c[k] for k in self.pk], src.c[n.status], src.c[n.priority],
-                                src.c[n.scheduled_time])
+                                src.c[n.scheduled_time], src.c[n.host], src.c[n.connection_id])
                       .select_from(src).where(*where, condition))
             if not by_keys:
                 select = select.order_by(*[src.c[k] for k in order]).limit(limit)
             return select.subquery()
 
-        pending = branch(sa.and_(src.c[n.status] == "pending", src.c[n.scheduled_time] <= _param("jf_now")))
-        expired = branch(sa.and_(src.c[n.status] == "reserved", src.c[n.reserved_time] < _param("jf_expired")))
+        pending = branch(sa.and_(src.c[n.status] == "pending", src.c[n.scheduled_time] <= self._now()))
+        expired = branch(sa.and_(src.c[n.status] == "reserved", src.c[n.reserved_time] < self._expired()))
         merged = sa.union_all(sa.select(pending), sa.select(expired)).subquery()
-        return (sa.select(*[merged.c[k] for k in self.pk], merged.c[n.status], merged.c[n.priority])
+        return (sa.select(*[merged.c[k] for k in self.pk], merged.c[n.status], merged.c[n.priority],
+                          merged.c[n.host], merged.c[n.connection_id])
                 .order_by(*[merged.c[k] for k in order]).limit(limit))
 
     def _claim_statements(self, n: int) -> tuple[Prepared, Prepared]:
@@ -603,7 +734,7 @@ class Claims:
                                 for i in range(n)])
 
             c = self.cols
-            owner = {c.status: bound("reserved"), c.reserved_time: _param("jf_now"), c.host: _param("jf_host"),
+            owner = {c.status: bound("reserved"), c.reserved_time: self._now(), c.host: _param("jf_host"),
                      c.pid: _param("jf_pid"), c.connection_id: _param("jf_token"), c.user: _param("jf_user"),
                      c.error_message: bound("")}
             claim = self._cached(("claim", n), lambda: sa.update(tc).where(keys(), self._claimable(tc)).values(owner),
@@ -614,9 +745,7 @@ class Claims:
         return found
 
     def _times(self) -> dict:
-        jobs = self.jobs
-        now = jobs._now()
-        return {"jf_now": jobs._ts(now), "jf_expired": jobs._ts(now - datetime.timedelta(seconds=self.lease))}
+        return {"jf_lease": self.lease}
 
     def any_claimable(self) -> bool:
         values = {**self._times(), "jf_limit": 1, "jf_priority": self.priority}
@@ -625,19 +754,28 @@ class Claims:
     def claim(self, n: int) -> list[tuple[dict, tuple]]:
         """Up to ``n`` keys this worker now holds, as (key, raw key); [] when nothing is claimable."""
         conn = self.connection
+        if self.mark is None:  # before the first lease: the other workers here can tell this one is alive
+            self.mark = WorkerMark(self.token)
         misses = 0
+        npk = len(self.pk)
+        # a few more candidates than wanted: workers pick at random among them, so they rarely collide
+        limit = 2 * n + 8
         while True:
             times = self._times()
-            # a few more candidates than wanted: workers pick at random among them, so they rarely collide
-            limit = 2 * n + 8
             rows = self._candidates.run(conn, {**times, "jf_limit": limit, "jf_priority": self.priority}).fetchall()
-            if not rows:
-                self.exhausted = True
-                return []
-            best = rows[0][-1]
-            pool = [tuple(r[:-2]) for r in rows if r[-1] == best]  # most urgent first; spread workers over them
+            # an expired lease of a worker that is alive on this machine (stopped by SIGSTOP, or its
+            # heartbeat late behind a lock) is not taken over: that worker makes the key when it goes on
+            usable = [r for r in rows if r[npk] != "reserved" or not owner_alive(r[npk + 2], r[npk + 3])]
+            if not usable:
+                if len(rows) < limit or limit >= 4096:
+                    self.exhausted = True
+                    return []
+                limit *= 2  # every candidate was a live worker's key: look further
+                continue
+            best = usable[0][npk + 1]
+            pool = [tuple(r[:npk]) for r in usable if r[npk + 1] == best]  # most urgent first; spread workers
             pick = random.sample(pool, min(n, len(pool)))
-            expired = {tuple(r[:-2]) for r in rows if r[-2] == "reserved"}
+            expired = {tuple(r[:npk]) for r in usable if r[npk] == "reserved"}
             claim, mine = self._claim_statements(len(pick))
             values = dict(times)
             for i, raw in enumerate(pick):
@@ -653,7 +791,7 @@ class Claims:
                     threading.Event().wait(random.random() * 0.01 * min(misses, 10))
                 continue
             # every claimable key was a candidate, all of one priority, and this worker got them all
-            self.exhausted = len(rows) < limit and len(pool) == len(rows) == len(pick) == got
+            self.exhausted = len(rows) < limit and len(pool) == len(usable) == len(rows) == len(pick) == got
             claimed = []
             for raw in pick:
                 key = {name: (decode(v) if decode and v is not None else v)
@@ -672,10 +810,36 @@ class Claims:
         """
         if self.keep_completed:
             values = {f"jf_k{j}": v for j, v in enumerate(raw)}
-            values.update(jf_now=self.jobs._ts(self.jobs._now()), jf_duration=duration)
+            values.update(jf_duration=duration)
             self._complete.run(self.connection, values)
         else:
             self.unfinished += 1
+
+    def _key_values(self, raw: tuple) -> dict:
+        return {f"jf_k{j}": v for j, v in enumerate(raw)}
+
+    def check(self, raw: tuple) -> None:
+        """Raise ``LeaseLost`` if this worker no longer holds ``raw`` (called when its make transaction
+        starts: on SQLite that is when the write lock is ours, so no one can take the key over until
+        the commit; a worker that waited for the lock past its lease does not make the key again)."""
+        if self.check_at_begin and self._holds.run(self.connection, self._key_values(raw)).first() is None:
+            raise LeaseLost(f"{self.name}: the lease on {self.held.get(raw, raw)} was taken over by another worker.")
+
+    def fence(self, raw: tuple) -> None:
+        """Renew the lease on ``raw`` inside its make transaction, just before the commit, if it is still
+        this worker's; raise ``LeaseLost`` otherwise (the caller rolls the key's rows back).
+
+        The renewal locks the job row until the commit, so a takeover either committed before it (then
+        nothing of this worker is committed) or waits for the commit and finds a fresh lease: a key's
+        rows are never committed by two workers."""
+        if self._fence.run(self.connection, self._key_values(raw)).rowcount != 1:
+            raise LeaseLost(f"{self.name}: the lease on {self.held.get(raw, raw)} was taken over by another worker; "
+                            "its rows were rolled back.")
+
+    def error(self, raw: tuple, key: dict, message: str, stack: str | None) -> None:
+        """Record a held key as an error job, unless its lease was taken over meanwhile."""
+        self.jobs.error(key, message, stack, token=self.token)
+        self.done(raw)
 
     def done(self, raw: tuple) -> None:
         """The key is no longer held (made, errored or given back)."""
@@ -690,20 +854,24 @@ class Claims:
 
     def release_all(self) -> None:
         """Finish the made keys and give back every other key this worker still holds."""
-        self.flush()
-        if self.held or self.claimed:
-            self.held.clear()
-            self.taken_over.clear()
-            self.claimed = False
-            self._release.run(self.connection)
+        try:
+            self.flush()
+            if self.held or self.claimed:
+                self.held.clear()
+                self.taken_over.clear()
+                self.claimed = False
+                self._release.run(self.connection)
+        finally:
+            if self.mark is not None:  # no lease left: nothing for other workers to wait for
+                self.mark.close()
+                self.mark = None
 
     def renew(self, connection) -> None:
         """Heartbeat: push out the lease of every held key (from the heartbeat's own connection)."""
         held = len(self.held)
         if not held:
             return
-        now = connection.backend.date_to_db(connection.backend.db_now(connection), "datetime")
-        renewed = self._renew.run(connection, {"jf_now": now}).rowcount
+        renewed = self._renew.run(connection).rowcount
         if renewed < held and len(self.held) >= held:
             self.lost = True
             logger.warning("%s: %d lease(s) of this worker were taken over by another worker.",

@@ -240,10 +240,29 @@ class _MaskingFilter(logging.Filter):
 logging.getLogger("joinflow").addFilter(_MaskingFilter())
 
 
+def check_lease_timeout(value: Any) -> float:
+    """``jobs.lease_timeout``: a finite number of seconds above 0.  A lease of 0 or less (or NaN)
+    would let every worker take over every key at once, so the key would be made twice."""
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            number = None
+    if number is None or not (0 < number < float("inf")):
+        raise DataJointError(
+            f"Configuration key `jobs.lease_timeout` must be a number of seconds above 0, got {value!r}: a "
+            "reservation is taken over once its lease has run out, so a lease of 0 or less lets another worker "
+            "make the same key at the same time. Set e.g. dj.config['jobs.lease_timeout'] = 300.")
+    return number
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Turn an environment/file string into the type of the key's default."""
     if key in ("database.connect_timeout", "database.read_timeout"):
         return _check_timeout(key, value)
+    if key == "jobs.lease_timeout":
+        return check_lease_timeout(value)
     if not isinstance(value, str):
         return value
     default = DEFAULTS.get(key)
@@ -481,6 +500,8 @@ class Config:
             )
         if key == "provenance.source" and not isinstance(value, str):
             value = _check_source(value)
+        if key == "jobs.lease_timeout":
+            value = check_lease_timeout(value)
         if isinstance(value, str) or key in ("database.connect_timeout", "database.read_timeout"):
             value = _coerce(key, value)
         self._runtime[key] = _store_value(key, value)

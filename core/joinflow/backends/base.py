@@ -169,6 +169,13 @@ def to_uuid(value: Any) -> uuid.UUID | None:
     raise DataTypeError(f"cannot interpret {value!r} as a UUID")
 
 
+def _seconds(shift):
+    """``shift`` (a number or a SQL expression) as a SQL float expression."""
+    if isinstance(shift, (int, float)):
+        return sa.literal(float(shift), sa.Float)
+    return sa.cast(shift, sa.Float)
+
+
 class Backend:
     """Dialect-specific behaviour.  Subclasses: sqlite, postgresql, mysql."""
 
@@ -177,6 +184,9 @@ class Backend:
     default_port: int | None = None
     max_name_length = 64
     begin_statement = "BEGIN"
+    # BEGIN waits for every other writer to finish (SQLite's BEGIN IMMEDIATE): a worker may wait
+    # there past its lease, so populate() checks the lease again once its transaction has begun
+    begin_waits_for_writers = False
     # commits and opens the next transaction in one round trip (None: the backend has no such
     # statement); populate() uses it between keys made back to back
     commit_chain_statement: str | None = "COMMIT AND CHAIN"
@@ -610,6 +620,17 @@ class Backend:
     def now(self):
         """The server's current local time as a SQL expression (millisecond precision)."""
         return sa.literal_column("CURRENT_TIMESTAMP(3)")
+
+    def lease_clock(self, shift=None):
+        """The clock that job leases are written and compared with, as SQL: the server's current
+        time when the statement runs (not when its transaction began), plus ``shift`` seconds (a
+        SQL expression, e.g. a float bind parameter, or a number).  Every worker reads the same
+        clock, so a worker whose own clock is off or steps cannot expire another one's lease."""
+        now = sa.literal_column("CURRENT_TIMESTAMP(3)")  # MySQL/MariaDB: the statement's start
+        if shift is None:
+            return now
+        micro = sa.cast(sa.func.round(_seconds(shift) * 1000000), sa.Integer)
+        return sa.func.timestampadd(sa.literal_column("MICROSECOND"), micro, now)
 
     def db_now(self, conn) -> datetime.datetime:
         value = conn.execute(sa.select(self.now())).scalar()

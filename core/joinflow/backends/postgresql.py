@@ -22,7 +22,7 @@ try:  # psycopg 3, the default driver
     from psycopg.pq import ExecStatus as _ExecStatus
 except ImportError:  # pragma: no cover - another driver is installed
     _ExecStatus = None
-from .base import Backend, ColumnInfo, ForeignKeyInfo
+from .base import Backend, ColumnInfo, ForeignKeyInfo, _seconds
 
 TYPES = {
     "int8": "smallint",
@@ -532,6 +532,14 @@ class PostgreSQLBackend(Backend):
 
     def now(self):
         return sa.literal_column("LOCALTIMESTAMP(3)")
+
+    def lease_clock(self, shift=None):
+        # LOCALTIMESTAMP is the transaction's start: a lease renewed at the end of a long make
+        # transaction must get the time of that statement
+        now = sa.literal_column("CAST(statement_timestamp() AS timestamp(3))")
+        if shift is None:
+            return now
+        return now + sa.func.make_interval(0, 0, 0, 0, 0, 0, _seconds(shift))
 
     def lock_suffix(self) -> str:
         return " FOR UPDATE SKIP LOCKED"

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ..errors import DataJointError, DataTypeError, DeclarationError
 from ..heading import Attribute
 from ..types import NUMBER_DEFAULT
-from .base import VALUE, Backend, ColumnInfo, ForeignKeyInfo, int_check
+from .base import VALUE, Backend, ColumnInfo, ForeignKeyInfo, _seconds, int_check
 
 COMMENTS = "~joinflow_comments"
 _LINEAGE = "~lineage"
@@ -33,6 +33,7 @@ class SQLiteBackend(Backend):
     name = "sqlite"
     drivername = "sqlite"
     begin_statement = "BEGIN IMMEDIATE"
+    begin_waits_for_writers = True
     streams_on_own_session = False
     commit_chain_statement = None  # SQLite has no COMMIT AND CHAIN (and a chained write lock would block others)
     transactional_ddl = True
@@ -565,6 +566,14 @@ class SQLiteBackend(Backend):
 
     def now(self):
         return sa.literal_column("strftime('%Y-%m-%d %H:%M:%f', 'now')")
+
+    def lease_clock(self, shift=None):
+        # the "server" is the database file, and every process that opens it runs on this machine
+        # (WAL needs shared memory): SQLite's own 'now', the system clock in UTC read by the SQLite
+        # library inside the statement, never Python's time
+        if shift is None:
+            return self.now()
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", sa.func.printf("%+.3f seconds", _seconds(shift)))
 
     def lock_suffix(self) -> str:
         return ""  # BEGIN IMMEDIATE already holds the write lock
