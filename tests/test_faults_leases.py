@@ -263,8 +263,9 @@ def test_lease_timeout_of_zero_or_less_is_refused(value):
 
 def test_lease_timeout_from_the_environment_is_checked(monkeypatch):
     monkeypatch.setenv("JOINFLOW_JOBS_LEASE_TIMEOUT", "0")
-    with pytest.raises(dj.DataJointError, match=r"jobs\.lease_timeout"):
-        Config(search_file=False)
+    config = Config(search_file=False)  # a bad environment variable is reported at first use
+    with pytest.raises(dj.DataJointError, match=r"JOINFLOW_JOBS_LEASE_TIMEOUT.*jobs\.lease_timeout"):
+        config["jobs.lease_timeout"]
     monkeypatch.setenv("JOINFLOW_JOBS_LEASE_TIMEOUT", "2.5")
     assert Config(search_file=False)["jobs.lease_timeout"] == 2.5
 

@@ -691,7 +691,7 @@ def _fail_dead_worker_keys(jobs, pid: int, how: str, making: dict | None) -> lis
     failed = []
     if making is not None:
         message = f"WorkerDiedError: worker process {pid} {how} while making this key."
-        now = jobs._ts(jobs._now())
+        now = jobs._clock()  # the server's clock, as every job-table time
         if conn.execute(sa.update(tc).where(where, jobs._key_clause(tc, making)).values(
                 {tc.c[col("status")]: "error", tc.c[col("error_message")]: message[:2047],
                  tc.c[col("completed_time")]: now})).rowcount:
