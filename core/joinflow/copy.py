@@ -184,7 +184,8 @@ class _ObjectMover:
         if src.fs.isdir(full):
             for name in src.fs.find(full):
                 rel = name[len(full) + 1 :] if name.startswith(full + "/") else name.rsplit("/", 1)[-1]
-                target = f"{tgt_path.rstrip('/')}/{rel}"
+                src.check_inside(f"{src_path.rstrip('/')}/{rel}")  # no link out of the source store
+                target = tgt.check_inside(f"{tgt_path.rstrip('/')}/{rel}")
                 tgt.put(target, src.fs.cat_file(name))
                 self.written.append((tgt, target))
             if src.exists(src_path + MANIFEST_SUFFIX):
@@ -203,6 +204,18 @@ class _ObjectMover:
         schema, _, rest = path[len(prefix) :].partition("/")
         return f"{tgt.schema_prefix}/{self.renames.get(schema, schema)}/{rest}"
 
+    @staticmethod
+    def _inside(store, path: str, attr, table: str, side: str) -> str:
+        """``path`` if it resolves inside ``store``; a CopyError naming the table and attribute if not."""
+        from .storage import StorePathError
+
+        try:
+            return store.check_inside(path)
+        except StorePathError as exc:
+            raise CopyError(f"Table {table}, attribute `{attr.name}`: a row refers to an object outside the {side} "
+                            f"store; nothing is read or written there. {exc} Correct or delete that row in the "
+                            "source, then copy again.") from None
+
     def move(self, attr, stored: Any, table: str) -> Any:
         """Copy what ``stored`` references; returns the (possibly rewritten) stored value."""
         from .storage import content_hash, get_store
@@ -213,7 +226,9 @@ class _ObjectMover:
             src = get_store(self.source_cfg, store_name)
             tgt = get_store(self.target_cfg, store_name)
             schema = self.renames.get(stored.get("schema"), stored.get("schema"))
-            new_path = tgt.hash_path(stored["hash"], schema) if schema else stored["path"]
+            self._inside(src, stored["path"], attr, table, "source")
+            new_path = tgt.hash_path(str(stored["hash"]), str(schema)) if schema else stored["path"]
+            self._inside(tgt, new_path, attr, table, "target")
             same = self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name)
             if same and new_path == stored["path"]:
                 return stored
@@ -231,7 +246,8 @@ class _ObjectMover:
         if getattr(chain.codecs[-1], "section", None) == "schema" and isinstance(stored, dict) and "path" in stored:
             store_name = stored.get("store") or chain.store
             src, tgt = get_store(self.source_cfg, store_name), get_store(self.target_cfg, store_name)
-            new_path = self._schema_path(stored["path"], src, tgt)
+            self._inside(src, stored["path"], attr, table, "source")
+            new_path = self._inside(tgt, self._schema_path(stored["path"], src, tgt), attr, table, "target")
             same = self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name)
             if same and new_path == stored["path"]:
                 return stored
@@ -241,7 +257,10 @@ class _ObjectMover:
             store_name = store_name or chain.store
             if self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name):
                 continue
-            self._copy_file(get_store(self.source_cfg, store_name), get_store(self.target_cfg, store_name), path, path)
+            src, tgt = get_store(self.source_cfg, store_name), get_store(self.target_cfg, store_name)
+            self._inside(src, path, attr, table, "source")
+            self._inside(tgt, path, attr, table, "target")
+            self._copy_file(src, tgt, path, path)
         return stored
 
     def undo(self) -> None:
