@@ -451,6 +451,15 @@ def _remove_recorded_objects(conn, schema: str, cfg, entries, check_only: bool =
     return removed
 
 
+def remove_incomplete_copy_objects(conn, schema: str) -> int:
+    """Before ``schema`` is dropped: delete the objects an interrupted copy into it wrote (none
+    without its marker), so they do not stay in the store where no row, and no gc, reaches them."""
+    marker = _Marker(conn, schema)
+    if not marker.exists:
+        return 0
+    return _remove_recorded_objects(conn, schema, conn.config, marker.entries())
+
+
 def discard_copy(schemas: Sequence[str] | Mapping[str, str], target_url, *, target_config=None,
                  log: Callable[[str], None] | None = None) -> dict:
     """Remove an unfinished copy: the objects it wrote, the tables it declared (the schemas it
