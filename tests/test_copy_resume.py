@@ -241,7 +241,7 @@ c.copy_schemas({{{name!r}: {copied!r}}}, {source_url!r}, {target_url!r}, source_
         assert resumed.returncode == 0, resumed.stderr
         assert "finished the interrupted copy" in resumed.stdout and "row counts verified" in resumed.stdout
         assert _sessions(target_url, _config(target_spec), copied) == _sessions(source_url, _config(source_spec), name)
-        status = run("status", copied, "--database-url", target_url)
-        assert "incomplete copy" not in status.stderr
+        with dj.Connection(url=target_url, config=_config(target_spec)) as conn:
+            assert incomplete_copy(conn, copied) is None
     finally:
         testing.drop_schemas(target_url, [copied])

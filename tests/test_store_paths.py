@@ -213,7 +213,7 @@ def test_filepath_symlink_out_of_the_store_is_refused(connection, schema, tmp_pa
     os.remove(root / "raw" / "data.bin")
     os.symlink(tmp_path / "secret" / "id_rsa", root / "raw" / "data.bin")
     ref = (Ref & {"ref_id": 2}).fetch1("file")
-    for read in (ref.read, ref.open, lambda: ref.download(tmp_path / "dl"), lambda: ref.full_path):
+    for read in (ref.read, ref.open, ref.verify, lambda: ref.download(tmp_path / "dl"), lambda: ref.full_path):
         with pytest.raises(StorePathError, match="symbolic link"):
             read()
     assert not (tmp_path / "dl").exists()

@@ -168,6 +168,7 @@ class ObjectRef:
     def verify(self) -> bool:
         """True if the object is present and matches its metadata; else :class:`IntegrityError`."""
         store = self._backend()
+        self._inside()
         if not store.exists(self.path):
             raise IntegrityError(f"Object {self.path} does not exist in store '{store.name}'.")
         if self.is_dir:
