@@ -237,6 +237,8 @@ c.copy_schemas({{{name!r}: {copied!r}}}, {source_url!r}, {target_url!r}, source_
         assert again.returncode == 1 and "incomplete copy" in again.stderr and "--resume" in again.stderr
         status = run("status", copied, "--database-url", target_url)
         assert status.returncode == 0 and "incomplete copy" in status.stderr, status.stderr
+        populate = run("populate", copied, "--database-url", target_url)
+        assert populate.returncode == 1 and "nothing computed" in populate.stderr, populate.stderr
         resumed = run(*args, "--resume")
         assert resumed.returncode == 0, resumed.stderr
         assert "finished the interrupted copy" in resumed.stdout and "row counts verified" in resumed.stdout

@@ -249,9 +249,12 @@ def cmd_status(args) -> int:
 
 
 def cmd_populate(args) -> int:
-    _, steps = _pipeline(args.target)
+    pipeline, steps = _pipeline(args.target)
     if args.workers < 1:
         raise UsageError("--workers must be at least 1.")
+    unfinished = _incomplete_copies(pipeline._cli_module, steps)
+    if unfinished:  # its parents may be half copied: computing from them would be wrong
+        raise CommandFailed(f"populate: nothing computed. {unfinished[0]}")
     progress = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.json)
     results, failed = [], 0
     for step in steps:
