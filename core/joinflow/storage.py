@@ -125,6 +125,7 @@ def check_relative_path(path: str, what: str = "object path") -> str:
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\x7f\\\\]")
 
 
 def stored_path_problem(path: Any) -> str | None:
@@ -139,16 +140,18 @@ def stored_path_problem(path: Any) -> str | None:
         return f"it is a {type(path).__name__}, not text"
     if not path:
         return "it is empty"
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
-        return "it contains a control character"
-    if "\\" in path:
-        return "it contains a backslash (a path separator on Windows)"
+    bad = _CONTROL_OR_BACKSLASH.search(path)
+    if bad is not None:
+        return ("it contains a backslash (a path separator on Windows)" if bad.group() == "\\"
+                else "it contains a control character")
     if path.startswith("/"):
         return "it is absolute"
     if "://" in path or _SCHEME.match(path):
         return "it names a URL scheme or drive"
     if any(p in ("", ".", "..") for p in path.split("/")):
         return "it has an empty, '.' or '..' component"
+    if "%" not in path:
+        return None
     text = path
     for _ in range(4):
         decoded = urllib.parse.unquote(text)
