@@ -180,6 +180,8 @@ def test_an_interrupted_copy_is_visible_resumable_and_removable(pair, store_kind
         with dj.Connection(url=target_url, config=target_cfg) as conn:
             assert not conn.backend.schema_exists(conn, discarded)
 
+        if store_kind == "s3":  # the same removal as --discard: once is enough (moto is slow)
+            return
         # and dropping an incomplete target by hand removes its objects too
         _interrupt_after(monkeypatch, 3)
         with pytest.raises(Killed):
