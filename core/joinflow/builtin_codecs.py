@@ -18,8 +18,8 @@ import numpy as np
 
 from . import blob
 from .codecs import Codec, CodecError
-from .storage import (MANIFEST_SUFFIX, build_object_path, check_relative_path, get_hash, get_store, normalize_ext,
-                      put_hash)
+from .storage import (MANIFEST_SUFFIX, StoreError, StorePathError, build_object_path, check_relative_path,
+                      check_stored_path, get_hash, get_store, normalize_ext, put_hash)
 
 
 
@@ -191,6 +191,27 @@ class SchemaCodec(Codec, register=False):
             return value
         return None
 
+    def _existing(self, value, key, context, store_name):
+        """The metadata of an object already stored, checked: its store is configured and its path
+        stays inside that store.  None when ``value`` is new content to write."""
+        meta = self._passthrough(value)
+        if meta is None:
+            return None
+        named = meta.get("store")
+        try:
+            store = self._store(named or store_name, key, context)
+        except StoreError as exc:
+            raise StoreError(f"the object metadata names store {named!r}, which is not configured ({exc})") \
+                from None
+        path = meta.get("path")
+        try:
+            store.check_inside(path)
+        except StorePathError as exc:
+            raise StorePathError(f"the inserted object metadata is refused: {exc} To store a file, insert its "
+                                 "content or its local path; to refer to an object already stored, insert the "
+                                 "ObjectRef fetched from its table.") from None
+        return meta if named else {**meta, "store": store.name}
+
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -216,7 +237,7 @@ class ObjectCodec(SchemaCodec):
                         f"{type(value).__name__}")
 
     def encode(self, value, *, key=None, context=None, store_name=None) -> dict:
-        meta = self._passthrough(value)
+        meta = self._existing(value, key, context, store_name)
         if meta is not None:
             return meta
         store = self._store(store_name, key, context)
@@ -259,6 +280,18 @@ class ObjectCodec(SchemaCodec):
         return ObjectRef(meta, self._store(meta.get("store"), key, context))
 
 
+def _refuse_links_out(store, path: str) -> None:
+    """StorePathError if any symbolic link in the local folder ``path`` of ``store`` points outside the store."""
+    import os
+
+    top = store.full_path(path)
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            if os.path.islink(full):
+                store.check_inside(f"{path}/{os.path.relpath(full, top).replace(os.sep, '/')}", "<filepath>")
+
+
 def _plain_suffix(suffix: str) -> bool:
     try:
         normalize_ext(suffix)
@@ -281,7 +314,7 @@ class NpyCodec(SchemaCodec):
             raise TypeError("<npy> cannot store arrays of Python objects (dtype object); use <blob@>")
 
     def encode(self, value, *, key=None, context=None, store_name=None) -> dict:
-        meta = self._passthrough(value)
+        meta = self._existing(value, key, context, store_name)
         if meta is not None:
             return meta
         store = self._store(store_name, key, context)
@@ -328,10 +361,14 @@ class FilepathCodec(Codec):
         prefix = str(store.spec.get("filepath_prefix") or "").strip("/")
         if prefix and not (path == prefix or path.startswith(prefix + "/")):
             raise ValueError(f"<filepath> path {path!r} must start with the store's filepath_prefix '{prefix}/'")
+        check_stored_path(path, store.name, "<filepath> path")
         if not store.exists(path):
             raise FileNotFoundError(f"<filepath> {path!r} does not exist in store '{store.name}' "
                                     f"({store.full_path(path)}); copy the file there first")
+        store.check_inside(path, "<filepath>")  # a link out of the store is refused, not followed
         is_dir = store.isdir(path)
+        if is_dir and store.is_local:
+            _refuse_links_out(store, path)
         return {"path": path, "store": store.name, "size": None if is_dir else store.size(path), "is_dir": is_dir,
                 "timestamp": _now()}
 

@@ -8,7 +8,8 @@
     joinflow diagram MODULE -o pipeline.svg|.png|.mmd|.dot [--status]
     joinflow schema list | joinflow schema describe SCHEMA
     joinflow gc [--dry-run] [--store NAME] [--yes] SCHEMA...
-    joinflow copy --from URL --to URL SCHEMA[=NEW]... [--from-config F] [--to-config F] [--dry-run]
+    joinflow copy --from URL --to URL SCHEMA[=NEW]... [--from-config F] [--to-config F] [--dry-run] [--resume]
+    joinflow copy --discard --to URL SCHEMA[=NEW]... [--to-config F]
 
 MODULE is an importable module name (the working directory is on the path), a path to a
 ``.py`` file, or the name of a schema in the database (its tables are read from the
@@ -195,6 +196,7 @@ def _pipeline(target: str):
         pipeline = Pipeline(module)
     except DataJointError as exc:
         raise UsageError(f"Module {module_name!r}: {exc}") from None
+    pipeline._cli_module = module
     steps = pipeline.steps
     if table:
         try:
@@ -206,15 +208,37 @@ def _pipeline(target: str):
 
 
 # -- commands -----------------------------------------------------------------------------------------
+def _incomplete_copies(module, steps) -> list[str]:
+    """Warnings for the module's schemas that hold an interrupted ``joinflow copy``."""
+    from .copy import incomplete_copy, incomplete_message
+    from .schemas import Schema
+
+    conn = _connection()
+    names = [getattr(s.cls, "database", None) for s in steps]
+    names += [v.database for v in vars(module).values() if isinstance(v, Schema) and v.database]
+    schema = getattr(module, "schema", None)
+    if getattr(schema, "database", None):
+        names.append(schema.database)
+    warnings = []
+    for name in dict.fromkeys(n for n in names if n):
+        info = incomplete_copy(conn, name)
+        if info is not None:
+            warnings.append(incomplete_message(name, info, _describe_db()))
+    return warnings
+
+
 def cmd_status(args) -> int:
-    _, steps = _pipeline(args.target)
+    pipeline, steps = _pipeline(args.target)
+    warnings = _incomplete_copies(pipeline._cli_module, steps)
+    for text in warnings:
+        print(f"WARNING: {text}", file=sys.stderr)
     rows = []
     for step in steps:
         st = step.status()
         rows.append({"table": step.cls.__name__, "step": step.name, "full_table_name": step.full_table_name,
                      **{k: st[k] for k in ("done", "pending", "reserved", "error", "ignore", "total")}})
     if args.json:
-        _print_json({"module": args.target, "tables": rows})
+        _print_json({"module": args.target, "tables": rows, "incomplete_copies": warnings})
         return EXIT_OK
     if not rows:
         print(f"{args.target}: no Imported or Computed tables.")
@@ -225,9 +249,12 @@ def cmd_status(args) -> int:
 
 
 def cmd_populate(args) -> int:
-    _, steps = _pipeline(args.target)
+    pipeline, steps = _pipeline(args.target)
     if args.workers < 1:
         raise UsageError("--workers must be at least 1.")
+    unfinished = _incomplete_copies(pipeline._cli_module, steps)
+    if unfinished:  # its parents may be half copied: computing from them would be wrong
+        raise CommandFailed(f"populate: nothing computed. {unfinished[0]}")
     progress = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.json)
     results, failed = [], 0
     for step in steps:
@@ -447,12 +474,28 @@ def _config_from(path: str | None, option: str):
 
 
 def cmd_copy(args) -> int:
-    from .copy import CopyError, copy_schemas, parse_schema_names
+    from .copy import CopyError, copy_schemas, discard_copy, parse_schema_names
 
     try:
         mapping = parse_schema_names(args.schemas)
     except CopyError as exc:
         raise UsageError(str(exc)) from None
+    if args.discard:
+        if args.resume or args.dry_run:
+            raise UsageError("--discard removes an interrupted copy; it does not combine with --resume or --dry-run.")
+        target_cfg = _config_from(args.to_config, "--to-config")
+        try:
+            done = discard_copy(mapping, args.target, target_config=target_cfg)
+        except CopyError as exc:
+            raise CommandFailed(f"copy --discard: {exc}") from None
+        if args.json:
+            _print_json(done)
+        else:
+            print(f"removed the incomplete copy in {', '.join(f'`{s}`' for s in done['schemas'])} of "
+                  f"{done['target']}: {done['objects_removed']} objects, {done['tables_dropped']} tables")
+        return EXIT_OK
+    if not args.source:
+        raise UsageError("copy needs --from URL (the source database), unless it is --discard.")
     if args.source == args.target and any(s == t for s, t in mapping.items()):
         raise UsageError("--from and --to are the same database; copy into new schema names (SOURCE=TARGET).")
     source_cfg = _config_from(args.from_config, "--from-config")
@@ -461,7 +504,7 @@ def cmd_copy(args) -> int:
     try:
         report = copy_schemas(mapping, args.source, args.target, source_config=source_cfg,
                               target_config=target_cfg, batch_size=args.batch_size, dry_run=args.dry_run,
-                              progress=None if not args.json else False, log=log)
+                              resume=args.resume, progress=None if not args.json else False, log=log)
     except CopyError as exc:
         raise CommandFailed(f"copy: {exc}") from None
     document = report.as_dict()
@@ -475,8 +518,9 @@ def cmd_copy(args) -> int:
         print(f"dry run: {len(rows)} tables would be copied from {report.source} to {report.target}")
     else:
         jobs = f", {report.jobs_copied} job-table rows" if report.jobs_copied else ""
-        print(f"copied {document['rows']} rows in {len(rows)} tables and {report.objects_copied} objects{jobs} "
-              f"from {report.source} to {report.target}; row counts verified")
+        print(f"{'finished the interrupted copy: ' if report.resumed else ''}copied {document['rows']} rows in "
+              f"{len(rows)} tables and {report.objects_copied} objects{jobs} from {report.source} to {report.target}; "
+              "row counts verified")
     return EXIT_OK
 
 
@@ -574,13 +618,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = command("copy", cmd_copy, "copy schemas with their rows and objects to another database",
                  epilog="Example: joinflow copy --from sqlite:///joinflow.db --to postgresql://u@host/lab lab")
-    cp.add_argument("--from", dest="source", required=True, metavar="URL", help="source database URL")
+    cp.add_argument("--from", dest="source", metavar="URL", help="source database URL (not with --discard)")
     cp.add_argument("--to", dest="target", required=True, metavar="URL", help="target database URL")
     cp.add_argument("schemas", nargs="+", metavar="SCHEMA[=NEW]", help="schemas to copy (optionally renamed)")
     cp.add_argument("--from-config", metavar="FILE", help="joinflow.toml/datajoint.json with the source's stores")
     cp.add_argument("--to-config", metavar="FILE", help="joinflow.toml/datajoint.json with the target's stores")
     cp.add_argument("--batch-size", type=int, default=10000, metavar="N", help="rows per batch (default 10000)")
     cp.add_argument("--dry-run", action="store_true", help="plan and check only; change nothing")
+    cp.add_argument("--resume", action="store_true",
+                    help="finish a copy that was interrupted (same --from, --to and schemas)")
+    cp.add_argument("--discard", action="store_true",
+                    help="remove an interrupted copy from --to: its tables, rows and the objects it wrote")
     cp.add_argument("--verbose", "-v", action="store_true", help="report each step on stderr")
     return parser
 

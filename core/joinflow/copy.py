@@ -29,12 +29,28 @@ target is as it was.
    priorities, so keys a user marked ``ignore`` stay ignored and errors stay visible.
    Reservations are not copied: they are leases of workers on the source database (their
    keys are pending again at the next refresh).
+
+**An interrupted copy is visible.**  Before it declares anything, the copy writes a marker
+table ``~copy`` into every target schema, records there each table it declares and each
+object it is about to write (before writing it), and drops the marker last, after the row
+counts are verified and the job tables copied.  A copy that is killed (power loss, SIGKILL,
+an out-of-memory kill) leaves the marker behind: a new copy into that schema, and ``joinflow
+status``, report "incomplete copy from X"; ``copy_schemas(..., resume=True)`` (``joinflow
+copy --resume``) finishes it (tables already complete are kept, a partly filled table is
+emptied and copied again); :func:`discard_copy` (``joinflow copy --discard``) or
+``Schema.drop()`` removes it with the objects it wrote.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
+import os
 import re
+import socket
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -46,6 +62,7 @@ from .condition import Not
 from .errors import DataJointError
 from .table import FreeTable, part_master, tier_of, to_camel_case
 
+COPY_MARKER = "~copy"  # in each target schema while a copy into it is unfinished
 FK_LINE = re.compile(r"^->\s*(?P<opts>\[[^\]]*\]\s*)?(?P<ref>[A-Za-z_][\w.]*?)(?P<proj>\.proj\(.*\))?\s*$")
 
 
@@ -75,11 +92,14 @@ class CopyReport:
     objects_copied: int = 0
     jobs_copied: int = 0  # job-table rows (pending, error, ignore, success)
     dry_run: bool = False
+    resumed: bool = False  # finished a copy that had been interrupted
+
 
     def as_dict(self) -> dict:
         return {"source": self.source, "target": self.target, "schemas": dict(self.schemas),
                 "tables": list(self.tables), "objects_copied": self.objects_copied, "jobs_copied": self.jobs_copied,
-                "dry_run": self.dry_run, "rows": sum(t["target_rows"] or 0 for t in self.tables)}
+                "dry_run": self.dry_run, "resumed": self.resumed,
+                "rows": sum(t["target_rows"] or 0 for t in self.tables)}
 
 
 def parse_schema_names(names: Iterable[str]) -> dict[str, str]:
@@ -147,6 +167,19 @@ class _ObjectMover:
         self.written: list[tuple[Any, str]] = []
         self.copied = 0
         self._done: set[tuple[str, str]] = set()
+        # objects to write for the rows of the current batch: (store, path, recursive, write)
+        self.pending: list[tuple[Any, str, bool, Callable[[], None]]] = []
+        self.record: Callable[[str, list], None] | None = None  # (target schema, [(store, path, recursive)])
+
+    def flush(self, target_schema: str) -> None:
+        """Record the batch's objects in the target's marker, then write them (before the rows)."""
+        if not self.pending:
+            return
+        if self.record is not None:
+            self.record(target_schema, [(store, path, recursive) for store, path, recursive, _ in self.pending])
+        pending, self.pending = self.pending, []
+        for _store, _path, _recursive, write in pending:
+            write()
 
     @staticmethod
     def _spec(cfg, name):
@@ -182,17 +215,29 @@ class _ObjectMover:
             return
         full = src.full_path(src_path).rstrip("/")
         if src.fs.isdir(full):
-            for name in src.fs.find(full):
-                rel = name[len(full) + 1 :] if name.startswith(full + "/") else name.rsplit("/", 1)[-1]
-                target = f"{tgt_path.rstrip('/')}/{rel}"
-                tgt.put(target, src.fs.cat_file(name))
-                self.written.append((tgt, target))
-            if src.exists(src_path + MANIFEST_SUFFIX):
-                tgt.put(tgt_path + MANIFEST_SUFFIX, src.get(src_path + MANIFEST_SUFFIX))
-                self.written.append((tgt, tgt_path + MANIFEST_SUFFIX))
+            self.pending.append((tgt, tgt_path, True, lambda: self._write_folder(src, tgt, src_path, tgt_path)))
+            self.pending.append((tgt, tgt_path + MANIFEST_SUFFIX, False, lambda: None))
         else:
-            tgt.put(tgt_path, src.get(src_path))
-            self.written.append((tgt, tgt_path))
+            self.pending.append((tgt, tgt_path, False, lambda: self._write_file(src, tgt, src_path, tgt_path)))
+
+    def _write_file(self, src, tgt, src_path: str, tgt_path: str) -> None:
+        tgt.put(tgt_path, src.get(src_path))
+        self.written.append((tgt, tgt_path))
+        self.copied += 1
+
+    def _write_folder(self, src, tgt, src_path: str, tgt_path: str) -> None:
+        from .storage import MANIFEST_SUFFIX
+
+        full = src.full_path(src_path).rstrip("/")
+        for name in src.fs.find(full):
+            rel = name[len(full) + 1 :] if name.startswith(full + "/") else name.rsplit("/", 1)[-1]
+            src.check_inside(f"{src_path.rstrip('/')}/{rel}")  # no link out of the source store
+            target = tgt.check_inside(f"{tgt_path.rstrip('/')}/{rel}")
+            tgt.put(target, src.fs.cat_file(name))
+            self.written.append((tgt, target))
+        if src.exists(src_path + MANIFEST_SUFFIX):
+            tgt.put(tgt_path + MANIFEST_SUFFIX, src.get(src_path + MANIFEST_SUFFIX))
+            self.written.append((tgt, tgt_path + MANIFEST_SUFFIX))
         self.copied += 1
 
     def _schema_path(self, path: str, src, tgt) -> str:
@@ -202,6 +247,18 @@ class _ObjectMover:
             return path
         schema, _, rest = path[len(prefix) :].partition("/")
         return f"{tgt.schema_prefix}/{self.renames.get(schema, schema)}/{rest}"
+
+    @staticmethod
+    def _inside(store, path: str, attr, table: str, side: str) -> str:
+        """``path`` if it resolves inside ``store``; a CopyError naming the table and attribute if not."""
+        from .storage import StorePathError
+
+        try:
+            return store.check_inside(path)
+        except StorePathError as exc:
+            raise CopyError(f"Table {table}, attribute `{attr.name}`: a row refers to an object outside the {side} "
+                            f"store; nothing is read or written there. {exc} Correct or delete that row in the "
+                            "source, then copy again.") from None
 
     def move(self, attr, stored: Any, table: str) -> Any:
         """Copy what ``stored`` references; returns the (possibly rewritten) stored value."""
@@ -213,25 +270,31 @@ class _ObjectMover:
             src = get_store(self.source_cfg, store_name)
             tgt = get_store(self.target_cfg, store_name)
             schema = self.renames.get(stored.get("schema"), stored.get("schema"))
-            new_path = tgt.hash_path(stored["hash"], schema) if schema else stored["path"]
+            self._inside(src, stored["path"], attr, table, "source")
+            new_path = tgt.hash_path(str(stored["hash"]), str(schema)) if schema else stored["path"]
+            self._inside(tgt, new_path, attr, table, "target")
             same = self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name)
             if same and new_path == stored["path"]:
                 return stored
             key = (f"{tgt.protocol}://{tgt.root}", new_path)
             if key not in self._done and not tgt.exists(new_path):
-                data = src.get(stored["path"])
-                if content_hash(data) != stored["hash"]:
-                    raise CopyError(f"Table {table}, attribute `{attr.name}`: object {stored['path']} in store "
-                                    f"'{src.name}' does not match its hash; the source store is corrupted.")
-                tgt.put(new_path, data)
-                self.written.append((tgt, new_path))
-                self.copied += 1
+                def write(src=src, tgt=tgt, old_path=stored["path"], new_path=new_path, digest=stored["hash"]):
+                    data = src.get(old_path)
+                    if content_hash(data) != digest:
+                        raise CopyError(f"Table {table}, attribute `{attr.name}`: object {old_path} in store "
+                                        f"'{src.name}' does not match its hash; the source store is corrupted.")
+                    tgt.put(new_path, data)
+                    self.written.append((tgt, new_path))
+                    self.copied += 1
+
+                self.pending.append((tgt, new_path, False, write))
             self._done.add(key)
             return {**stored, "path": new_path, "schema": schema, "store": tgt.name}
         if getattr(chain.codecs[-1], "section", None) == "schema" and isinstance(stored, dict) and "path" in stored:
             store_name = stored.get("store") or chain.store
             src, tgt = get_store(self.source_cfg, store_name), get_store(self.target_cfg, store_name)
-            new_path = self._schema_path(stored["path"], src, tgt)
+            self._inside(src, stored["path"], attr, table, "source")
+            new_path = self._inside(tgt, self._schema_path(stored["path"], src, tgt), attr, table, "target")
             same = self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name)
             if same and new_path == stored["path"]:
                 return stored
@@ -241,7 +304,10 @@ class _ObjectMover:
             store_name = store_name or chain.store
             if self._spec(self.source_cfg, store_name) == self._spec(self.target_cfg, store_name):
                 continue
-            self._copy_file(get_store(self.source_cfg, store_name), get_store(self.target_cfg, store_name), path, path)
+            src, tgt = get_store(self.source_cfg, store_name), get_store(self.target_cfg, store_name)
+            self._inside(src, path, attr, table, "source")
+            self._inside(tgt, path, attr, table, "target")
+            self._copy_file(src, tgt, path, path)
         return stored
 
     def undo(self) -> None:
@@ -251,6 +317,196 @@ class _ObjectMover:
             except Exception:  # pragma: no cover - best effort clean-up
                 pass
         self.written.clear()
+
+
+# -- the marker of an unfinished copy -------------------------------------------------------------------
+def _marker_spec():
+    from .declare import TableSpec
+    from .heading import Attribute
+    from .types import parse_type
+
+    def column(name: str, declared: str, in_key: bool = False) -> Attribute:
+        info = parse_type(declared)
+        return Attribute(name=name, type=info.declared, category=info.category, in_key=in_key, core=False,
+                         typeinfo=info)
+
+    return TableSpec([column("entry", "varchar(64)", True), column("kind", "varchar(16)"),
+                      column("info", "varchar(4000)")], ["entry"])
+
+
+class _Marker:
+    """The ``~copy`` table of one target schema: the copy itself (entry ``copy``), each table it
+    declared or filled, each object it is about to write.  It exists while the copy is unfinished."""
+
+    def __init__(self, conn, schema: str):
+        self.conn, self.schema = conn, schema
+
+    def _clause(self):
+        return self.conn.backend.table_clause(self.schema, COPY_MARKER, ["entry", "kind", "info"])
+
+    @property
+    def exists(self) -> bool:
+        backend = self.conn.backend
+        return backend.schema_exists(self.conn, self.schema) and \
+            backend.load_columns(self.conn, self.schema, COPY_MARKER) is not None
+
+    def create(self, info: dict) -> None:
+        self.conn.backend.create_table(self.conn, self.schema, COPY_MARKER, _marker_spec())
+        self.conn.forget_catalog()
+        self.add([("copy", "copy", info)])
+
+    def entries(self) -> list[tuple[str, str, dict]]:
+        tc = self._clause()
+        rows = self.conn.execute(sa.select(tc.c.entry, tc.c.kind, tc.c.info)).fetchall()
+        return [(str(e), str(k), json.loads(i)) for e, k, i in rows]
+
+    def info(self) -> dict | None:
+        """The copy's own entry (source, schemas, start), or None without a marker."""
+        if not self.exists:
+            return None
+        for entry, _kind, info in self.entries():
+            if entry == "copy":
+                return info
+        return {}
+
+    def add(self, items: list[tuple[str, str, dict]]) -> None:
+        """Insert ``(entry, kind, info)`` rows not present yet (resuming records some twice)."""
+        if not items:
+            return
+        tc = self._clause()
+        wanted = {e: (k, i) for e, k, i in items}
+        have = set()
+        names = list(wanted)
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            have.update(str(r[0]) for r in self.conn.execute(sa.select(tc.c.entry).where(tc.c.entry.in_(chunk))))
+        rows = [{"entry": e, "kind": k, "info": json.dumps(i, default=str)} for e, (k, i) in wanted.items()
+                if e not in have]
+        if rows:
+            self.conn.execute(sa.insert(tc), rows)
+
+    def record_table(self, table: str, created: bool) -> None:
+        self.add([("t" + hashlib.md5(table.encode()).hexdigest(), "table",
+                   {"table": table, "created": created, "seq": time.time_ns()})])
+
+    def record_objects(self, objects) -> None:
+        items = []
+        for store, path, recursive in objects:
+            location = f"{store.protocol}://{store.root}"
+            digest = hashlib.md5(f"{location}\0{path}".encode()).hexdigest()
+            items.append(("o" + digest, "object", {"store": store.name, "location": location, "path": path,
+                                                   "recursive": recursive}))
+        self.add(items)
+
+    def drop(self) -> None:
+        self.conn.backend.drop_table(self.conn, self.schema, COPY_MARKER)
+        self.conn.forget_catalog()
+
+
+def incomplete_copy(conn, schema: str) -> dict | None:
+    """What an unfinished copy into ``schema`` recorded about itself (source, schemas, start, host),
+    or None when ``schema`` holds no unfinished copy."""
+    return _Marker(conn, schema).info()
+
+
+def incomplete_message(schema: str, info: dict, where: str) -> str:
+    """The warning for a schema that holds an unfinished copy, with the two ways out."""
+    mapping = info.get("schemas") or {}
+    args = " ".join(s if s == t else f"{s}={t}" for s, t in mapping.items()) or schema
+    return (f"Schema `{schema}` in {where} holds an incomplete copy from {info.get('source', 'an unknown source')} "
+            f"(started {info.get('started', '?')} on {info.get('host', '?')}): it was interrupted, so some of its "
+            f"tables may be empty or partly filled. Finish it with `joinflow copy --resume --from SOURCE --to TARGET "
+            f"{args}` (copy_schemas(..., resume=True)), or remove it and the objects it wrote with `joinflow copy "
+            f"--discard --to TARGET {args}` (discard_copy(...)).")
+
+
+def _remove_recorded_objects(conn, schema: str, cfg, entries, check_only: bool = False) -> int:
+    """Delete the objects an unfinished copy recorded (all checked against ``cfg`` first)."""
+    from .storage import get_store
+
+    objects = [info for _e, kind, info in entries if kind == "object"]
+    stores = {}
+    for info in objects:
+        name = info.get("store")
+        if name in stores:
+            continue
+        try:
+            store = get_store(cfg, name)
+        except DataJointError as exc:
+            raise CopyError(f"Schema `{schema}`: the incomplete copy wrote objects to store '{name}' "
+                            f"({info.get('location')}), which this configuration lacks ({exc}). Give the target's "
+                            "stores as during the copy (--to-config FILE) so they can be removed.") from None
+        if f"{store.protocol}://{store.root}" != info.get("location"):
+            raise CopyError(f"Schema `{schema}`: the incomplete copy wrote objects to store '{name}' at "
+                            f"{info.get('location')}, but this configuration puts '{name}' at "
+                            f"{store.protocol}://{store.root}. Give the target's stores as during the copy "
+                            "(--to-config FILE) so they can be removed.")
+        stores[name] = store
+    if check_only:
+        return 0
+    removed = 0
+    for info in objects:
+        if stores[info["store"]].remove(info["path"], recursive=bool(info.get("recursive"))):
+            removed += 1
+    return removed
+
+
+def remove_incomplete_copy_objects(conn, schema: str) -> int:
+    """Before ``schema`` is dropped: delete the objects an interrupted copy into it wrote (none
+    without its marker), so they do not stay in the store where no row, and no gc, reaches them."""
+    marker = _Marker(conn, schema)
+    if not marker.exists:
+        return 0
+    return _remove_recorded_objects(conn, schema, conn.config, marker.entries())
+
+
+def discard_copy(schemas: Sequence[str] | Mapping[str, str], target_url, *, target_config=None,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Remove an unfinished copy: the objects it wrote, the tables it declared (the schemas it
+    created), the rows it put into tables that existed.  ``schemas`` as for :func:`copy_schemas`
+    (the target names count).  Refused, nothing removed, for a schema without the marker."""
+    from .settings import config as global_config
+
+    mapping = dict(schemas) if isinstance(schemas, Mapping) else parse_schema_names(schemas)
+    cfg = target_config or global_config
+    say = log or (lambda text: None)
+    target, own = _connect(target_url, cfg, "target")
+    try:
+        tb = target.backend
+        markers = {}
+        for t in dict.fromkeys(mapping.values()):
+            marker = _Marker(target, t)
+            if not marker.exists:
+                raise CopyError(f"Schema `{t}` in {_show(target)} holds no incomplete copy (no `{COPY_MARKER}` "
+                                "table); --discard removes only an interrupted copy. Nothing was removed.")
+            markers[t] = (marker, marker.entries())
+        for t, (_marker, entries) in markers.items():  # every store is right before anything is removed
+            _remove_recorded_objects(target, t, cfg, entries, check_only=True)
+        report = {"target": _show(target), "schemas": list(markers), "objects_removed": 0, "tables_dropped": 0}
+        for t, (marker, entries) in markers.items():
+            report["objects_removed"] += _remove_recorded_objects(target, t, cfg, entries)
+            info = next((i for e, _k, i in entries if e == "copy"), {})
+            tables = sorted((i for _e, k, i in entries if k == "table"), key=lambda i: i.get("seq", 0), reverse=True)
+            if info.get("created_schema"):
+                tb.drop_schema(target, t)
+                report["tables_dropped"] += sum(1 for i in tables if i.get("created"))
+            else:
+                for item in tables:
+                    if tb.load_columns(target, t, item["table"]) is None:
+                        continue
+                    if item.get("created"):
+                        tb.drop_table(target, t, item["table"])
+                        report["tables_dropped"] += 1
+                    else:
+                        FreeTable(target, tb.full_table_name(t, item["table"])).delete_quick()
+                marker.drop()
+            target.forget_catalog()
+            say(f"discarded the incomplete copy in `{t}`")
+        return report
+    finally:
+        if own:
+            target.close()
+
 
 
 def _definition_context(classes: dict[str, dict[str, type]]) -> dict:
@@ -286,9 +542,35 @@ def _rewrite_definition(definition: str, source_schema: str, local: set[str]) ->
     return "\n".join(lines)
 
 
+class _Run:
+    """One copy's markers: one per target schema, written before anything else and dropped last."""
+
+    def __init__(self, target, resume: bool, info: dict):
+        self.target, self.resume, self.info = target, resume, info
+        self.markers: dict[str, _Marker] = {}
+
+    def start(self, schema: str, created: bool) -> None:
+        marker = _Marker(self.target, schema)
+        if not marker.exists:
+            marker.create({**self.info, "created_schema": created})
+        self.markers[schema] = marker
+
+    def record_table(self, schema: str, table: str, created: bool) -> None:
+        self.markers[schema].record_table(table, created)
+
+    def record_objects(self, schema: str, objects) -> None:
+        self.markers[schema].record_objects(objects)
+
+    def finish(self) -> None:
+        for marker in self.markers.values():
+            marker.drop()
+        self.markers.clear()
+
+
 def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_url, *, source_config=None,
                  target_config=None, batch_size: int = 10000, progress: bool | None = None,
-                 dry_run: bool = False, log: Callable[[str], None] | None = None) -> CopyReport:
+                 dry_run: bool = False, resume: bool = False,
+                 log: Callable[[str], None] | None = None) -> CopyReport:
     """Copy ``schemas`` (names, ``SOURCE=TARGET`` renames, or a mapping) with their rows and objects.
 
     ``source_url``/``target_url`` are SQLAlchemy URLs (or open :class:`joinflow.Connection`
@@ -297,6 +579,11 @@ def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_
     shows a tqdm bar (default: when stderr is a terminal).  ``dry_run`` plans and checks
     only.  Raises :class:`CopyError` (target unchanged) when a target schema already has
     rows, a referenced schema is missing, or a step fails.
+
+    A target schema that holds an interrupted copy (its ``~copy`` marker) is refused with a
+    message that says so; ``resume=True`` finishes that copy instead (same schemas, same source):
+    complete tables are kept, a partly filled one is emptied and copied again, and a failure
+    leaves the marker for another ``resume`` or :func:`discard_copy`.
     """
     from .settings import config as global_config
 
@@ -311,9 +598,27 @@ def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_
         if own_source:
             source.close()
         raise
-    report = CopyReport(_show(source), _show(target), mapping, dry_run=dry_run)
+    report = CopyReport(_show(source), _show(target), mapping, dry_run=dry_run, resumed=resume)
     try:
-        plan, in_store = _plan(source, target, mapping)
+        markers = {}
+        for t in dict.fromkeys(mapping.values()):
+            info = incomplete_copy(target, t)
+            if info is not None:
+                markers[t] = info
+        if markers and not resume:
+            t, info = next(iter(markers.items()))
+            raise CopyError(incomplete_message(t, info, report.target))
+        if resume and not markers:
+            raise CopyError(f"Nothing to resume: no schema of {', '.join(dict.fromkeys(mapping.values()))} in "
+                            f"{report.target} holds an incomplete copy. Run the copy without --resume.")
+        for t, info in markers.items():
+            if info.get("schemas") not in (None, mapping):
+                raise CopyError(f"The incomplete copy in `{t}` copies {info['schemas']}, not {mapping}: resume it "
+                                "with the same schema arguments.")
+            if info.get("source") not in (None, report.source):
+                raise CopyError(f"The incomplete copy in `{t}` is from {info['source']}, not {report.source}: "
+                                "resume it from the same source.")
+        plan, in_store = _plan(source, target, mapping, set(markers))
         report.tables = [{"table": p.target_full, "source_rows": p.rows, "target_rows": None} for p in plan]
         mover = _ObjectMover(source_cfg, target_cfg, mapping)
         for attr, table in in_store:
@@ -323,9 +628,13 @@ def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_
         created_schemas: list[str] = []
         created_tables: list[TablePlan] = []
         filled: list[TablePlan] = []
+        run = _Run(target, resume, {"source": report.source, "target": report.target, "schemas": mapping,
+                                    "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                                    "host": socket.gethostname(), "pid": os.getpid()})
+        mover.record = run.record_objects
         try:
-            _declare(source, target, plan, mapping, created_schemas, created_tables, say)
-            _copy_rows(source, target, plan, mover, batch_size, progress, filled, say)
+            _declare(source, target, plan, mapping, created_schemas, created_tables, say, run)
+            _copy_rows(source, target, plan, mover, batch_size, progress, filled, say, run)
             for entry, p in zip(report.tables, plan):
                 entry["target_rows"] = _count(target, p.target_full)
             wrong = [e for e in report.tables if e["target_rows"] != e["source_rows"]]
@@ -333,9 +642,15 @@ def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_
                 raise CopyError("Row counts differ after the copy: " + ", ".join(
                     f"{e['table']} source {e['source_rows']} target {e['target_rows']}" for e in wrong)
                     + ". Was the source written to during the copy? Run the copy again when it is idle.")
-            report.jobs_copied = _copy_jobs(source, target, plan, batch_size, created_tables, say)
-        except BaseException:
-            _undo(target, created_schemas, created_tables, filled, mover)
+            report.jobs_copied = _copy_jobs(source, target, plan, batch_size, created_tables, say, run)
+            run.finish()  # last: from here on the target is a complete copy
+        except BaseException as exc:
+            if resume:  # what the first run did stays, with its marker: resume again, or discard
+                if isinstance(exc, CopyError):
+                    raise CopyError(f"{exc} The target still holds the incomplete copy: run the copy with --resume "
+                                    "again, or remove it with --discard.") from None
+                raise
+            _undo(target, created_schemas, created_tables, filled, mover, run)
             raise
         report.objects_copied = mover.copied
         say(f"copied {sum(p.rows for p in plan)} rows in {len(plan)} tables and {mover.copied} objects")
@@ -347,7 +662,7 @@ def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_
             source.close()
 
 
-def _plan(source, target, mapping) -> tuple[list[TablePlan], list]:
+def _plan(source, target, mapping, resuming: set = frozenset()) -> tuple[list[TablePlan], list]:
     sb, tb = source.backend, target.backend
     missing = [s for s in mapping if not sb.schema_exists(source, s)]
     if missing:
@@ -374,7 +689,7 @@ def _plan(source, target, mapping) -> tuple[list[TablePlan], list]:
                     f"in the target {_show(target)}. Add `{ps}` to the schemas to copy.")
     # refuse a target that has rows; reuse empty tables of the same heading
     for t in set(mapping.values()):
-        if not tb.schema_exists(target, t):
+        if t in resuming or not tb.schema_exists(target, t):
             continue
         for table in _user_tables(target, t):
             n = _count(target, tb.full_table_name(t, table))
@@ -415,7 +730,7 @@ def _compare(ours, theirs, table: str, existing: bool = False) -> None:
         raise CopyError(f"Table {table}: {'; '.join(problems)} ({how}).")
 
 
-def _declare(source, target, plan, mapping, created_schemas, created_tables, say) -> None:
+def _declare(source, target, plan, mapping, created_schemas, created_tables, say, run) -> None:
     from .schemas import Schema
 
     tb = target.backend
@@ -423,9 +738,11 @@ def _declare(source, target, plan, mapping, created_schemas, created_tables, say
         if not tb.schema_exists(target, t):
             Schema(t, connection=target, create_tables=True)
             created_schemas.append(t)
+            run.start(t, created=True)
             say(f"created schema `{t}`")
         else:
             Schema(t, connection=target, create_tables=True)  # adds ~lineage if it is missing
+            run.start(t, created=False)
     classes: dict[str, dict[str, type]] = {s: {} for s in mapping}
     local = {s: {to_camel_case(p.table) for p in plan if p.source_schema == s and tier_of(p.table) != "Part"}
              for s in mapping}
@@ -443,7 +760,9 @@ def _declare(source, target, plan, mapping, created_schemas, created_tables, say
         else:
             classes[p.source_schema][cls.__name__] = cls
         if p.reuse:
+            run.record_table(p.target_schema, p.table, created=False)  # kept if an earlier run declared it
             continue
+        run.record_table(p.target_schema, p.table, created=True)  # before declaring: never unrecorded
         context = dict(outside)
         context.update(_definition_context(classes))
         for parent in source.dependencies.parents(p.source_full):
@@ -463,7 +782,7 @@ def _declare(source, target, plan, mapping, created_schemas, created_tables, say
         say(f"declared {p.target_full}")
 
 
-def _copy_rows(source, target, plan, mover, batch_size, progress, filled, say) -> None:
+def _copy_rows(source, target, plan, mover, batch_size, progress, filled, say, run) -> None:
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None
@@ -475,6 +794,16 @@ def _copy_rows(source, target, plan, mover, batch_size, progress, filled, say) -
         for p in plan:
             if not p.rows:
                 continue
+            if run.resume:
+                there = _count(target, p.target_full)
+                if there == p.rows:
+                    say(f"{p.target_full} was copied before")
+                    if bar is not None:
+                        bar.update(there)
+                    continue
+                if there:  # partly filled when the copy stopped: its children are still empty
+                    FreeTable(target, p.target_full).delete_quick()
+                    say(f"emptied the partly copied {p.target_full}")
             filled.append(p)
             for n in _copy_table(source, target, p, mover, batch_size):
                 if bar is not None:
@@ -531,13 +860,15 @@ def _copy_table(source, target, p: TablePlan, mover: _ObjectMover | None, batch_
                         value = encode(value)
                 out.append(value)
             values.append(out)
+        if mover is not None:
+            mover.flush(p.target_schema)  # the batch's objects: recorded, written, then its rows
         dst._execute_insert(names, values, None, chunk_size=batch_size)
         yield len(values)
         if len(rows) < batch_size:
             return
 
 
-def _copy_jobs(source, target, plan, batch_size: int, created_tables: list, say) -> int:
+def _copy_jobs(source, target, plan, batch_size: int, created_tables: list, say, run=None) -> int:
     """Copy the job tables of the copied auto-populated tables, reservations left out."""
     from .jobs import Job, job_table_name
 
@@ -558,8 +889,12 @@ def _copy_jobs(source, target, plan, batch_size: int, created_tables: list, say)
         if not wanted:
             continue
         if not target_jobs.is_declared:
+            if run is not None:
+                run.record_table(p.target_schema, name, created=True)
             target_jobs.ensure()
             created_tables.append(job)
+        elif len(target_jobs) and run is not None and run.resume:  # copied by the interrupted run: again
+            FreeTable(target, job.target_full).delete_quick()
         elif len(target_jobs):
             raise CopyError(f"The target job table {job.target_full} already has rows; drop it (or the target "
                             "schema) and copy again.")
@@ -573,7 +908,7 @@ def _copy_jobs(source, target, plan, batch_size: int, created_tables: list, say)
     return total
 
 
-def _undo(target, created_schemas, created_tables, filled, mover) -> None:
+def _undo(target, created_schemas, created_tables, filled, mover, run=None) -> None:
     """Remove what a failed copy created: rows in reused tables, declared tables, new schemas, objects."""
     tb = target.backend
     try:
@@ -588,10 +923,14 @@ def _undo(target, created_schemas, created_tables, filled, mover) -> None:
                 tb.drop_table(target, p.target_schema, p.table)
         for s in reversed(created_schemas):
             tb.drop_schema(target, s)
+        for s, marker in (run.markers if run is not None else {}).items():
+            if s not in created_schemas:
+                marker.drop()
         target.forget_catalog()
     except Exception as exc:  # pragma: no cover - report, the original error matters more
         print(f"joinflow copy: clean-up after the failure was incomplete: {exc}", file=sys.stderr)
     mover.undo()
 
 
-__all__ = ["copy_schemas", "CopyError", "CopyReport", "parse_schema_names"]
+__all__ = ["copy_schemas", "discard_copy", "incomplete_copy", "incomplete_message", "CopyError", "CopyReport",
+           "parse_schema_names", "COPY_MARKER"]

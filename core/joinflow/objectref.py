@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from .errors import DataJointError, MissingExternalFile
-from .storage import MANIFEST_SUFFIX, Store, check_relative_path
+from .storage import MANIFEST_SUFFIX, Store, StorePathError, check_relative_path, check_stored_path
 
 
 class IntegrityError(DataJointError):
@@ -31,6 +31,12 @@ def _parse_meta(meta: Any) -> dict:
         meta = json.loads(meta)
     if not isinstance(meta, dict) or "path" not in meta:
         raise DataJointError(f"Object metadata must be a JSON object with a `path`, got {meta!r}.")
+    # a path that leaves the store (written by raw SQL, an older version, another tool) is never resolved
+    try:
+        check_stored_path(meta["path"], meta.get("store"))
+    except StorePathError as exc:
+        raise StorePathError(f"{exc} The row's object is not read: correct its metadata with update1(), or delete "
+                             "the row (fetch its other attributes by naming them).") from None
     return meta
 
 
@@ -84,6 +90,10 @@ class ObjectRef:
             raise DataJointError(f"{self.path} is a file: a subpath ({subpath!r}) needs a folder object.")
         return f"{self.path}/{check_relative_path(str(subpath).strip('/'), 'subpath')}"
 
+    def _inside(self, subpath: str | None = None) -> str:
+        """The store path of the object (or of ``subpath`` in it), checked to resolve inside the store."""
+        return self._backend().check_inside(self._sub(subpath))
+
     @property
     def fs(self):
         """The fsspec file system of the store."""
@@ -92,7 +102,7 @@ class ObjectRef:
     @property
     def full_path(self) -> str:
         """The object's path in the store's file system (a local path for file stores)."""
-        return self._backend().full_path(self.path)
+        return self._backend().full_path(self._inside())
 
     @property
     def fsmap(self):
@@ -105,18 +115,18 @@ class ObjectRef:
     def read(self) -> bytes:
         if self.is_dir:
             raise DataJointError(f"{self.path} is a folder: use listdir(), walk() or open(subpath) instead of read().")
-        return self._backend().get(self.path)
+        return self._backend().get(self._inside())
 
     def open(self, subpath: str | None = None, mode: str = "rb") -> IO:
         if "r" not in mode:
             raise DataJointError("Stored objects are read-only once their row is inserted: open them with mode 'rb'/'r'.")
-        return self._backend().open(self._sub(subpath), mode)
+        return self._backend().open(self._inside(subpath), mode)
 
     def listdir(self, subpath: str = "") -> list[str]:
         if not self.is_dir:
             raise DataJointError(f"{self.path} is a file: listdir() needs a folder object; use read() or open().")
         store = self._backend()
-        entries = store.fs.ls(store.full_path(self._sub(subpath)), detail=False)
+        entries = store.fs.ls(store.full_path(self._inside(subpath)), detail=False)
         return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
     def walk(self) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -131,13 +141,14 @@ class ObjectRef:
         """Copy the object (or one file of a folder) to ``destination``; return the local path."""
         store = self._backend()
         destination = Path(destination)
-        remote = self._sub(subpath)
+        remote = self._inside(subpath)
         if self.is_dir and not subpath:
             destination.mkdir(parents=True, exist_ok=True)
             full = store.full_path(remote).rstrip("/")
             for root, _dirs, files in store.fs.walk(full):
                 rel = root.rstrip("/")[len(full):].lstrip("/")
                 for name in files:
+                    store.check_inside(f"{remote}/{rel}/{name}" if rel else f"{remote}/{name}")
                     target = destination / rel / name if rel else destination / name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     store.fs.get_file(f"{root.rstrip('/')}/{name}", str(target))
@@ -157,6 +168,7 @@ class ObjectRef:
     def verify(self) -> bool:
         """True if the object is present and matches its metadata; else :class:`IntegrityError`."""
         store = self._backend()
+        self._inside()
         if not store.exists(self.path):
             raise IntegrityError(f"Object {self.path} does not exist in store '{store.name}'.")
         if self.is_dir:
@@ -250,6 +262,7 @@ class NpyRef:
         import numpy as np
 
         store = self._backend()
+        store.check_inside(self.path)
         if mmap_mode is None:
             if self._cached is None:
                 if store.is_local:

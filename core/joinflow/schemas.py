@@ -346,6 +346,9 @@ class Schema:
                             + (f" and {len(dependents)} dependent table(s)?" if dependents else "?")):
                 print("Drop cancelled.")
                 return
+        from .copy import remove_incomplete_copy_objects
+
+        remove_incomplete_copy_objects(conn, self.database)  # an interrupted copy's objects go too
         for name in reversed(dependents):
             FreeTable(conn, name).drop_quick()
         conn.backend.drop_schema(conn, self.database)

@@ -58,6 +58,11 @@ class StoreError(DataJointError):
     """A store is not configured, or its configuration is invalid."""
 
 
+class StorePathError(DataJointError):
+    """An object path would leave its store (absolute, ``..``, a URL, a backslash, a symlink
+    that points outside the store's folder): refused at insert, never resolved on read or copy."""
+
+
 def content_hash(data: bytes) -> str:
     """26-character lowercase base32 MD5 of ``data`` (DataJoint's content address)."""
     return base64.b32encode(hashlib.md5(data).digest()).decode("ascii").rstrip("=").lower()
@@ -119,6 +124,66 @@ def check_relative_path(path: str, what: str = "object path") -> str:
     return text
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\x7f\\\\]")
+
+
+def stored_path_problem(path: Any) -> str | None:
+    """Why ``path``, kept in a row's metadata, could leave its store root; None when it cannot.
+
+    A stored path is a store-relative POSIX path: not absolute, no drive letter or URL scheme
+    (``s3://``, ``file:``), no backslash, no control character, no empty, ``.`` or ``..``
+    component; and percent-decoding it (once or repeatedly, as some file systems and HTTP
+    layers do) must not make it absolute, give it a scheme, or climb above the root.
+    """
+    if not isinstance(path, str):
+        return f"it is a {type(path).__name__}, not text"
+    if not path:
+        return "it is empty"
+    bad = _CONTROL_OR_BACKSLASH.search(path)
+    if bad is not None:
+        return ("it contains a backslash (a path separator on Windows)" if bad.group() == "\\"
+                else "it contains a control character")
+    if path.startswith("/"):
+        return "it is absolute"
+    if "://" in path or _SCHEME.match(path):
+        return "it names a URL scheme or drive"
+    if any(p in ("", ".", "..") for p in path.split("/")):
+        return "it has an empty, '.' or '..' component"
+    if "%" not in path:
+        return None
+    text = path
+    for _ in range(4):
+        decoded = urllib.parse.unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+        if text[:1] in ("/", "\\") or _SCHEME.match(text):
+            return "percent-decoded it is absolute or a URL"
+        depth = 0
+        for part in re.split(r"[/\\]", text):
+            if part == "..":
+                depth -= 1
+                if depth < 0:
+                    return "percent-decoded it climbs above the store root"
+            elif part not in ("", "."):
+                depth += 1
+    return None
+
+
+def check_stored_path(path: Any, store_name: str | None = None, what: str = "object path") -> str:
+    """``path`` if it stays inside its store (see :func:`stored_path_problem`); else StorePathError."""
+    problem = stored_path_problem(path)
+    if problem is not None:
+        where = f" of store '{store_name}'" if store_name else ""
+        raise StorePathError(
+            f"The {what} {path!r} would leave the store root{where}: {problem}. Object paths are relative to "
+            "the store, e.g. '_schema/lab/session/session_id=1/raw_ab12cd34.dat'; joinflow never reads or writes "
+            "outside the store."
+        )
+    return path
+
+
 def normalize_ext(ext: str | None) -> str | None:
     """``"npy"``/``".npy"`` -> ``".npy"``; None/"" -> None; anything that is not a plain suffix -> ValueError."""
     if ext is None or ext == "":
@@ -143,7 +208,8 @@ def build_object_path(store: "Store", schema: str, table: str, field: str, key: 
     parts += [schema, table]
     parts += [f"{a}={encode_pk_value(v)}" for a, v in key.items() if a not in partition and not a.startswith("_")]
     parts.append(f"{field}_{generate_token(store.spec.get('token_length', 8))}{normalize_ext(ext) or ''}")
-    return check_relative_path("/".join(parts))
+    # refused here, as it would be on read (e.g. a key value of many '../', percent-encoded)
+    return check_stored_path(check_relative_path("/".join(parts)), store.name)
 
 
 def store_names(cfg) -> list[str]:
@@ -225,6 +291,21 @@ class Store:
 
     def full_path(self, path: str) -> str:
         return f"{self.root.rstrip('/')}/{path}" if self.root else path
+
+    def check_inside(self, path: str, what: str = "object") -> str:
+        """``path`` if it resolves inside the store; StorePathError if it would not (its text, or, on a
+        local store, a symbolic link on the way that points outside the store's folder)."""
+        check_stored_path(path, self.name, f"{what} path")
+        if self.is_local:
+            root = os.path.realpath(self.root or "/")
+            real = os.path.realpath(self.full_path(path))
+            if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+                raise StorePathError(
+                    f"The {what} {path!r} in store '{self.name}' is a symbolic link (or lies under one) that "
+                    f"points outside the store's folder {self.root} (to {real}). joinflow never follows links out "
+                    "of a store: copy the file into the store, or replace the link with the file."
+                )
+        return path
 
     def exists(self, path: str) -> bool:
         try:
@@ -503,6 +584,8 @@ def prefetch(cfg, references):
     ready: dict = {}
     by_store: dict = {}
     for path, store_name in references:
+        if stored_path_problem(path) is not None:
+            continue  # decoding refuses it with the reason
         by_store.setdefault(store_name, []).append(path)
     for store_name, paths in by_store.items():
         try:
@@ -522,7 +605,7 @@ def get_hash(meta: dict, cfg) -> bytes:
     if isinstance(meta, (str, bytes)):
         meta = json.loads(meta)
     store = get_store(cfg, meta.get("store"))
-    data = store.get(meta["path"])
+    data = store.get(check_stored_path(meta.get("path"), store.name))
     if content_hash(data) != meta["hash"]:
         raise DataJointError(
             f"Object {meta['path']} in store '{store.name}' does not match its hash {meta['hash']}: it was "
@@ -532,4 +615,5 @@ def get_hash(meta: dict, cfg) -> bytes:
 
 
 __all__ = ["Store", "StoreError", "Journal", "get_store", "put_hash", "get_hash", "content_hash",
-           "resolve_store_name", "encode_pk_value", "build_object_path", "check_relative_path", "generate_token"]
+           "resolve_store_name", "encode_pk_value", "build_object_path", "check_relative_path", "generate_token",
+           "StorePathError", "check_stored_path", "stored_path_problem"]
