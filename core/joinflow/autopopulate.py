@@ -257,7 +257,8 @@ class AutoPopulate:
             return self._populate_processes(restrictions, processes, suppress_errors, return_exception_objects,
                                             max_calls, make_kwargs, priority, refresh)
         options = dict(suppress_errors=suppress_errors, return_exception_objects=return_exception_objects,
-                       make_kwargs=make_kwargs or {}, metadata=self._metadata_writer())
+                       make_kwargs=make_kwargs or {}, metadata=self._metadata_writer(),
+                       inserted=self._inserted_check() if conn.config["jobs.check_make_inserted"] else None)
         with _terminate_on_sigterm():
             if reserve_jobs:
                 return self._populate_reserved(restrictions, max_calls, priority, refresh, display_progress, options)
@@ -345,22 +346,41 @@ class AutoPopulate:
         finally:
             backend.unlock(conn, name)
 
-    def _exists_statement(self):
-        """``key in self`` as one prebuilt statement (populate runs it per key)."""
+    def _exists_statement(self, names=None):
+        """``key in self`` as one prebuilt statement (populate runs it per key); ``names``: the
+        attributes of the key (default: the primary key)."""
         conn = self.connection
-        tc = self._table_clause(list(self.primary_key))
+        names = list(self.primary_key if names is None else names)
+        tc = self._table_clause(names)
         heading = self.heading
-        encoders = [conn.backend.encoder(heading[k]) for k in self.primary_key]
+        encoders = [conn.backend.encoder(heading[k]) for k in names]
         stmt = Prepared(conn, sa.select(sa.literal(1)).select_from(tc).where(
-            *[tc.c[k] == sa.bindparam(f"jf_k{j}", type_=VALUE) for j, k in enumerate(self.primary_key)]).limit(1),
+            *[tc.c[k] == sa.bindparam(f"jf_k{j}", type_=VALUE) for j, k in enumerate(names)]).limit(1),
             self.full_table_name)
-        names = list(self.primary_key)
 
         def exists(key: dict) -> bool:
             values = {f"jf_k{j}": (enc(key[k]) if enc else key[k]) for j, (k, enc) in enumerate(zip(names, encoders))}
             return stmt.run(conn, values).first() is not None
 
         return exists
+
+    def _inserted_check(self):
+        """A function telling whether the open transaction has a row of this table matching ``key``
+        (the key make() was given: its attributes, a part of the primary key when the table adds
+        attributes of its own)."""
+        primary = set(self.primary_key)
+        statements: dict[tuple, Any] = {}
+
+        def inserted(key: dict) -> bool:
+            names = tuple(k for k in key if k in primary)
+            if not names:
+                return True
+            check = statements.get(names)
+            if check is None:
+                check = statements[names] = self._exists_statement(names)
+            return check(key)
+
+        return inserted
 
     def _populate1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, **options) -> None:
         """Make one key in its own transaction.
@@ -379,7 +399,7 @@ class AutoPopulate:
 
     def _make1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, *,
                suppress_errors: bool, return_exception_objects: bool, make_kwargs: dict,
-               exists=None, metadata=None, last: bool = True, chain: bool = False) -> None:
+               exists=None, metadata=None, inserted=None, last: bool = True, chain: bool = False) -> None:
         conn = self.connection
         cls = type(self)
         start = time.time()
@@ -416,6 +436,14 @@ class AutoPopulate:
                         self.make(dict(key), **make_kwargs)
                 finally:
                     cls._allow_insert = False
+                if inserted is not None and not inserted(key):
+                    raise DataJointError(
+                        f"{self.class_name}.{'make_insert' if tripartite else 'make'}() did not insert the key it "
+                        f"was given: table {self.full_table_name} has no row matching {key} after it. make() must "
+                        "insert the key it was given; nothing of this make() was committed and the key stays "
+                        "pending. Insert a row for the key (with its attributes as given), or, if this table skips "
+                        "keys on purpose, set dj.config['jobs.check_make_inserted'] = False."
+                    )
                 if metadata is not None:  # hidden _job_* columns, in the same commit as the rows
                     metadata(key, start, time.time() - start)
                 if claims is not None:  # keep_completed: the job row's success goes in the same commit
