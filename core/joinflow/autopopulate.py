@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import decimal
 import hashlib
 import logging
 import os
@@ -79,17 +80,40 @@ class _Retry(Exception):
     """Internal: make the key again (its transaction was rolled back by the server)."""
 
 
+def _is_nan(value: Any) -> bool:
+    """NaN (float, complex, Decimal) or NaT: the values that are not equal to themselves."""
+    if isinstance(value, (float, complex, np.floating, np.complexfloating)):
+        return value != value
+    if isinstance(value, decimal.Decimal):
+        return value.is_nan()
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(value))
+    return False
+
+
 def _same(a: Any, b: Any) -> bool:
-    """Deep equality for make_fetch results (numpy-aware)."""
+    """Deep equality for make_fetch results (numpy-aware).  A NaN equals a NaN in the same place
+    (fetched twice, the same missing value is the same data); every other difference counts."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            return False
+        if x.dtype.names or y.dtype.names:  # records (fetch() results): field by field
+            return x.dtype.names == y.dtype.names and all(_same(x[n], y[n]) for n in x.dtype.names)
+        if x.dtype.kind == "O" or y.dtype.kind == "O":
+            return all(_same(u, v) for u, v in zip(x.flat, y.flat))
         try:
-            return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
-        except TypeError:
-            return np.array_equal(np.asarray(a), np.asarray(b))
+            return bool(np.array_equal(x, y, equal_nan=True))
+        except TypeError:  # no NaN in this dtype (strings, bytes)
+            return bool(np.array_equal(x, y))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a).__module__.startswith("pandas") and type(a) is type(b) and hasattr(a, "equals"):
+        return bool(a.equals(b))  # NaN in the same place is equal there
+    if _is_nan(a) or _is_nan(b):
+        return _is_nan(a) and _is_nan(b)
     try:
         return bool(a == b)
     except Exception:
