@@ -282,13 +282,13 @@ class AutoPopulate:
                                             max_calls, make_kwargs, priority, refresh)
         options = dict(suppress_errors=suppress_errors, return_exception_objects=return_exception_objects,
                        make_kwargs=make_kwargs or {}, metadata=self._metadata_writer(),
-                       inserted=self._inserted_check() if conn.config["jobs.check_make_inserted"] else None)
+                       inserted=self._key_rows_check() if conn.config["jobs.check_make_inserted"] else None)
         with _terminate_on_sigterm():
             if reserve_jobs:
                 return self._populate_reserved(restrictions, max_calls, priority, refresh, display_progress, options)
             keys = self.pending(*restrictions).keys(limit=max_calls)
             result = {"success_count": 0, "error_list": []}
-            exists = self._exists_statement()
+            exists = self._key_rows_check()
             last = len(keys) - 1
             try:
                 for i, key in enumerate(self._progress_bar(keys, display_progress)):
@@ -312,7 +312,7 @@ class AutoPopulate:
         if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
             self._refresh_once(jobs, claims, restrictions, priority)
         result = {"success_count": 0, "error_list": []}
-        exists = self._exists_statement()
+        exists = self._key_rows_check()
         calls = 0
         batch = 1  # grows while makes are fast, so a claim serves many keys; slow makes claim one at a time
         per_key = None
@@ -388,10 +388,11 @@ class AutoPopulate:
 
         return exists
 
-    def _inserted_check(self):
-        """A function telling whether the open transaction has a row of this table matching ``key``
-        (the key make() was given: its attributes, a part of the primary key when the table adds
-        attributes of its own)."""
+    def _key_rows_check(self):
+        """A function telling whether this table has a row matching ``key`` (the key make() is given:
+        its attributes, a part of the primary key when the table adds attributes of its own), as
+        seen by the open transaction: made already by someone else before make(), inserted by make()
+        after it."""
         primary = set(self.primary_key)
         statements: dict[tuple, Any] = {}
 
@@ -419,7 +420,7 @@ class AutoPopulate:
             except _Retry as retry:
                 logger.warning("%s: %s for key %s; making it again.", self.class_name, retry.__cause__, key)
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
-                options["exists"] = self._exists_statement()
+                options["exists"] = self._key_rows_check()
 
     def _make1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, *,
                suppress_errors: bool, return_exception_objects: bool, make_kwargs: dict,
