@@ -91,6 +91,21 @@ def test_caught_error_in_a_chained_transaction(schema):
     assert not conn.in_transaction
 
 
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_caught_error_in_a_many_row_insert_leaves_none_of_its_rows(schema, chunk_size):
+    """insert() of many rows is all or nothing inside a transaction too (SQLite kept the rows before
+    the refused one; chunks before a refused chunk stayed on every backend)."""
+    Signal = declare_signal(schema)
+    conn = schema.connection
+    Signal.insert1((1, 1.0))
+    with conn.transaction:
+        Signal.insert1((2, 2.0))
+        with pytest.raises(errors.DuplicateError):
+            Signal.insert([(5, 5.0), (6, 6.0), (1, 9.0), (7, 7.0)], chunk_size=chunk_size)
+        Signal.insert([(3, 3.0), (4, 4.0)], chunk_size=chunk_size)
+    assert ids(Signal) == [1, 2, 3, 4]
+
+
 def test_make_that_catches_a_duplicate_is_committed(schema):
     """make() inserts its row, then catches a DuplicateError: the key is a success and its row is there."""
     Signal = declare_signal(schema)

@@ -34,6 +34,7 @@ DEADLOCK_PAUSE = 0.05  # seconds; doubled per attempt, randomized
 # CONTROL (the caller's own SAVEPOINT / RELEASE / ROLLBACK TO) stops joinflow's savepoint for the rest
 # of the transaction, so it never releases a savepoint the caller set.
 READ, WRITE, CONTROL = 0, 1, 2
+RAW = 3  # joinflow's own savepoint statements: run as they are
 _SP_CLEAN, _SP_MOVE = 1, 2  # the savepoint is set, with nothing / something written after it
 _LOCKS_OR_WRITES = re.compile(r"\bFOR\s+(?:UPDATE|SHARE|NO\s+KEY|KEY\s+SHARE)\b|\bINTO\b", re.I)
 
@@ -113,6 +114,7 @@ class Connection:
         self._savepoint = 0
         self._failure: str | None = None  # the last statement error inside the open transaction
         self._doomed: str | None = None  # the server aborted the open transaction (deadlock): it cannot commit
+        self._atomic_depth = 0  # open atomic_block() blocks
         self._query_cache: str | None = None  # set_query_cache(name): fetched rows kept in config["query_cache"]
         self._reconnect = bool(cfg["database.reconnect"])
         self.headings: dict[str, Any] = {}  # heading cache by full table name
@@ -136,6 +138,7 @@ class Connection:
     def _end_transaction_state(self) -> None:
         self._savepoint = 0
         self._failure = self._doomed = None
+        self._atomic_depth = 0
 
     def close(self) -> None:
         self._driver = None
@@ -412,10 +415,12 @@ class Connection:
         """Run ``action`` after the statement savepoint; a failed statement is rolled back to it, so
         the transaction stays usable when the caller catches the error (PostgreSQL)."""
         sa_conn = self.sa_connection
+        if kind == RAW:
+            return action(sa_conn)
         if kind == CONTROL:  # the caller manages savepoints in this transaction: joinflow's steps aside
             self._savepoint = 0
             return action(sa_conn)
-        if self._savepoint == _SP_MOVE:
+        if self._savepoint == _SP_MOVE and not self._atomic_depth:  # in atomic_block(): it stays before the block
             self._move_savepoint(sa_conn)
         try:
             result = action(sa_conn)
@@ -451,6 +456,49 @@ class Connection:
         self._failure = f"{type(error).__name__}: {error}"
         if isinstance(error, DeadlockError):
             self._doomed = self._failure
+
+    @contextlib.contextmanager
+    def atomic_block(self) -> Iterator["Connection"]:
+        """For joinflow's own multi-statement steps: the block's statements take effect together or
+        not at all.
+
+        Outside a transaction, the block is a transaction.  Inside one, an exception leaving the
+        block undoes the block's statements only (a savepoint), and the transaction goes on if the
+        caller catches it: ``insert()`` of many rows uses it, so a refused row never leaves the rows
+        before it behind.  Any failed statement in the block undoes the whole block (PostgreSQL keeps
+        one statement savepoint, before the block), so the block must not catch statement errors."""
+        if not self._in_transaction:
+            with self.transaction:
+                yield self
+            return
+        if self._doomed is not None:
+            raise self._doomed_error()
+        statement_savepoint = bool(self._savepoint)
+        if statement_savepoint:  # PostgreSQL: the statement savepoint, placed before the block, covers it
+            if self._savepoint == _SP_MOVE and not self._atomic_depth:
+                self._run(lambda c: self._move_savepoint(c), None, RAW)
+            names = (None, None, self._sp_sql[2])
+        else:
+            name = f"jf_atomic{self._atomic_depth}"
+            names = (f"SAVEPOINT {name}", f"RELEASE SAVEPOINT {name}", f"ROLLBACK TO SAVEPOINT {name}")
+            self._run(lambda c: self._driver_execute(c, names[0], None), None, RAW)
+        self._atomic_depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._atomic_depth -= 1
+            if self._in_transaction and self._doomed is None and self._conn is not None \
+                    and not self._conn.invalidated:
+                try:
+                    self._run(lambda c: self._driver_execute(c, names[2], None), None, RAW)
+                    if names[1]:
+                        self._run(lambda c: self._driver_execute(c, names[1], None), None, RAW)
+                except DataJointError as exc:  # the transaction cannot go on: make sure it never commits
+                    self._doomed = self._doomed or f"{type(exc).__name__}: {exc}"
+            raise
+        self._atomic_depth -= 1
+        if names[1]:
+            self._run(lambda c: self._driver_execute(c, names[1], None), None, RAW)
 
     def _doomed_error(self) -> DeadlockError:
         return DeadlockError(

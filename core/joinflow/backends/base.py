@@ -199,6 +199,12 @@ class Backend:
         """Whether the server holds the open transaction as failed (its COMMIT would roll back)."""
         return False
 
+    def executemany_is_atomic(self, rows: Sequence) -> bool:
+        """Whether the driver's executemany of ``rows`` inside a transaction fails as a whole (one
+        statement, or under the statement savepoint); if not, insert() wraps it in a savepoint.
+        Default: one row (SQLite's executemany leaves the rows before a refused one behind)."""
+        return len(rows) <= 1
+
     # -- engine -----------------------------------------------------------------------
     def make_url(self, cfg) -> sa.engine.URL:  # pragma: no cover - abstract
         raise NotImplementedError

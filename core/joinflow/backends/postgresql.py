@@ -62,6 +62,9 @@ class PostgreSQLBackend(Backend):
             status = get() if get is not None else None
         return status is not None and int(status) == 3  # INERROR in both drivers
 
+    def executemany_is_atomic(self, rows) -> bool:
+        return True  # one call under the statement savepoint: a failure rolls all of it back
+
     def make_url(self, cfg) -> sa.engine.URL:
         return sa.engine.URL.create(
             self.drivername,
