@@ -438,14 +438,17 @@ class Connection:
         self._savepoint = _SP_CLEAN
 
     def _roll_back_statement(self, orig: BaseException) -> None:
-        """Undo the failed statement (back to the savepoint); a deadlock or a lost session is left as it
-        is: the whole transaction has to run again."""
-        if self.backend.classify_error(orig)[0] in ("deadlock", "lost"):
+        """Undo the failed statement (back to the savepoint).  After a deadlock or lock timeout the
+        whole transaction is rolled back at once, releasing its locks as the server would without
+        savepoints (another session may be waiting for them); the connection then refuses every
+        statement and the COMMIT of this transaction (doomed).  A lost session is left as it is."""
+        kind = self.backend.classify_error(orig)[0]
+        if kind == "lost":
             return
         try:
-            self._driver_execute(self.sa_connection, self._sp_sql[2], None)
+            self._driver_execute(self.sa_connection, "ROLLBACK" if kind == "deadlock" else self._sp_sql[2], None)
         except sa.exc.DBAPIError:  # the transaction stays aborted; COMMIT refuses it
-            logger.warning("ROLLBACK TO SAVEPOINT failed; the transaction cannot be committed.")
+            logger.warning("Rolling back the failed statement failed; the transaction cannot be committed.")
 
     def _note_failure(self, error: DataJointError) -> None:
         """Remember a statement error inside the open transaction; after a deadlock (the server
