@@ -91,6 +91,22 @@ def test_caught_error_in_a_chained_transaction(schema):
     assert not conn.in_transaction
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_caught_error_while_iterating_inside_a_transaction(schema):
+    """Rows read with `for row in query` inside a transaction: a server error there, caught, keeps
+    the transaction usable, and the rows written before it are committed."""
+    Signal = declare_signal(schema)
+    conn = schema.connection
+    Signal.insert1((0, 0.0))
+    with conn.transaction:
+        Signal.insert1((1, 1.0))
+        with pytest.raises(errors.DataJointError):
+            for _ in Signal & "1 / amplitude > 0":  # division by zero on the server
+                pass
+        Signal.insert1((2, 2.0))
+    assert ids(Signal) == [0, 1, 2]
+
+
 @pytest.mark.parametrize("chunk_size", [None, 2])
 def test_caught_error_in_a_many_row_insert_leaves_none_of_its_rows(schema, chunk_size):
     """insert() of many rows is all or nothing inside a transaction too (SQLite kept the rows before

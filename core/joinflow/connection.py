@@ -293,14 +293,17 @@ class Connection:
             if self._in_transaction and self._doomed is not None:
                 raise self._doomed_error()
             dbapi_conn = self.sa_connection.connection.dbapi_connection
-        guarded = not own and self._in_transaction and self._savepoint and statement_kind(sql) != CONTROL
+        kind = statement_kind(sql) if not own and self._in_transaction and self._savepoint else CONTROL
+        guarded = kind != CONTROL
         cursor = None
         try:
             if guarded and self._savepoint == _SP_MOVE:
-                self._run(lambda c: self._move_savepoint(c), None, CONTROL)
+                self._run(lambda c: self._move_savepoint(c), None, RAW)
             cursor = self.backend.stream_cursor(dbapi_conn) if own else dbapi_conn.cursor()
             try:
                 cursor.execute(sql, args)
+                if guarded and kind == WRITE:  # e.g. FOR UPDATE: its row locks stay after a later failure
+                    self._savepoint = _SP_MOVE
                 while True:
                     rows = cursor.fetchmany(batch_size)
                     if not rows:
