@@ -3,7 +3,8 @@ transaction so that a caught error undoes only that statement).
 
 Run:  python benchmarks/bench_statement_savepoint.py [postgresql-url]
 Prints microseconds per insert1 inside one transaction, and per key of a make-like transaction
-(BEGIN, a fetch, insert1, COMMIT), with the savepoints on and off.
+(BEGIN, a fetch, insert1, COMMIT), with the savepoints on and off; and per key of populate()
+with the "make() inserted its key" check (jobs.check_make_inserted) on and off.
 """
 
 from __future__ import annotations
@@ -34,9 +35,21 @@ def main() -> None:
         value : float64
         """
 
+    @schema
+    class Doubled(dj.Computed):
+        definition = """
+        -> Row
+        ---
+        doubled : float64
+        """
+
+        def make(self, key):
+            self.insert1(dict(key, doubled=2 * (Row & key).fetch1("value")))
+
     savepoints = conn._sp_sql
 
     def many_inserts() -> float:
+        Doubled.delete_quick()
         Row.delete_quick()
         conn.start_transaction()
         start = time.perf_counter()
@@ -47,6 +60,7 @@ def main() -> None:
         return took / N * 1e6
 
     def make_like(inserts: int) -> float:
+        Doubled.delete_quick()
         Row.delete_quick()
         start = time.perf_counter()
         for i in range(N):
@@ -56,7 +70,22 @@ def main() -> None:
                     Row.insert1((i + k * N, 1.0))
         return (time.perf_counter() - start) / N * 1e6
 
+    def populate(check: bool) -> float:
+        Doubled.delete_quick()
+        conn.config["jobs.check_make_inserted"] = check
+        start = time.perf_counter()
+        Doubled.populate()
+        return (time.perf_counter() - start) / N * 1e6
+
     try:
+        Row.delete_quick()
+        Row.insert([(i, float(i)) for i in range(N)])
+        on, off = [], []
+        for _ in range(5):
+            on.append(populate(True))
+            off.append(populate(False))
+        print(f"{'populate() per key, jobs.check_make_inserted':45s} on {statistics.median(on):7.1f} us, off "
+              f"{statistics.median(off):7.1f} us, cost {statistics.median(on) - statistics.median(off):+6.1f} us")
         for label, run in (("insert1 in one transaction", many_inserts),
                            ("transaction: fetch, insert1, commit", lambda: make_like(1)),
                            ("transaction: fetch, 2 x insert1, commit", lambda: make_like(2))):
