@@ -519,7 +519,7 @@ class Connection:
                 f"COMMIT refused: the server aborted this transaction earlier ({self._doomed}). It was rolled "
                 "back; nothing of it was written. Run the transaction again."
             )
-        if self.backend.transaction_aborted(self._driver_for(self._conn)[1]):
+        if self._sp_sql is not None and self.backend.transaction_aborted(self._driver_for(self._conn)[1]):
             return QueryError(
                 "COMMIT refused: a statement in this transaction failed "
                 f"({self._failure or 'the error was not seen by joinflow'}) and the server aborted the whole "
