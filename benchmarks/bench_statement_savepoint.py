@@ -89,15 +89,26 @@ def main() -> None:
         for label, run in (("insert1 in one transaction", many_inserts),
                            ("transaction: fetch, insert1, commit", lambda: make_like(1)),
                            ("transaction: fetch, 2 x insert1, commit", lambda: make_like(2))):
-            on, off = [], []
+            on, off, trips = [], [], []
             for _ in range(5):
                 conn._sp_sql = savepoints
                 on.append(run())
                 conn._sp_sql = None
                 off.append(run())
+            for setting in (savepoints, None):  # round trips per unit, counted at the driver
+                conn._sp_sql = setting
+                sent = []
+                original = conn._driver_execute
+                conn._driver_execute = lambda c, sql, args: sent.append(sql) or original(c, sql, args)
+                try:
+                    run()
+                finally:
+                    del conn._driver_execute
+                trips.append(len(sent) / N)
             conn._sp_sql = savepoints
             print(f"{label:45s} savepoints on {statistics.median(on):7.1f} us, off {statistics.median(off):7.1f} us, "
-                  f"cost {statistics.median(on) - statistics.median(off):+6.1f} us")
+                  f"cost {statistics.median(on) - statistics.median(off):+6.1f} us; round trips {trips[0]:.2f} vs "
+                  f"{trips[1]:.2f}")
     finally:
         conn._sp_sql = savepoints
         testing.drop_schemas(conn, [name])
