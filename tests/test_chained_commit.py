@@ -33,12 +33,13 @@ def declare_signal(schema):
 
 
 def record_sql(conn, monkeypatch) -> list[str]:
-    """Every statement the connection sends to its driver, in order."""
+    """Every statement the connection sends to its driver, in order (the statement savepoint that
+    PostgreSQL's BEGIN and COMMIT AND CHAIN set in the same round trip is left out)."""
     sent: list[str] = []
     original = conn._driver_execute
 
     def spy(sa_conn, sql, args):
-        sent.append(sql.strip())
+        sent.append(sql.strip().split(";")[0])
         return original(sa_conn, sql, args)
 
     monkeypatch.setattr(conn, "_driver_execute", spy)

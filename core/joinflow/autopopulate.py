@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import decimal
 import hashlib
 import logging
 import os
@@ -81,17 +82,40 @@ class _Retry(Exception):
     """Internal: make the key again (its transaction was rolled back by the server)."""
 
 
+def _is_nan(value: Any) -> bool:
+    """NaN (float, complex, Decimal) or NaT: the values that are not equal to themselves."""
+    if isinstance(value, (float, complex, np.floating, np.complexfloating)):
+        return value != value
+    if isinstance(value, decimal.Decimal):
+        return value.is_nan()
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(value))
+    return False
+
+
 def _same(a: Any, b: Any) -> bool:
-    """Deep equality for make_fetch results (numpy-aware)."""
+    """Deep equality for make_fetch results (numpy-aware).  A NaN equals a NaN in the same place
+    (fetched twice, the same missing value is the same data); every other difference counts."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            return False
+        if x.dtype.names or y.dtype.names:  # records (fetch() results): field by field
+            return x.dtype.names == y.dtype.names and all(_same(x[n], y[n]) for n in x.dtype.names)
+        if x.dtype.kind == "O" or y.dtype.kind == "O":
+            return all(_same(u, v) for u, v in zip(x.flat, y.flat))
         try:
-            return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
-        except TypeError:
-            return np.array_equal(np.asarray(a), np.asarray(b))
+            return bool(np.array_equal(x, y, equal_nan=True))
+        except TypeError:  # no NaN in this dtype (strings, bytes)
+            return bool(np.array_equal(x, y))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a).__module__.startswith("pandas") and type(a) is type(b) and hasattr(a, "equals"):
+        return bool(a.equals(b))  # NaN in the same place is equal there
+    if _is_nan(a) or _is_nan(b):
+        return _is_nan(a) and _is_nan(b)
     try:
         return bool(a == b)
     except Exception:
@@ -259,13 +283,14 @@ class AutoPopulate:
             return self._populate_processes(restrictions, processes, suppress_errors, return_exception_objects,
                                             max_calls, make_kwargs, priority, refresh)
         options = dict(suppress_errors=suppress_errors, return_exception_objects=return_exception_objects,
-                       make_kwargs=make_kwargs or {}, metadata=self._metadata_writer())
+                       make_kwargs=make_kwargs or {}, metadata=self._metadata_writer(),
+                       inserted=self._key_rows_check() if conn.config["jobs.check_make_inserted"] else None)
         with _terminate_on_sigterm():
             if reserve_jobs:
                 return self._populate_reserved(restrictions, max_calls, priority, refresh, display_progress, options)
             keys = self.pending(*restrictions).keys(limit=max_calls)
             result = {"success_count": 0, "error_list": []}
-            exists = self._exists_statement()
+            exists = self._key_rows_check()
             last = len(keys) - 1
             try:
                 for i, key in enumerate(self._progress_bar(keys, display_progress)):
@@ -289,7 +314,7 @@ class AutoPopulate:
         if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
             self._refresh_once(jobs, claims, restrictions, priority)
         result = {"success_count": 0, "error_list": []}
-        exists = self._exists_statement()
+        exists = self._key_rows_check()
         calls = 0
         batch = 1  # grows while makes are fast, so a claim serves many keys; slow makes claim one at a time
         per_key = None
@@ -349,22 +374,42 @@ class AutoPopulate:
         finally:
             backend.unlock(conn, name)
 
-    def _exists_statement(self):
-        """``key in self`` as one prebuilt statement (populate runs it per key)."""
+    def _exists_statement(self, names=None):
+        """``key in self`` as one prebuilt statement (populate runs it per key); ``names``: the
+        attributes of the key (default: the primary key)."""
         conn = self.connection
-        tc = self._table_clause(list(self.primary_key))
+        names = list(self.primary_key if names is None else names)
+        tc = self._table_clause(names)
         heading = self.heading
-        encoders = [conn.backend.encoder(heading[k]) for k in self.primary_key]
+        encoders = [conn.backend.encoder(heading[k]) for k in names]
         stmt = Prepared(conn, sa.select(sa.literal(1)).select_from(tc).where(
-            *[tc.c[k] == sa.bindparam(f"jf_k{j}", type_=VALUE) for j, k in enumerate(self.primary_key)]).limit(1),
+            *[tc.c[k] == sa.bindparam(f"jf_k{j}", type_=VALUE) for j, k in enumerate(names)]).limit(1),
             self.full_table_name)
-        names = list(self.primary_key)
 
         def exists(key: dict) -> bool:
             values = {f"jf_k{j}": (enc(key[k]) if enc else key[k]) for j, (k, enc) in enumerate(zip(names, encoders))}
             return stmt.run(conn, values).first() is not None
 
         return exists
+
+    def _key_rows_check(self):
+        """A function telling whether this table has a row matching ``key`` (the key make() is given:
+        its attributes, a part of the primary key when the table adds attributes of its own), as
+        seen by the open transaction: made already by someone else before make(), inserted by make()
+        after it."""
+        primary = set(self.primary_key)
+        statements: dict[tuple, Any] = {}
+
+        def inserted(key: dict) -> bool:
+            names = tuple(k for k in key if k in primary)
+            if not names:
+                return True
+            check = statements.get(names)
+            if check is None:
+                check = statements[names] = self._exists_statement(names)
+            return check(key)
+
+        return inserted
 
     def _populate1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, **options) -> None:
         """Make one key in its own transaction.
@@ -379,11 +424,11 @@ class AutoPopulate:
             except _Retry as retry:
                 logger.warning("%s: %s for key %s; making it again.", self.class_name, retry.__cause__, key)
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
-                options["exists"] = self._exists_statement()
+                options["exists"] = self._key_rows_check()
 
     def _make1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, *,
                suppress_errors: bool, return_exception_objects: bool, make_kwargs: dict,
-               exists=None, metadata=None, last: bool = True, chain: bool = False) -> None:
+               exists=None, metadata=None, inserted=None, last: bool = True, chain: bool = False) -> None:
         conn = self.connection
         cls = type(self)
         start = time.time()
@@ -422,6 +467,14 @@ class AutoPopulate:
                         self.make(dict(key), **make_kwargs)
                 finally:
                     cls._allow_insert = False
+                if inserted is not None and not inserted(key):
+                    raise DataJointError(
+                        f"{self.class_name}.{'make_insert' if tripartite else 'make'}() did not insert the key it "
+                        f"was given: table {self.full_table_name} has no row matching {key} after it. make() must "
+                        "insert the key it was given; nothing of this make() was committed and the key stays "
+                        "pending. Insert a row for the key (with its attributes as given), or, if this table skips "
+                        "keys on purpose, set dj.config['jobs.check_make_inserted'] = False."
+                    )
                 if metadata is not None:  # hidden _job_* columns, in the same commit as the rows
                     metadata(key, start, time.time() - start)
                 if claims is not None:

@@ -8,6 +8,7 @@ import logging
 import os
 import pickle
 import random
+import re
 import time
 from typing import Any, Iterator, Sequence
 
@@ -26,6 +27,26 @@ logger = logging.getLogger("joinflow")
 QUERY_CACHE_SUFFIX = ".jfcache"
 DEADLOCK_RETRIES = 6
 DEADLOCK_PAUSE = 0.05  # seconds; doubled per attempt, randomized
+
+# What a statement run inside a transaction does to the statement savepoint (backends whose failed
+# statement aborts the transaction, see Backend.statement_savepoint): a READ leaves it where it is
+# (rolling back to it undoes no data), a WRITE makes the next statement move it past this one, and
+# CONTROL (the caller's own SAVEPOINT / RELEASE / ROLLBACK TO) stops joinflow's savepoint for the rest
+# of the transaction, so it never releases a savepoint the caller set.
+READ, WRITE, CONTROL = 0, 1, 2
+RAW = 3  # joinflow's own savepoint statements: run as they are
+_SP_CLEAN, _SP_MOVE = 1, 2  # the savepoint is set, with nothing / something written after it
+_LOCKS_OR_WRITES = re.compile(r"\bFOR\s+(?:UPDATE|SHARE|NO\s+KEY|KEY\s+SHARE)\b|\bINTO\b", re.I)
+
+
+def statement_kind(sql: str) -> int:
+    """READ for a plain SELECT (no row locks, no SELECT INTO), CONTROL for savepoint statements, else WRITE."""
+    head = sql.lstrip()[:9].upper()
+    if head.startswith("SELECT"):
+        return WRITE if _LOCKS_OR_WRITES.search(sql) else READ
+    if head.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+        return CONTROL
+    return WRITE
 
 
 class Connection:
@@ -103,6 +124,12 @@ class Connection:
         # after commit_transaction(chain=True): the server has the next transaction open already
         # (COMMIT AND CHAIN); start_transaction() takes it over, any other statement ends it first
         self._chained = False
+        # statement savepoints (PostgreSQL): their SQL, and the state in the open transaction (0: none)
+        self._sp_sql = self.backend.savepoint_statements() if self.backend.statement_savepoint else None
+        self._savepoint = 0
+        self._failure: str | None = None  # the last statement error inside the open transaction
+        self._doomed: str | None = None  # the server aborted the open transaction (deadlock): it cannot commit
+        self._atomic_depth = 0  # open atomic_block() blocks
         self._query_cache: str | None = None  # set_query_cache(name): fetched rows kept in config["query_cache"]
         self._reconnect = bool(cfg["database.reconnect"])
         self.headings: dict[str, Any] = {}  # heading cache by full table name
@@ -127,6 +154,12 @@ class Connection:
             raise LostConnectionError(f"Cannot connect to {where}: {settings.mask_text(exc.orig)}. {hint}") from None
         self._in_transaction = False
         self._chained = False
+        self._end_transaction_state()
+
+    def _end_transaction_state(self) -> None:
+        self._savepoint = 0
+        self._failure = self._doomed = None
+        self._atomic_depth = 0
 
     def close(self) -> None:
         self._driver = None
@@ -234,9 +267,15 @@ class Connection:
         """Execute a SQLAlchemy statement (or SQL text); errors become joinflow errors."""
         if isinstance(statement, str):
             statement = sa.text(statement)
+        kind = WRITE
+        if self._savepoint:  # inside a transaction that keeps statement savepoints
+            if isinstance(statement, sa.TextClause):
+                kind = statement_kind(statement.text)
+            elif getattr(statement, "is_select", False) and not getattr(statement, "_for_update_arg", None):
+                kind = READ
         if params is None:
-            return self._run(lambda c: c.execute(statement), table)
-        return self._run(lambda c: c.execute(statement, params), table)
+            return self._run(lambda c: c.execute(statement), table, kind)
+        return self._run(lambda c: c.execute(statement, params), table, kind)
 
     def run_sql(self, sql: str, args: Any = None, *, table: str | None = None):
         """Run pre-compiled SQL (the dialect's paramstyle) with one parameter set, or many.
@@ -247,7 +286,8 @@ class Connection:
         more client time than the statement itself for short queries); the result is read at
         once and returned as a `DriverResult`.
         """
-        return self._run(lambda c: self._driver_execute(c, sql, args), table)
+        return self._run(lambda c: self._driver_execute(c, sql, args), table,
+                         statement_kind(sql) if self._savepoint else WRITE)
 
     def executemany_driver(self, sql: str, rows: Sequence, *, table: str | None = None):
         """Run pre-compiled SQL over many parameter rows with the driver's executemany."""
@@ -271,21 +311,34 @@ class Connection:
         else:
             if self._chained:
                 self.end_chain()
+            if self._in_transaction and self._doomed is not None:
+                raise self._doomed_error()
             dbapi_conn = self.sa_connection.connection.dbapi_connection
+        kind = statement_kind(sql) if not own and self._in_transaction and self._savepoint else CONTROL
+        guarded = kind != CONTROL
         cursor = None
         try:
+            if guarded and self._savepoint == _SP_MOVE:
+                self._run(lambda c: self._move_savepoint(c), None, RAW)
             cursor = self.backend.stream_cursor(dbapi_conn) if own else dbapi_conn.cursor()
             try:
                 cursor.execute(sql, args)
+                if guarded and kind == WRITE:  # e.g. FOR UPDATE: its row locks stay after a later failure
+                    self._savepoint = _SP_MOVE
                 while True:
                     rows = cursor.fetchmany(batch_size)
                     if not rows:
                         return
                     yield rows
             except self._dbapi_error as exc:
-                raise self.translate_error(
+                if guarded:
+                    self._roll_back_statement(exc)
+                error = self.translate_error(
                     sa.exc.DBAPIError.instance(sql, args, exc, self._dbapi_error, dialect=self.engine.dialect)
-                ) from exc
+                )
+                if not own:
+                    self._note_failure(error)
+                raise error from exc
         finally:
             if cursor is not None:
                 with contextlib.suppress(Exception):
@@ -339,13 +392,16 @@ class Connection:
         return sa.exc.DBAPIError.instance(sql, args, exc, self._dbapi_error, connection_invalidated=lost,
                                           dialect=dialect)
 
-    def _run(self, action, table: str | None):
+    def _run(self, action, table: str | None, kind: int = WRITE):
         """Run ``action(sa_connection)``: reconnect once after a lost connection and retry
-        deadlocks while no transaction is open; every other failure becomes a joinflow error."""
+        deadlocks while no transaction is open; every other failure becomes a joinflow error.
+        ``kind`` (READ, WRITE, CONTROL) places the statement savepoint where the backend keeps one."""
         lost_retried = False
         deadlocks = 0
         if self._chained:
             self.end_chain()
+        if self._in_transaction and self._doomed is not None:
+            raise self._doomed_error()
         while True:
             if self._conn is not None and self._conn.invalidated and not self._in_transaction:
                 self._discard_connection()  # the session died earlier: start a fresh one
@@ -357,6 +413,8 @@ class Connection:
                     "run it again."
                 )
             try:
+                if self._savepoint and self._in_transaction:
+                    return self._guarded(action, kind)
                 return action(self.sa_connection)
             except OverflowError as exc:  # the driver refuses an integer beyond 64 bits before the server sees it
                 raise DataTypeError(
@@ -373,7 +431,123 @@ class Connection:
                                 f" on {table}" if table else "", deadlocks + 1)
                     time.sleep(DEADLOCK_PAUSE * (2 ** (deadlocks - 1)) * (0.5 + random.random()))
                     continue
+                self._note_failure(error)
                 raise error from exc
+
+    # -- statement savepoints ----------------------------------------------------------------------
+    def _guarded(self, action, kind: int):
+        """Run ``action`` after the statement savepoint; a failed statement is rolled back to it, so
+        the transaction stays usable when the caller catches the error (PostgreSQL)."""
+        sa_conn = self.sa_connection
+        if kind == RAW:
+            return action(sa_conn)
+        if kind == CONTROL:  # the caller manages savepoints in this transaction: joinflow's steps aside
+            self._savepoint = 0
+            return action(sa_conn)
+        if self._savepoint == _SP_MOVE and not self._atomic_depth:  # in atomic_block(): it stays before the block
+            self._move_savepoint(sa_conn)
+        try:
+            result = action(sa_conn)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                self._roll_back_statement(exc.orig)
+            raise
+        if kind == WRITE:
+            self._savepoint = _SP_MOVE
+        return result
+
+    def _move_savepoint(self, sa_conn) -> None:
+        """Release the savepoint and set it again after the statements that succeeded (one round trip)."""
+        self._driver_execute(sa_conn, self._sp_sql[1], None)
+        self._savepoint = _SP_CLEAN
+
+    def _roll_back_statement(self, orig: BaseException) -> None:
+        """Undo the failed statement (back to the savepoint).  After a deadlock or lock timeout the
+        whole transaction is rolled back at once, releasing its locks as the server would without
+        savepoints (another session may be waiting for them); the connection then refuses every
+        statement and the COMMIT of this transaction (doomed).  A lost session is left as it is."""
+        kind = self.backend.classify_error(orig)[0]
+        if kind == "lost":
+            return
+        try:
+            self._driver_execute(self.sa_connection, "ROLLBACK" if kind == "deadlock" else self._sp_sql[2], None)
+        except sa.exc.DBAPIError:  # the transaction stays aborted; COMMIT refuses it
+            logger.warning("Rolling back the failed statement failed; the transaction cannot be committed.")
+
+    def _note_failure(self, error: DataJointError) -> None:
+        """Remember a statement error inside the open transaction; after a deadlock (the server
+        aborted the transaction's work) the transaction is doomed: nothing more runs in it and COMMIT
+        refuses, on every backend."""
+        if not self._in_transaction:
+            return
+        self._failure = f"{type(error).__name__}: {error}"
+        if isinstance(error, DeadlockError):
+            self._doomed = self._failure
+
+    @contextlib.contextmanager
+    def atomic_block(self) -> Iterator["Connection"]:
+        """For joinflow's own multi-statement steps: the block's statements take effect together or
+        not at all.
+
+        Outside a transaction, the block is a transaction.  Inside one, an exception leaving the
+        block undoes the block's statements only (a savepoint), and the transaction goes on if the
+        caller catches it: ``insert()`` of many rows uses it, so a refused row never leaves the rows
+        before it behind.  Any failed statement in the block undoes the whole block (PostgreSQL keeps
+        one statement savepoint, before the block), so the block must not catch statement errors."""
+        if not self._in_transaction:
+            with self.transaction:
+                yield self
+            return
+        if self._doomed is not None:
+            raise self._doomed_error()
+        statement_savepoint = bool(self._savepoint)
+        if statement_savepoint:  # PostgreSQL: the statement savepoint, placed before the block, covers it
+            if self._savepoint == _SP_MOVE and not self._atomic_depth:
+                self._run(lambda c: self._move_savepoint(c), None, RAW)
+            names = (None, None, self._sp_sql[2])
+        else:
+            name = f"jf_atomic{self._atomic_depth}"
+            names = (f"SAVEPOINT {name}", f"RELEASE SAVEPOINT {name}", f"ROLLBACK TO SAVEPOINT {name}")
+            self._run(lambda c: self._driver_execute(c, names[0], None), None, RAW)
+        self._atomic_depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._atomic_depth -= 1
+            if self._in_transaction and self._doomed is None and self._conn is not None \
+                    and not self._conn.invalidated:
+                try:
+                    self._run(lambda c: self._driver_execute(c, names[2], None), None, RAW)
+                    if names[1]:
+                        self._run(lambda c: self._driver_execute(c, names[1], None), None, RAW)
+                except DataJointError as exc:  # the transaction cannot go on: make sure it never commits
+                    self._doomed = self._doomed or f"{type(exc).__name__}: {exc}"
+            raise
+        self._atomic_depth -= 1
+        if names[1]:
+            self._run(lambda c: self._driver_execute(c, names[1], None), None, RAW)
+
+    def _doomed_error(self) -> DeadlockError:
+        return DeadlockError(
+            f"This transaction was aborted by the server earlier ({self._doomed}); nothing of it can be written. "
+            "Roll it back (leave the `with` block with the error) and run it again."
+        )
+
+    def _commit_refusal(self) -> DataJointError | None:
+        """Why the open transaction must not be committed, or None."""
+        if self._doomed is not None:
+            return DeadlockError(
+                f"COMMIT refused: the server aborted this transaction earlier ({self._doomed}). It was rolled "
+                "back; nothing of it was written. Run the transaction again."
+            )
+        if self._sp_sql is not None and self.backend.transaction_aborted(self._driver_for(self._conn)[1]):
+            return QueryError(
+                "COMMIT refused: a statement in this transaction failed "
+                f"({self._failure or 'the error was not seen by joinflow'}) and the server aborted the whole "
+                "transaction, so committing would silently write nothing. It was rolled back; nothing of it was "
+                "written. Fix the failing statement and run the transaction again."
+            )
+        return None
 
     def translate_error(self, exc: BaseException, table: str | None = None) -> DataJointError:
         """The joinflow error for a driver error, with the fix for permission and deadlock errors."""
@@ -423,6 +597,7 @@ class Connection:
         """Forget a dead session; the next statement opens a new one."""
         self._driver = None
         self._chained = False
+        self._savepoint = 0
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.invalidate()
@@ -462,31 +637,45 @@ class Connection:
     def start_transaction(self) -> None:
         if self._in_transaction:
             raise DataJointError("Nested connections are not supported.")
-        if self._chained:  # the previous commit opened this transaction already
+        self._end_transaction_state()
+        if self._chained:  # the previous commit opened this transaction already (and its savepoint)
             self._chained = False
             if self._conn is not None and not self._conn.invalidated:
                 self._in_transaction = True
+                self._savepoint = _SP_CLEAN if self._sp_sql else 0
                 return
             self._discard_connection()
         # a lost connection (e.g. the server dropped us during a long compute) reconnects here;
         # a lock timeout on BEGIN (SQLite's BEGIN IMMEDIATE) is retried like any statement
         begin = self.backend.begin_statement
+        if self._sp_sql:  # the first statement savepoint goes in the same round trip
+            begin = f"{begin}; {self._sp_sql[0]}"
         self._run(lambda c: self._driver_execute(c, begin, None), None)
         self._in_transaction = True
+        self._savepoint = _SP_CLEAN if self._sp_sql else 0
 
     def commit_transaction(self, chain: bool = False) -> None:
         """COMMIT.  With ``chain`` (where the backend has COMMIT AND CHAIN) the next transaction is
         opened by the same round trip: the caller's next ``start_transaction()`` costs nothing, and
         any other statement first commits the (empty) chained transaction.  For loops that start
         the next transaction at once, never before a pause."""
-        actions = self.__dict__.pop("_rollback_actions", [])
         if self._conn is None or self._conn.invalidated:
+            actions = self.__dict__.pop("_rollback_actions", [])
             self._in_transaction = False
             self._discard_connection()
             self._undo(actions)
             raise LostConnectionError("The connection to the database was lost before COMMIT; the transaction was "
                                       "rolled back by the server and nothing of it was written. Run it again.")
+        refusal = self._commit_refusal()
+        if refusal is not None:  # never a COMMIT that returns normally and writes nothing
+            self.cancel_transaction()
+            raise refusal
+        actions = self.__dict__.pop("_rollback_actions", [])
+        self._end_transaction_state()
         statement = (chain and self.backend.commit_chain_statement) or "COMMIT"
+        chained = statement != "COMMIT"
+        if chained and self._sp_sql:  # the next transaction's first savepoint, in the same round trip
+            statement = f"{statement}; {self._sp_sql[0]}"
         try:
             self._driver_execute(self._conn, statement, None)
         except sa.exc.DBAPIError as exc:
@@ -502,7 +691,7 @@ class Connection:
                 self._undo(actions)
             raise error from exc
         self._in_transaction = False
-        self._chained = statement != "COMMIT"
+        self._chained = chained
 
     def end_chain(self) -> None:
         """Commit the empty transaction a chained commit left open, if any (one round trip)."""
@@ -519,6 +708,7 @@ class Connection:
 
     def cancel_transaction(self) -> None:
         self._in_transaction = False
+        self._end_transaction_state()
         if self._conn is None or self._conn.invalidated:  # the session is gone, and its transaction with it
             self._discard_connection()
         else:

@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "jobs.version_method": None,
     "jobs.allow_new_pk_fields_in_computed_tables": False,
     "jobs.add_job_metadata": False,
+    "jobs.check_make_inserted": True,  # populate(): a make() that inserts no row for its key is an error
     "jobs.lease_timeout": 300,
     "provenance.capture": False,  # DataJoint 2.3.4+: Manual tables declared now get hidden `_prov`
     "provenance.source": {},  # JSON-serializable dict stored in each row's `_prov` (joinflow.provenance)

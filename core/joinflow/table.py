@@ -528,13 +528,13 @@ class Table(QueryExpression):
         else:
             params = [dict(zip(layout, row)) for row in values]
         size = int(chunk_size or conn.config["insert.batch_size"] or len(params))
-        if conn.in_transaction and len(params) <= size:  # the usual insert1 inside make(): one statement
-            try:
+        if conn.in_transaction and len(params) <= size and backend.executemany_is_atomic(params):
+            try:  # the usual insert1 inside make(): one statement, which fails as a whole
                 conn.executemany_driver(sql, params, table=full_name)
             except DataTypeError as exc:
                 raise self._diagnose(fields, values, exc) from None
-        else:
-            with conn.transaction_if_needed():
+        else:  # all rows or none, also when the caller catches the error inside its transaction
+            with conn.atomic_block():
                 try:
                     for start in range(0, len(params), size):
                         conn.executemany_driver(sql, params[start : start + size], table=full_name)

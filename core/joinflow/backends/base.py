@@ -192,6 +192,29 @@ class Backend:
     commit_chain_statement: str | None = "COMMIT AND CHAIN"
     transactional_ddl = False
     supports_schemas_natively = True
+    # Where one failed statement aborts the whole open transaction (PostgreSQL refuses every later
+    # statement and turns COMMIT into a silent ROLLBACK), the name of a savepoint that the connection
+    # keeps just before each statement it runs inside a transaction: a failed statement is rolled
+    # back to it, so an error the caller catches undoes that statement only and the transaction goes
+    # on, as it does on SQLite and MySQL.  None: a failed statement undoes itself already.
+    statement_savepoint: str | None = None
+
+    def savepoint_statements(self) -> tuple[str, str, str]:
+        """(set, move, roll back) SQL of the statement savepoint: set it at BEGIN; move it past
+        statements that succeeded (release and set again, one round trip); roll back a failure."""
+        name = self.statement_savepoint
+        return (f"SAVEPOINT {name}", f"RELEASE SAVEPOINT {name}; SAVEPOINT {name}",
+                f"ROLLBACK TO SAVEPOINT {name}")
+
+    def transaction_aborted(self, dbapi_conn) -> bool:
+        """Whether the server holds the open transaction as failed (its COMMIT would roll back)."""
+        return False
+
+    def executemany_is_atomic(self, rows: Sequence) -> bool:
+        """Whether the driver's executemany of ``rows`` inside a transaction fails as a whole (one
+        statement, or under the statement savepoint); if not, insert() wraps it in a savepoint.
+        Default: one row (SQLite's executemany leaves the rows before a refused one behind)."""
+        return len(rows) <= 1
 
     # -- engine -----------------------------------------------------------------------
     def make_url(self, cfg) -> sa.engine.URL:  # pragma: no cover - abstract

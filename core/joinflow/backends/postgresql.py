@@ -54,6 +54,19 @@ class PostgreSQLBackend(Backend):
     begin_statement = "BEGIN"
     transactional_ddl = True
     read_timeout_closes_connection = False  # statement_timeout: the server cancels the statement
+    statement_savepoint = "jf_statement"  # a failed statement aborts the transaction: see Backend
+
+    def transaction_aborted(self, dbapi_conn) -> bool:
+        # read from the session's state, which the server reports with every result: no round trip
+        info = getattr(dbapi_conn, "info", None)  # psycopg 3
+        status = getattr(info, "transaction_status", None)
+        if status is None:  # psycopg2
+            get = getattr(dbapi_conn, "get_transaction_status", None)
+            status = get() if get is not None else None
+        return status is not None and int(status) == 3  # INERROR in both drivers
+
+    def executemany_is_atomic(self, rows) -> bool:
+        return True  # one call under the statement savepoint: a failure rolls all of it back
 
     def make_url(self, cfg) -> sa.engine.URL:
         return sa.engine.URL.create(
