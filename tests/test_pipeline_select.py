@@ -199,6 +199,13 @@ def test_selection_from_a_manifest_and_recorded_in_it(lab_module, tmp_path):
     assert read_manifest(out) == manifest
     assert manifest_main(["manifest", m.__name__, "-o", str(out), "--select", "Nope"]) == 2
     assert read_manifest(out) == manifest  # the failed run left the file alone
+    from joinflow import cli
+
+    out2 = tmp_path / "cli.json"  # `joinflow manifest` takes the same options
+    assert cli.main(["manifest", m.__name__, "-o", str(out2), "--select", "+Summary", "--exclude", "Spikes"]) == 0
+    assert read_manifest(out2) == manifest
+    assert cli.main(["manifest", m.__name__, "-o", str(out2), "--exclude", "Sumary"]) != 0
+    assert read_manifest(out2) == manifest
 
 
 def test_per_step_settings(lab_module, tmp_path):

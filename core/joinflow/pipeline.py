@@ -11,7 +11,10 @@ A pipeline's structure can be saved as a *manifest* (:meth:`Pipeline.to_manifest
 ``python -m joinflow.pipeline manifest MODULE -o pipeline.json``): JSON with the format name
 and version, the modules, schemas and database (backend, host, database name; never
 credentials), every table (``module:Class`` name, tier, schema, table name, full table name,
-parents, parts) in topological order, the steps with their upstream steps, and ``hash``:
+parents, parts, ``code_version``; ``"external": true`` for a computed table outside the
+selection) in topological order, the steps with their upstream steps (and ``settings`` when a
+step has any), ``selection`` when the pipeline is a selection (``select=`` / ``exclude=``,
+see :mod:`joinflow.selection`), and ``hash``:
 ``"sha256:"`` + the SHA-256 of the canonical JSON (sorted keys, separators ``,`` and ``:``,
 ASCII) of every other key.  :meth:`Pipeline.from_manifest` rebuilds the nodes and steps from
 it without importing a module or connecting (a step imports its class on first use), so an
@@ -355,6 +358,8 @@ class Pipeline:
         self.manifest: dict | None = None
         self._database: dict | None = None
         self.selection: dict | None = None  # {"select": [...] | None, "exclude": [...] | None}
+        for s in self.steps:  # a bad ``orchestration`` attribute fails here, not in a worker later
+            s.settings
         self._configure(select, exclude, settings)
 
     # -- selection and settings -------------------------------------------------------------------
