@@ -220,3 +220,18 @@ def test_run_computes_exactly_the_given_keys(pipeline_module):
         [{"animal": 1, "rec": 2}, {"animal": 2, "rec": 0}]
     assert spikes.run([{"animal": 1}])["rows_added"] == 2  # the rest of animal 1
     assert spikes.pending_count() == 2
+
+
+def test_a_selected_pipeline_computes_only_its_steps(pipeline_module):
+    """Upstream steps outside the selection are read, never computed (on every backend)."""
+    m = pipeline_module
+    m.Animal.insert([{"animal": 1}])
+    m.Recording.insert([{"animal": 1, "rec": r, "signal": 2.0} for r in range(3)])
+    summary_only = Pipeline(m, select="Summary")
+    assert [s.class_name for s in summary_only.steps] == ["Summary"]
+    results = summary_only.run()
+    assert [r["rows_added"] for r in results] == [0]
+    assert len(m.Spikes()) == 0 and len(m.Summary()) == 0  # Spikes is a source here: not computed
+    assert [r["rows_added"] for r in Pipeline(m, exclude="Summary").run()] == [3]
+    assert len(m.Summary()) == 0
+    assert [r["rows_added"] for r in summary_only.run()] == [3]

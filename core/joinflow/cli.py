@@ -540,7 +540,7 @@ def cmd_manifest(args) -> int:
 
     modules = [load_module(name) for name in args.modules]
     try:
-        pipeline = Pipeline(*modules)
+        pipeline = Pipeline(*modules, select=args.select, exclude=args.exclude)
     except DataJointError as exc:
         raise UsageError(f"Modules {', '.join(args.modules)}: {exc}") from None
     manifest = pipeline.to_manifest() if args.output == "-" else pipeline.write_manifest(args.output)
@@ -600,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "(JoinflowDag(manifest=...) builds a DAG from it without touching the database)")
     man.add_argument("modules", nargs="+", metavar="MODULE", help="pipeline modules or .py files")
     man.add_argument("-o", "--output", default="-", metavar="FILE", help="file to write (default: - = stdout)")
+    man.add_argument("--select", action="append", default=None, metavar="SELECTOR",
+                     help="only these computed tables (Class, module:Class, schema:NAME, tier:TIER, +X, X+; repeatable)")
+    man.add_argument("--exclude", action="append", default=None, metavar="SELECTOR",
+                     help="leave these tables out (selectors; repeatable)")
 
     sch = command("schema", None, "list schemas, or describe the tables of one")
     schema_sub = sch.add_subparsers(dest="schema_command", required=True, metavar="list|describe",

@@ -11,7 +11,10 @@ A pipeline's structure can be saved as a *manifest* (:meth:`Pipeline.to_manifest
 ``python -m joinflow.pipeline manifest MODULE -o pipeline.json``): JSON with the format name
 and version, the modules, schemas and database (backend, host, database name; never
 credentials), every table (``module:Class`` name, tier, schema, table name, full table name,
-parents, parts) in topological order, the steps with their upstream steps, and ``hash``:
+parents, parts, ``code_version``; ``"external": true`` for a computed table outside the
+selection) in topological order, the steps with their upstream steps (and ``settings`` when a
+step has any), ``selection`` when the pipeline is a selection (``select=`` / ``exclude=``,
+see :mod:`joinflow.selection`), and ``hash``:
 ``"sha256:"`` + the SHA-256 of the canonical JSON (sorted keys, separators ``,`` and ``:``,
 ASCII) of every other key.  :meth:`Pipeline.from_manifest` rebuilds the nodes and steps from
 it without importing a module or connecting (a step imports its class on first use), so an
@@ -20,6 +23,7 @@ orchestrator can build its task graph without a database.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
@@ -27,10 +31,11 @@ import os
 import sys
 import time
 import types
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .autopopulate import AutoPopulate
 from .errors import DataJointError
+from .selection import SETTINGS_ATTRIBUTE, Graph, check_settings, code_version, normalize_selectors
 from .table import Table
 from .user_tables import Part, UserTable
 
@@ -84,9 +89,13 @@ class TableNode:
 
     def __init__(self, name: str, cls: type | None, tier: str, full_table_name: str,
                  parents: Iterable[str] = (), parts: Iterable[str] = (), *,
-                 schema: str | None = None, table_name: str | None = None):
+                 schema: str | None = None, table_name: str | None = None, code_version: str | None = None,
+                 external: bool = False):
         self.name = name  # importable "module:Class"
         self._cls = cls
+        self._code_version = code_version
+        # an Imported/Computed table outside the pipeline's selection: read as a source, never computed
+        self.external = external
         self.tier = tier
         self.full_table_name = full_table_name
         self.parents = list(parents)  # full table names
@@ -117,7 +126,15 @@ class TableNode:
 
     @property
     def is_step(self) -> bool:
-        return self.tier in ("Imported", "Computed")
+        """An Imported/Computed table this pipeline computes (not one outside its selection)."""
+        return self.tier in ("Imported", "Computed") and not self.external
+
+    @property
+    def code_version(self) -> str:
+        """Hash of the definition (and parts') and the make()/make_*/key_source source text."""
+        if self._code_version is None:
+            self._code_version = code_version(self.cls)
+        return self._code_version
 
 
 class Step:
@@ -128,7 +145,8 @@ class Step:
     """
 
     def __init__(self, cls: type | str, upstream: Sequence[str] = (), *, full_table_name: str | None = None,
-                 schema: str | None = None, table_name: str | None = None):
+                 schema: str | None = None, table_name: str | None = None, settings: dict | None = None,
+                 code_version: str | None = None):
         if isinstance(cls, str):
             self.name = cls
             self._cls = None
@@ -142,6 +160,10 @@ class Step:
         self._full_table_name = full_table_name
         self.schema = schema
         self.table_name = table_name
+        self._code_version = code_version
+        # orchestration settings (retries, pool, queue, tags, batch_size, timeout, ...): the class's
+        # ``orchestration`` attribute, overridden by Pipeline(settings=); None: not resolved yet
+        self._settings = None if settings is None else dict(settings)
 
     def __repr__(self) -> str:
         return f"Step({self.name!r})"
@@ -158,6 +180,21 @@ class Step:
     @property
     def class_name(self) -> str:
         return self.name.rpartition(":")[2].rpartition(".")[2]
+
+    @property
+    def settings(self) -> dict:
+        """Per-step orchestration settings (see ``joinflow.selection.SETTINGS``) for adapters."""
+        if self._settings is None:
+            self._settings = check_settings(getattr(self.cls, SETTINGS_ATTRIBUTE, None),
+                                            f"{self.name} ({SETTINGS_ATTRIBUTE} attribute)")
+        return dict(self._settings)
+
+    @property
+    def code_version(self) -> str:
+        """Changes when the table's definition or its make()/make_*/key_source source changes."""
+        if self._code_version is None:
+            self._code_version = code_version(self.cls)
+        return self._code_version
 
     @property
     def table(self):
@@ -279,9 +316,19 @@ class Pipeline:
 
     ``Pipeline(*modules_or_schemas_or_classes)`` reads the foreign-key graph from the database;
     ``Pipeline.from_manifest(path)`` rebuilds the same nodes and steps from a manifest alone.
+
+    ``select=`` / ``exclude=``: selectors (a string or a list; see :mod:`joinflow.selection`:
+    ``Spikes``, ``module:Class``, ``schema:NAME``, ``tier:computed``, ``+X`` with ancestors,
+    ``X+`` with descendants) choosing the steps this pipeline computes.  The ancestors of the
+    selected tables stay in :attr:`nodes` as sources; an unselected Imported/Computed ancestor
+    is *external* (``node.external``, not a step): its rows are read, never computed.
+    ``settings=``: ``{selector: {"retries": 2, "pool": "db", ...}}``, per-step orchestration
+    settings (:attr:`Step.settings`) applied in order over each class's ``orchestration``
+    attribute.
     """
 
-    def __init__(self, *sources: Any):
+    def __init__(self, *sources: Any, select: Any = None, exclude: Any = None,
+                 settings: Mapping[str, Mapping] | None = None):
         classes: list[type] = []
         for source in sources:
             classes.extend(_classes_of(source))
@@ -309,6 +356,91 @@ class Pipeline:
                                        full_table_name=node.full_table_name, schema=node.schema,
                                        table_name=node.table_name))
         self.manifest: dict | None = None
+        self._database: dict | None = None
+        self.selection: dict | None = None  # {"select": [...] | None, "exclude": [...] | None}
+        for s in self.steps:  # a bad ``orchestration`` attribute fails here, not in a worker later
+            s.settings
+        self._configure(select, exclude, settings)
+
+    # -- selection and settings -------------------------------------------------------------------
+    def subset(self, select: Any = None, exclude: Any = None,
+               settings: Mapping[str, Mapping] | None = None) -> "Pipeline":
+        """A copy of this pipeline with a selection and/or settings applied (this one is unchanged)."""
+        other = copy.copy(self)
+        other._configure(select, exclude, settings)
+        return other
+
+    def _configure(self, select: Any, exclude: Any, settings: Mapping[str, Mapping] | None) -> None:
+        if settings is not None:
+            self._apply_settings(settings)
+        if select is not None or exclude is not None:
+            self._select(normalize_selectors(select, "select"), normalize_selectors(exclude, "exclude"))
+
+    def _apply_settings(self, settings: Mapping[str, Mapping]) -> None:
+        if not isinstance(settings, Mapping):
+            raise DataJointError("settings= must map selectors to settings, e.g. "
+                                 f"{{'tier:computed': {{'retries': 2}}, 'Spikes': {{'pool': 'gpu'}}}}; not {settings!r}.")
+        graph = Graph(self.nodes)
+        merged = {s.name: s.settings for s in self.steps}
+        for selector, values in settings.items():
+            if not isinstance(selector, str) or not selector.strip():
+                raise DataJointError(f"settings= keys are selectors (strings), not {selector!r}.")
+            checked = check_settings(values, f"settings[{selector!r}]")
+            chosen = graph.tables(graph.resolve([selector], "settings"))
+            for s in self.steps:
+                if s.full_table_name in chosen:
+                    merged[s.name].update(checked)
+        steps = []
+        for s in self.steps:
+            s = copy.copy(s)
+            s._settings = merged[s.name]
+            steps.append(s)
+        self.steps = steps
+        self.manifest = None
+
+    def _select(self, select: list[str] | None, exclude: list[str] | None) -> None:
+        if self.selection is not None:
+            raise DataJointError(f"This pipeline is already a selection ({self.selection}); select from the "
+                                 "whole pipeline (or its whole manifest) instead of narrowing a selection.")
+        graph = Graph(self.nodes)
+        units = graph.resolve(select, "select") if select is not None else set(graph.members)
+        if exclude:
+            units -= graph.resolve(exclude, "exclude")
+        selected = graph.tables(units)
+        if not any(n.is_step for full, n in graph.nodes.items() if full in selected):
+            raise DataJointError(f"select={select!r} exclude={exclude!r} selects no Imported or Computed table: "
+                                 "nothing would be computed. Steps of this pipeline: "
+                                 f"{', '.join(s.class_name for s in self.steps) or 'none'}.")
+        keep = graph.tables(graph.ancestors(units))
+        nodes = []
+        for node in self.nodes:
+            if node.full_table_name not in keep:
+                continue
+            node = copy.copy(node)
+            master = graph.nodes[graph.unit(node.full_table_name)]
+            if node.full_table_name not in selected and master.tier in ("Imported", "Computed"):
+                node.external = True  # an upstream step outside the selection: a source here
+            nodes.append(node)
+        upstream = {s.name: s.upstream for s in self.steps}
+        chosen = {s.name for s in self.steps if s.full_table_name in selected}
+
+        def nearest(name: str, seen: set) -> set:
+            if name in chosen:
+                return {name}
+            seen.add(name)
+            return set().union(*[nearest(u, seen) for u in upstream.get(name, ()) if u not in seen])
+
+        steps = []
+        for s in self.steps:
+            if s.name in chosen:
+                s = copy.copy(s)
+                s.upstream = sorted(set().union(*[nearest(u, set()) for u in s.upstream]))
+                steps.append(s)
+        self.nodes = nodes
+        self._by_table = {n.full_table_name: n for n in nodes}
+        self.steps = steps
+        self.selection = {"select": select, "exclude": exclude}
+        self.manifest = None
 
     def _upstream_steps(self, full: str, deps) -> list[str]:
         """Nearest auto-populated ancestors (through source tables, not through other steps)."""
@@ -357,19 +489,24 @@ class Pipeline:
         if self.manifest is not None:
             return dict(self.manifest)
         url = self.connection.url if self.connection is not None else None
+        database = self._database if url is None else {
+            "backend": url.get_backend_name(), "host": url.host,
+            "name": (url.database or "").replace(os.sep, "/").rsplit("/", 1)[-1] or None}
         body = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
             "modules": sorted({n.name.partition(":")[0] for n in self.nodes}),
             "schemas": sorted({n.schema for n in self.nodes if n.schema}),
-            "database": None if url is None else {
-                "backend": url.get_backend_name(), "host": url.host,
-                "name": (url.database or "").replace(os.sep, "/").rsplit("/", 1)[-1] or None},
+            "database": database,
             "tables": [{"name": n.name, "tier": n.tier, "schema": n.schema, "table_name": n.table_name,
-                        "full_table_name": n.full_table_name, "parents": list(n.parents), "parts": list(n.parts)}
+                        "full_table_name": n.full_table_name, "parents": list(n.parents), "parts": list(n.parts),
+                        "code_version": n.code_version, **({"external": True} if n.external else {})}
                        for n in self.nodes],
-            "steps": [{"name": s.name, "upstream": list(s.upstream)} for s in self.steps],
+            "steps": [{"name": s.name, "upstream": list(s.upstream), **({"settings": s.settings} if s.settings else {})}
+                      for s in self.steps],
         }
+        if self.selection is not None:
+            body["selection"] = dict(self.selection)
         return {**body, "hash": _manifest_hash(body)}
 
     def write_manifest(self, path: str | os.PathLike) -> dict:
@@ -383,18 +520,24 @@ class Pipeline:
         return manifest
 
     @classmethod
-    def from_manifest(cls, manifest: "str | os.PathLike | dict") -> "Pipeline":
+    def from_manifest(cls, manifest: "str | os.PathLike | dict", *, select: Any = None, exclude: Any = None,
+                      settings: Mapping[str, Mapping] | None = None) -> "Pipeline":
         """A pipeline rebuilt from a manifest (a dict or a JSON file): no import, no database.
 
-        Nodes and steps have their names, tiers, schemas, tables, parents, parts and upstream
-        steps; a step's class (and with it the database) is loaded only when it is used.
+        Nodes and steps have their names, tiers, schemas, tables, parents, parts, upstream
+        steps, code versions and settings; a step's class (and with it the database) is loaded
+        only when it is used.  ``select`` / ``exclude`` / ``settings`` as for :class:`Pipeline`
+        (a manifest that already records a selection cannot be narrowed again).
         """
         data = read_manifest(manifest)
         self = cls.__new__(cls)
         self.connection = None
         self.manifest = data
+        self._database = data.get("database")
+        self.selection = data.get("selection")
         self.nodes = [TableNode(t["name"], None, t["tier"], t["full_table_name"], t.get("parents", ()),
-                                t.get("parts", ()), schema=t.get("schema"), table_name=t.get("table_name"))
+                                t.get("parts", ()), schema=t.get("schema"), table_name=t.get("table_name"),
+                                code_version=t.get("code_version"), external=bool(t.get("external")))
                       for t in data["tables"]]
         self._by_table = {n.full_table_name: n for n in self.nodes}
         by_name = {n.name: n for n in self.nodes}
@@ -405,7 +548,10 @@ class Pipeline:
                 raise DataJointError(f"Manifest step {entry['name']!r} is not an Imported/Computed table of its "
                                      "'tables'; regenerate the manifest (python -m joinflow.pipeline manifest ...).")
             self.steps.append(Step(entry["name"], entry.get("upstream", ()), full_table_name=node.full_table_name,
-                                   schema=node.schema, table_name=node.table_name))
+                                   schema=node.schema, table_name=node.table_name,
+                                   settings=check_settings(entry.get("settings"), f"manifest step {entry['name']}"),
+                                   code_version=node._code_version))
+        self._configure(select, exclude, settings)
         return self
 
     @property
@@ -467,6 +613,9 @@ def manifest_main(argv: Sequence[str] | None = None) -> int:
     mf.add_argument("-o", "--output", default="-", help="file to write (default: - = stdout)")
     mf.add_argument("--url", default=None, help="database URL (default: JOINFLOW_DATABASE_URL / dj.config)")
     mf.add_argument("--path", action="append", default=[], help="prepend to sys.path (repeatable)")
+    mf.add_argument("--select", action="append", default=None,
+                    help="only these tables (selectors: Class, module:Class, schema:NAME, tier:TIER, +X, X+)")
+    mf.add_argument("--exclude", action="append", default=None, help="leave these tables out (selectors)")
     args = parser.parse_args(argv)
     if args.url:
         from .settings import config
@@ -478,7 +627,7 @@ def manifest_main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         modules = [importlib.import_module(name) for name in args.modules]
-        pipeline = Pipeline(*modules)
+        pipeline = Pipeline(*modules, select=args.select, exclude=args.exclude)
         if args.output == "-":
             print(json.dumps(pipeline.to_manifest(), indent=1, sort_keys=True))
         else:

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -179,24 +180,53 @@ def _report_task(step: str, conn_id: str | None) -> dict:
 # -- building the DAG (parse time: graph metadata only, no key queries) ------------------------
 # The DAG is built from the manifest dict in both forms: with ``manifest=`` it is read from
 # the file (no joinflow import, no database); with ``pipeline=`` it is ``Pipeline.to_manifest()``.
-def _as_pipeline(pipeline: Any, conn_id: str | None) -> "Pipeline":
+def _as_pipeline(pipeline: Any, conn_id: str | None, selection: dict | None = None) -> "Pipeline":
     from joinflow.pipeline import Pipeline
 
+    selection = selection or {}
     if isinstance(pipeline, Pipeline):
-        return pipeline
+        return pipeline.subset(**selection) if selection else pipeline
     items = list(pipeline) if isinstance(pipeline, (list, tuple)) else [pipeline]
     if any(isinstance(i, str) for i in items):  # import by name: bind to the hook's database first
         apply_url(JoinflowHook(conn_id).get_url() if conn_id else None)
         items = [importlib.import_module(i) if isinstance(i, str) else i for i in items]
-    return Pipeline(*items)
+    return Pipeline(*items, **selection)
 
 
-def _graph(pipeline: Any, manifest: Any, conn_id: str | None, depth: int) -> dict:
+def _graph(pipeline: Any, manifest: Any, conn_id: str | None, depth: int, selection: dict | None = None) -> dict:
     if (pipeline is None) == (manifest is None):
         raise TypeError("JoinflowDag: give exactly one of pipeline= (modules) or manifest= (a manifest file).")
+    selection = {k: v for k, v in (selection or {}).items() if v is not None}
     if manifest is not None:
-        return load_manifest(_manifest_source(manifest, depth + 1))
-    return _as_pipeline(pipeline, conn_id).to_manifest()
+        graph = load_manifest(_manifest_source(manifest, depth + 1))
+        if selection:  # selecting needs joinflow's selector logic (an import at parse time)
+            from joinflow.pipeline import Pipeline
+
+            graph = Pipeline.from_manifest(graph, **selection).to_manifest()
+        return graph
+    return _as_pipeline(pipeline, conn_id, selection).to_manifest()
+
+
+def populate_options(settings: dict, defaults: dict) -> dict:
+    """Operator arguments of a step's populate task: ``defaults`` overridden by its settings.
+
+    ``retries`` -> ``retries``, ``retry_delay`` -> ``retry_delay``, ``timeout`` ->
+    ``execution_timeout``, ``pool``, ``queue``, ``priority`` -> ``priority_weight``;
+    ``airflow.<argument>`` settings are passed as they are.
+    """
+    options = dict(defaults)
+    for key, argument in (("retries", "retries"), ("pool", "pool"), ("queue", "queue"),
+                          ("priority", "priority_weight")):
+        if key in settings:
+            options[argument] = settings[key]
+    if "retry_delay" in settings:
+        options["retry_delay"] = timedelta(seconds=settings["retry_delay"])
+    if "timeout" in settings:
+        options["execution_timeout"] = timedelta(seconds=settings["timeout"])
+    for key, value in settings.items():
+        if key.startswith("airflow."):
+            options[key.partition(".")[2]] = value
+    return options
 
 
 def _asset(schema: str, name: str, where: tuple[str, str]) -> Asset:
@@ -272,6 +302,9 @@ def joinflow_dag(
     pool: str | None = None,
     populate_retries: int | None = None,
     wait_for_pending: bool | dict = False,
+    select: str | list[str] | None = None,
+    exclude: str | list[str] | None = None,
+    settings: dict | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """An Airflow DAG running a joinflow pipeline's computed tables in foreign-key order.
@@ -290,8 +323,17 @@ def joinflow_dag(
     upstream step) before everything; ``True`` or the sensor's options (default
     ``soft_fail=True, mode="reschedule"``: no new keys skips the run).  Other keyword arguments go to
     ``airflow.sdk.DAG`` (``start_date``, ``catchup``, ``default_args``, ``tags``, ...).
+
+    ``select`` / ``exclude``: only these computed tables (joinflow selectors: ``Spikes``,
+    ``+Spikes`` with its ancestors, ``Spikes+`` with its descendants, ``schema:NAME``,
+    ``tier:computed``, ``module:Class``; a string or a list); upstream tables outside the
+    selection are read, never computed.  ``settings``: ``{selector: {...}}`` per-step settings
+    (over each table's ``orchestration`` attribute).  With ``manifest=`` these import joinflow
+    while parsing; a manifest written with ``--select`` / ``--exclude`` does not.  A step's
+    settings override ``pool`` / ``populate_retries`` / ``batch_size`` for that step (see
+    :func:`populate_options`).
     """
-    graph = _graph(pipeline, manifest, conn_id, 1)
+    graph = _graph(pipeline, manifest, conn_id, 1, {"select": select, "exclude": exclude, "settings": settings})
     tables = {t["name"]: t for t in graph["tables"]}
     by_full = {t["full_table_name"]: t["name"] for t in graph["tables"]}
     steps = graph["steps"]
@@ -300,22 +342,25 @@ def joinflow_dag(
     group_ids = _group_ids(steps, tables)
     dag_kwargs.setdefault("tags", ["joinflow"])
     dag_kwargs.setdefault("doc_md", "joinflow pipeline: " + ", ".join(group_ids.values()))
-    populate_options: dict[str, Any] = {"map_index_template": MAP_INDEX_TEMPLATE}
+    populate_defaults: dict[str, Any] = {"map_index_template": MAP_INDEX_TEMPLATE}
     if pool:
-        populate_options["pool"] = pool
+        populate_defaults["pool"] = pool
     if populate_retries is not None:
-        populate_options["retries"] = populate_retries
+        populate_defaults["retries"] = populate_retries
 
     plan_task = task(_plan_task, task_id="plan")
-    populate_task = task(_populate_task, task_id="populate", **populate_options)
     with DAG(dag_id, schedule=schedule, **dag_kwargs) as dag:
         groups: dict[str, TaskGroup] = {}
         for s in steps:
             name, table = s["name"], tables[s["name"]]
             outlets = [assets[name]] + [assets[by_full[p]] for p in table.get("parts", ()) if p in by_full]
             with TaskGroup(group_ids[name], tooltip=f"{name} -> {table['full_table_name']}") as group:
+                step_settings = s.get("settings") or {}
+                populate_task = task(_populate_task, task_id="populate",
+                                     **populate_options(step_settings, populate_defaults))
                 # the plan checks that the step's table is still the one this DAG was built for
-                plan = plan_task(name, batch_size, conn_id, f"{table['schema']}.{table['table_name']}")
+                plan = plan_task(name, step_settings.get("batch_size", batch_size), conn_id,
+                                 f"{table['schema']}.{table['table_name']}")
                 populate = populate_task.partial(conn_id=conn_id).expand(work=plan)
                 report = task(_report_task, task_id="report", trigger_rule="none_failed",
                               outlets=outlets)(name, conn_id)

@@ -149,3 +149,21 @@ def test_pending_trigger(pipeline_module, airflow_runner):
     dag = airflow_runner.dag(wait_for_pending={"deferrable": True, "poke_interval": 0.2, "timeout": 5})
     run = airflow_runner.run(dag)
     assert str(run.state) == "success" and set(pm.calls()) == pm.expected([1])
+
+
+def test_a_selection_builds_only_the_selected_tables_with_their_settings(pipeline_module, airflow_runner):
+    """select= / exclude= / settings= (joinflow selectors): only those task groups, each step's settings
+    mapped to its populate task; from a module and from a manifest."""
+    from datetime import timedelta
+
+    dag = airflow_runner.dag(select="+Summary", exclude="Spikes",
+                             settings={"Summary": {"retries": 4, "timeout": 300, "queue": "db"}})
+    assert set(dag.task_group.children) == {"Summary"}  # Spikes is read, never computed
+    populate = dag.get_task("Summary.populate")
+    assert (populate.retries, populate.execution_timeout, populate.queue) == (4, timedelta(seconds=300), "db")
+    assert dag.get_task("Summary.plan").upstream_task_ids == set()
+
+    dag = airflow_runner.dag(manifest=True, select=["Report", "Quality"])
+    assert set(dag.task_group.children) == {"Quality", "Report"}
+    assert {t.split(".")[0] for t in dag.get_task("Report.plan").upstream_task_ids} == {"Quality"}
+    assert dag.get_task("Report.populate").retries == 0

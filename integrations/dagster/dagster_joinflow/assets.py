@@ -26,12 +26,35 @@ class JoinflowMaterializeConfig(dg.Config):
     """Compute at most this many keys in this materialization."""
 
 
-def _as_pipeline(pipeline_or_modules: Any) -> Pipeline:
+def _as_pipeline(pipeline_or_modules: Any, **selection: Any) -> Pipeline:
+    selection = {k: v for k, v in selection.items() if v is not None}
     if isinstance(pipeline_or_modules, Pipeline):
-        return pipeline_or_modules
+        return pipeline_or_modules.subset(**selection) if selection else pipeline_or_modules
     if isinstance(pipeline_or_modules, (list, tuple)):
-        return Pipeline(*pipeline_or_modules)
-    return Pipeline(pipeline_or_modules)
+        return Pipeline(*pipeline_or_modules, **selection)
+    return Pipeline(pipeline_or_modules, **selection)
+
+
+def op_options(settings: Mapping[str, Any], retry_policy: Optional[dg.RetryPolicy],
+               pool: Optional[str]) -> dict[str, Any]:
+    """A step's op options: the factory's ``retry_policy`` / ``pool`` overridden by its settings.
+
+    ``retries`` (+ ``retry_delay``) -> ``RetryPolicy``, ``pool`` -> ``pool``, ``tags`` -> op
+    tags, ``queue`` -> op tag ``dagster-celery/queue``, ``priority`` -> op tag
+    ``dagster/priority``.  ``timeout`` and ``batch_size`` have no Dagster op equivalent.
+    """
+    tags = {tag: "" for tag in settings.get("tags", ())}
+    if "queue" in settings:
+        tags["dagster-celery/queue"] = settings["queue"]
+    if "priority" in settings:
+        tags["dagster/priority"] = str(settings["priority"])
+    if "retries" in settings:
+        delay = settings.get("retry_delay", retry_policy.delay if retry_policy else None)
+        retry_policy = dg.RetryPolicy(max_retries=settings["retries"], delay=delay)
+    elif "retry_delay" in settings and retry_policy is not None:
+        retry_policy = dg.RetryPolicy(max_retries=retry_policy.max_retries, delay=settings["retry_delay"],
+                                      backoff=retry_policy.backoff, jitter=retry_policy.jitter)
+    return {"retry_policy": retry_policy, "pool": settings.get("pool", pool), "tags": tags}
 
 
 def build_joinflow_assets(
@@ -42,6 +65,9 @@ def build_joinflow_assets(
     retry_policy: Optional[dg.RetryPolicy] = None,
     pool: Optional[str] = None,
     include_sources: bool = True,
+    select: Union[str, Sequence[str], None] = None,
+    exclude: Union[str, Sequence[str], None] = None,
+    settings: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ) -> list[Union[dg.AssetsDefinition, dg.AssetSpec]]:
     """One Dagster asset per table of a joinflow pipeline.
 
@@ -58,10 +84,17 @@ def build_joinflow_assets(
     * Dependencies follow the foreign keys; groups are schemas; see
       :class:`DagsterJoinflowTranslator` for keys, descriptions, metadata and partitions.
 
+    * ``select`` / ``exclude`` (joinflow selectors: ``Spikes``, ``+Spikes``, ``Spikes+``,
+      ``schema:NAME``, ``tier:computed``, ``module:Class``): only the selected tables are
+      materializable; their upstream tables (computed ones included) are external assets.
+    * A step's settings (its table's ``orchestration`` attribute, or ``settings=`` by
+      selector) override ``retry_policy`` / ``pool`` for its op; see :func:`op_options`.
+
     Materializable assets need the resource ``resource_key`` (a :class:`JoinflowResource`).
     Building the definitions reads the schema's catalog once; no data is read.
     """
-    pipe = _as_pipeline(pipeline_or_modules)
+    pipe = _as_pipeline(pipeline_or_modules, select=select, exclude=exclude, settings=settings)
+    step_settings = {s.name: s.settings for s in pipe.steps}
     translator = translator or DagsterJoinflowTranslator()
     nodes = {n.full_table_name: n for n in pipe.nodes}
     master_of = {part: n.full_table_name for n in pipe.nodes for part in n.parts}
@@ -93,7 +126,8 @@ def build_joinflow_assets(
             if include_sources:
                 result.append(spec)
             continue
-        result.append(_step_asset(node, spec, translator, resource_key, retry_policy, pool))
+        result.append(_step_asset(node, spec, translator, resource_key,
+                                  op_options(step_settings.get(node.name, {}), retry_policy, pool)))
     return result
 
 
@@ -109,7 +143,7 @@ def _partition_restriction(node: TableNode, attribute: str, partition_key: str) 
 
 
 def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflowTranslator, resource_key: str,
-                retry_policy: Optional[dg.RetryPolicy], pool: Optional[str]) -> dg.AssetsDefinition:
+                options: dict[str, Any]) -> dg.AssetsDefinition:
     step_name = node.name
     attribute = translator.get_partition_attribute(node)
     partitions_def = None
@@ -132,9 +166,9 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
         specs=[spec],
         check_specs=[check],
         required_resource_keys={resource_key},
-        retry_policy=retry_policy,
-        pool=pool,
-        op_tags={"joinflow/step": step_name},
+        retry_policy=options["retry_policy"],
+        pool=options["pool"],
+        op_tags={**options["tags"], "joinflow/step": step_name},
     )
     def _populate(context: dg.AssetExecutionContext, config: JoinflowMaterializeConfig):
         resource: JoinflowResource = getattr(context.resources, resource_key)

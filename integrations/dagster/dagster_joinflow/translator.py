@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any, Mapping, Optional, Sequence
 
@@ -98,9 +97,9 @@ class DagsterJoinflowTranslator:
         return {"joinflow", node.table.connection.dialect}
 
     def get_code_version(self, node: TableNode) -> Optional[str]:
-        """Changes when the table definition changes (a hash of the declaration text)."""
-        definition = getattr(node.cls, "definition", "") or ""
-        return hashlib.sha1(" ".join(definition.split()).encode()).hexdigest()[:12]
+        """Changes when the table's definition or its ``make()`` (``make_fetch/compute/insert``,
+        ``key_source``) source changes: joinflow's ``TableNode.code_version``."""
+        return node.code_version
 
     def get_partition_attribute(self, node: TableNode) -> Optional[str]:
         """The primary-key attribute keying a dynamic partitions definition (None: unpartitioned).

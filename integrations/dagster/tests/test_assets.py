@@ -307,3 +307,22 @@ def test_the_example_definitions_validate(tmp_path):
     proc = subprocess.run([str(dagster), "definitions", "validate", "-f", str(root / "examples/lcms/dagster_defs.py")],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def test_a_selection_builds_only_the_selected_assets_with_their_settings(pipeline_module, schema_name):
+    """select= / exclude=: only those tables are materializable, their upstream tables are external
+    assets; a step's settings become its op's retry policy and tags; code versions cover make()."""
+    s = schema_name
+    assets = build_joinflow_assets(pipeline_module.module, select="DetectedPeaks+", exclude="RunQC",
+                                   settings={"PeakSummary": {"retries": 2, "tags": ["heavy"]}})
+    assert _materializable(assets) == {dg.AssetKey([s, "DetectedPeaks"]), dg.AssetKey([s, "PeakSummary"])}
+    specs = _specs(assets)
+    assert f"{s}/RunQC" not in specs  # downstream of the selection: not built
+    assert {f"{s}/Centroid", f"{s}/Acquisition", f"{s}/Run"} <= set(specs)  # upstream: external, never computed
+    summary = next(a for a in assets if isinstance(a, dg.AssetsDefinition) and dg.AssetKey([s, "PeakSummary"]) in a.keys)
+    assert summary.op.retry_policy.max_retries == 2 and "heavy" in summary.op.tags
+    peaks = next(a for a in assets if isinstance(a, dg.AssetsDefinition) and dg.AssetKey([s, "DetectedPeaks"]) in a.keys)
+    assert peaks.op.retry_policy is None
+    step = Pipeline(pipeline_module.module).step("PeakSummary")
+    assert specs[f"{s}/PeakSummary"].code_version == step.code_version
+    dg.Definitions.validate_loadable(dg.Definitions(assets=assets, resources=_resources(pipeline_module)))

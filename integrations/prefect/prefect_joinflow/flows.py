@@ -203,6 +203,9 @@ def joinflow_flow(
     continue_on_failure: bool = True,
     artifact_key: str | None = None,
     tags: Iterable[str] = (),
+    select: str | list[str] | None = None,
+    exclude: str | list[str] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
     **flow_options: Any,
 ) -> JoinflowFlow:
     """A Prefect flow running a joinflow pipeline's computed tables in foreign-key order.
@@ -224,10 +227,25 @@ def joinflow_flow(
     costs an extra API call).  ``task_runner``: default Prefect's thread pool (one thread per
     task: their Prefect bookkeeping overlaps the database work, which one lock serializes); a
     ``DaskTaskRunner`` spreads batches over processes.  ``artifact_key``: key of the run-summary markdown artifact.
+    ``select`` / ``exclude``: only these computed tables (joinflow selectors: ``Spikes``,
+    ``+Spikes`` with its ancestors, ``Spikes+`` with its descendants, ``schema:NAME``,
+    ``tier:computed``, ``module:Class``); upstream tables outside the selection are read, never
+    computed.  The selection is resolved when the flow runs (a bad selector fails the run).
+    ``settings``: ``{selector: {...}}`` per-step settings over each table's ``orchestration``
+    attribute; a step's settings override ``retries`` / ``retry_delay_seconds`` /
+    ``batch_size`` and add to ``tags`` for that table (see :func:`task_options`).
     Other keyword arguments go to ``prefect.Flow`` (``log_prints``, ``timeout_seconds``...).
     """
     source = pipeline_or_modules
+    selection = {k: v for k, v in {"select": select, "exclude": exclude, "settings": settings}.items()
+                 if v is not None}
     if isinstance(source, Pipeline):  # keep the flow function picklable: classes, not a live connection
+        if source.selection is not None:
+            if select is not None or exclude is not None:
+                raise ValueError("joinflow_flow: the pipeline is already a selection; give select=/exclude= once.")
+            selection.update({k: v for k, v in source.selection.items() if v is not None})
+        # that Pipeline's step settings (its settings= included), then this function's settings=
+        selection["settings"] = {**{s.name: s.settings for s in source.steps if s.settings}, **(settings or {})}
         source = [node.cls for node in source.nodes if node.tier != "Part"]
     flow_name = name or "joinflow-" + "-".join(_slug(n) for n in _source_names(pipeline_or_modules))
     summary_key = artifact_key or _slug(f"{flow_name}-summary")
@@ -237,20 +255,22 @@ def joinflow_flow(
         apply_database_block(database_block)
         with db_lock():
             items = source if isinstance(source, (list, tuple)) else [source]
-            pipeline = Pipeline(*items)
+            pipeline = Pipeline(*items, **selection)
         steps = list(pipeline.steps)
         by_name = {s.name: s for s in steps}
+        step_settings = {s.name: s.settings for s in steps}
         populate_tasks = {
             s.name: populate_step.with_options(
                 name=f"populate {_label(s.name)}",
-                retries=int(_option_for(s, retries, 0)),
-                retry_delay_seconds=_option_for(s, retry_delay_seconds, 10),
-                tags=list(tags),
+                **task_options(step_settings[s.name], retries=int(_option_for(s, retries, 0)),
+                               retry_delay_seconds=_option_for(s, retry_delay_seconds, 10), tags=list(tags)),
             )
             for s in steps
         }
-        plan_tasks = {s.name: plan_step.with_options(name=f"plan {_label(s.name)}", tags=list(tags))
+        plan_tasks = {s.name: plan_step.with_options(name=f"plan {_label(s.name)}",
+                                                     tags=list(tags) + step_settings[s.name].get("tags", []))
                       for s in steps}
+        batch_sizes = {s.name: step_settings[s.name].get("batch_size", batch_size) for s in steps}
 
         events: queue.Queue = queue.Queue()
         state = {s.name: "waiting" for s in steps}
@@ -324,7 +344,7 @@ def joinflow_flow(
                     finish(s, "skipped", [], plan_error="skipped: an upstream table failed")
                     continue
                 wait = [allow_failure(f) for u in ups for f in [plan_futures[u], *batch_futures[u]] if f is not None]
-                future = plan_tasks[s.name].submit(s.name, batch_size, shards, database_block, wait_for=wait)
+                future = plan_tasks[s.name].submit(s.name, batch_sizes[s.name], shards, database_block, wait_for=wait)
                 plan_futures[s.name] = future
                 state[s.name] = "planning"
                 track(future, ("plan", s.name))
@@ -375,6 +395,29 @@ def joinflow_flow(
                         description=run_pipeline.__doc__, **flow_options)
     flow._joinflow_module = module_name
     return flow
+
+
+def task_options(settings: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
+    """A step's populate task options: ``defaults`` overridden by its settings.
+
+    ``retries`` -> ``retries``, ``retry_delay`` -> ``retry_delay_seconds``, ``timeout`` ->
+    ``timeout_seconds``, ``tags`` are added to the flow's tags; ``prefect.<option>`` settings
+    are passed to ``Task.with_options`` as they are.  ``pool`` / ``queue`` have no task-level
+    equivalent in Prefect (use tags with a tag concurrency limit, or the deployment's work pool).
+    """
+    options = dict(defaults)
+    if "retries" in settings:
+        options["retries"] = settings["retries"]
+    if "retry_delay" in settings:
+        options["retry_delay_seconds"] = settings["retry_delay"]
+    if "timeout" in settings:
+        options["timeout_seconds"] = settings["timeout"]
+    if settings.get("tags"):
+        options["tags"] = list(options.get("tags") or []) + list(settings["tags"])
+    for key, value in settings.items():
+        if key.startswith("prefect."):
+            options[key.partition(".")[2]] = value
+    return options
 
 
 def _write_artifact(key: str, flow_name: str, results: Mapping[str, dict]) -> None:

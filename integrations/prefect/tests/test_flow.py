@@ -249,3 +249,21 @@ def test_database_block_sets_the_joinflow_url(monkeypatch):
     assert dj.config["database.url"] == "sqlite:////tmp/jfp-block-test.db"
     assert os.environ["JOINFLOW_DATABASE_URL"] == "sqlite:////tmp/jfp-block-test.db"
     assert "jfp-block-test" not in repr(JoinflowDatabase.load("jfp-test-db"))  # a secret: masked
+
+
+def test_a_selection_runs_only_the_selected_tables_with_their_settings(pipeline_module):
+    """select= / exclude=: only those tables get tasks (upstream ones are read, never computed);
+    a step's settings become its populate tasks' options (tags, retries)."""
+    m = pipeline_module
+    m.add([1])
+    flow = joinflow_flow(m.module, batch_size=4, select="Spikes+", exclude="Report",
+                         settings={"Summary": {"tags": ["nightly"], "retries": 2}})
+    state, flow_run_id = run(flow)
+    assert state.is_completed(), state.message
+    assert {s.rpartition(":")[2] for s in state.result()} == {"Spikes", "Summary"}
+    assert set(m.calls()) == m.expected([1], tables=("Spikes", "Summary"))  # Quality and Report not computed
+    runs = task_runs(flow_run_id)
+    assert {step_of(r) for r in runs} == {"Spikes", "Summary"}
+    summary = [r for r in runs if r.name.startswith("populate Summary")]
+    assert summary and all("nightly" in r.tags and r.empirical_policy.retries == 2 for r in summary)
+    assert all("nightly" not in r.tags for r in runs if step_of(r) == "Spikes")
