@@ -182,6 +182,9 @@ class Backend:
     commit_chain_statement: str | None = "COMMIT AND CHAIN"
     transactional_ddl = False
     supports_schemas_natively = True
+    # whether the database name of a URL says where the schemas live (PostgreSQL: schemas live in one
+    # database; SQLite: in one file); False for MySQL, whose schemas are the server's databases
+    url_database_holds_schemas = True
 
     # -- engine -----------------------------------------------------------------------
     def make_url(self, cfg) -> sa.engine.URL:  # pragma: no cover - abstract
@@ -189,6 +192,12 @@ class Backend:
 
     def engine_kwargs(self, cfg) -> dict:
         return {}
+
+    def would_create(self, url: sa.engine.URL) -> str | None:
+        """What connecting to ``url`` would create (an SQLite file that does not exist), or None.
+
+        A server database is never created by connecting; an SQLite file is."""
+        return None
 
     # -- timeouts -------------------------------------------------------------------------
     # database.read_timeout: True where the client gives up and closes the session (the server may
