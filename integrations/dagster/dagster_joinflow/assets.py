@@ -6,7 +6,7 @@ import time
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import dagster as dg
-from joinflow.pipeline import Pipeline, Step, TableNode
+from joinflow.pipeline import Pipeline, Step, TableNode, expect_database
 
 from .resource import JoinflowResource
 from .translator import DagsterJoinflowTranslator, dagster_name, schema_of
@@ -29,9 +29,11 @@ class JoinflowMaterializeConfig(dg.Config):
 def _as_pipeline(pipeline_or_modules: Any) -> Pipeline:
     if isinstance(pipeline_or_modules, Pipeline):
         return pipeline_or_modules
-    if isinstance(pipeline_or_modules, (list, tuple)):
-        return Pipeline(*pipeline_or_modules)
-    return Pipeline(pipeline_or_modules)
+    items = pipeline_or_modules if isinstance(pipeline_or_modules, (list, tuple)) else [pipeline_or_modules]
+    # modules named by string are imported here: never on joinflow's defaults alone
+    with expect_database(what="build_joinflow_assets",
+                         setting="JOINFLOW_DATABASE_URL of the code location (or dj.config / joinflow.toml)"):
+        return Pipeline(*items)
 
 
 def build_joinflow_assets(
@@ -93,7 +95,7 @@ def build_joinflow_assets(
             if include_sources:
                 result.append(spec)
             continue
-        result.append(_step_asset(node, spec, translator, resource_key, retry_policy, pool))
+        result.append(_step_asset(node, spec, translator, resource_key, retry_policy, pool, pipe.database))
     return result
 
 
@@ -109,7 +111,8 @@ def _partition_restriction(node: TableNode, attribute: str, partition_key: str) 
 
 
 def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflowTranslator, resource_key: str,
-                retry_policy: Optional[dg.RetryPolicy], pool: Optional[str]) -> dg.AssetsDefinition:
+                retry_policy: Optional[dg.RetryPolicy], pool: Optional[str],
+                database: Optional[dict] = None) -> dg.AssetsDefinition:
     step_name = node.name
     attribute = translator.get_partition_attribute(node)
     partitions_def = None
@@ -138,7 +141,7 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
     )
     def _populate(context: dg.AssetExecutionContext, config: JoinflowMaterializeConfig):
         resource: JoinflowResource = getattr(context.resources, resource_key)
-        step = resource.get_step(step_name)
+        step = resource.get_step(step_name, database)  # on the pipeline's database, or fail
         restriction = None
         if attribute is not None and context.has_partition_key:
             restriction = _partition_restriction(node, attribute, context.partition_key)
@@ -146,7 +149,7 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
         started = time.time()
         pending_before = step.pending_count(restriction) if restriction else step.pending_count()
         summary = resource.populate(step_name, restriction=restriction, retry_errors=retry,
-                                    max_calls=config.max_calls)
+                                    max_calls=config.max_calls, database=database)
         status = step.status()
         errors = _job_errors(step, restriction)
         metadata = {
