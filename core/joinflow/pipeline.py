@@ -95,9 +95,7 @@ def same_database(a: dict, b: dict) -> bool:
         return False
     if backend_a.url_database_holds_schemas and (a.get("name") or None) != (b.get("name") or None):
         return False
-    if backend_a.name == "sqlite":
-        return True
-    return _host(a.get("host")) == _host(b.get("host"))
+    return _host(a.get("host")) == _host(b.get("host"))  # SQLite: None on both sides
 
 
 def _host(host: str | None) -> str:
