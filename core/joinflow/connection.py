@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -47,6 +48,12 @@ def statement_kind(sql: str) -> int:
     if head.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
         return CONTROL
     return WRITE
+
+
+# A check of every connection about to be opened, set by joinflow.pipeline (expect_database) while an
+# orchestrated step imports its pipeline module and binds its table: called with (backend, URL,
+# configured) before anything is connected or created; it raises to refuse the connection.
+connect_check: contextvars.ContextVar = contextvars.ContextVar("joinflow_connect_check", default=None)
 
 
 class Connection:
@@ -110,6 +117,12 @@ class Connection:
             sa_url = self.backend.make_url(cfg)
         settings.remember_secret(sa_url.password)  # masked in every message from now on
         self.url = sa_url
+        # False: made from joinflow's defaults alone (no database setting anywhere: SQLite joinflow.db
+        # in the working directory), which an orchestrated step refuses (joinflow.pipeline)
+        self.configured = any(cfg.is_set(key) for key in settings.DATABASE_KEYS)
+        check = connect_check.get()
+        if check is not None:
+            check(self.backend, sa_url, self.configured)
         self._connect_timeout = cfg["database.connect_timeout"]
         self._read_timeout = cfg["database.read_timeout"]
         self.engine = sa.create_engine(sa_url.difference_update_query(["connect_timeout", "read_timeout"]),

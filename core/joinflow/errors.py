@@ -106,6 +106,12 @@ class ConfigError(DataJointError):
     """A configuration file, environment variable or setting is malformed (the message names it)."""
 
 
+class WrongDatabaseError(ConfigError):
+    """A step run by an orchestrator is not connected to its pipeline's database: joinflow is not
+    configured in the worker, the configured SQLite file does not exist, or the configuration names
+    another database than the pipeline (its manifest).  Retrying does not help: fix the setting."""
+
+
 class WorkerDiedError(DataJointError):
     """A worker process of ``populate(processes=N)`` died (killed, out of memory) while making a
     key; the key is an error job, reported with the error."""

@@ -23,6 +23,7 @@ orchestrator can build its task graph without a database.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -34,7 +35,7 @@ import types
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .autopopulate import AutoPopulate
-from .errors import DataJointError
+from .errors import DataJointError, WrongDatabaseError
 from .selection import SETTINGS_ATTRIBUTE, Graph, check_settings, code_version, normalize_selectors
 from .table import Table
 from .user_tables import Part, UserTable
@@ -56,8 +57,129 @@ def load_class(name: str) -> type:
     return obj
 
 
-def load_step(name: str) -> "Step":
-    return Step(load_class(name))
+def load_step(name: str, database: dict | None = None, *, setting: str | None = None) -> "Step":
+    """The step ``"module:Class"`` as an orchestrator's worker runs it: imported and checked.
+
+    The module is imported under :func:`expect_database`: no connection made while it loads may
+    come from joinflow's defaults alone (an unconfigured worker), create an SQLite file, or (with
+    ``database``, the manifest's ``{"backend", "host", "name"}``) go to another database; then
+    the step's table must be bound to that database (:meth:`Step.verify_database`).  Any of these
+    raises :class:`~joinflow.errors.WrongDatabaseError` naming both databases and ``setting``
+    (the adapter's name for the setting to fix, e.g. its connection id).
+    """
+    step = Step(name, database=database, setting=setting)
+    step.cls  # noqa: B018 - import, bind and verify now
+    return step
+
+
+# -- the database of an orchestrated step -----------------------------------------------------------
+DEFAULT_SETTING = ("JOINFLOW_DATABASE_URL (or dj.config / joinflow.toml; in an orchestrator its own "
+                   "setting: the Airflow connection, the Prefect JoinflowDatabase block, the Dagster "
+                   "JoinflowResource.database_url)")
+
+
+def database_of(connection_or_url: Any) -> dict:
+    """``{"backend", "host", "name"}`` of a connection or SQLAlchemy URL, as the manifest records it
+    (never credentials; for SQLite the file's name without its folder, host None)."""
+    url = getattr(connection_or_url, "url", connection_or_url)
+    return {"backend": url.get_backend_name(), "host": url.host,
+            "name": (url.database or "").replace(os.sep, "/").rsplit("/", 1)[-1] or None}
+
+
+def _backend_of(database: dict):
+    from .backends import get_backend
+
+    return get_backend(database.get("backend") or "")
+
+
+def same_database(a: dict, b: dict) -> bool:
+    """Whether two ``{"backend", "host", "name"}`` name the same database (loopback names are one
+    host; MySQL's URL database is not compared: its schemas are the server's databases)."""
+    backend_a, backend_b = _backend_of(a), _backend_of(b)
+    if backend_a.name != backend_b.name:
+        return False
+    if backend_a.url_database_holds_schemas and (a.get("name") or None) != (b.get("name") or None):
+        return False
+    return _host(a.get("host")) == _host(b.get("host"))  # SQLite: None on both sides
+
+
+def _host(host: str | None) -> str:
+    host = (host or "").lower().strip("[]")
+    return "localhost" if host in ("", "localhost", "127.0.0.1", "::1") else host
+
+
+def describe_database(database: dict | None) -> str:
+    """``PostgreSQL database 'lab' on db.example.org`` / ``SQLite file 'lab.db'`` (no credentials)."""
+    if not database:
+        return "an unknown database"
+    try:
+        backend = _backend_of(database).name
+    except DataJointError:
+        backend = str(database.get("backend"))
+    if backend == "sqlite":
+        return f"the SQLite file {database.get('name')!r}"
+    label = {"postgresql": "PostgreSQL", "mysql": "MySQL"}.get(backend, backend)
+    if backend == "mysql":
+        return f"the {label} server {database.get('host') or 'localhost'}"
+    return f"the {label} database {database.get('name')!r} on {database.get('host') or 'localhost'}"
+
+
+def _refuse_unconfigured(what: str, path: str, database: dict | None, setting: str) -> None:
+    expected = f"; the pipeline's database is {describe_database(database)}" if database else ""
+    raise WrongDatabaseError(
+        f"{what}: joinflow has no database configured in this worker (no JOINFLOW_DATABASE_URL, no DJ_*/JOINFLOW_* "
+        f"database variable, no joinflow.toml, no dj.config database setting), so it would open a new SQLite file "
+        f"{path}{expected}. A step run by an orchestrator never creates a database: set {setting}.")
+
+
+def _check_connection(what: str, database: dict | None, setting: str, backend, url, configured: bool) -> None:
+    """Refuse a connection an orchestrated step must not open (see :func:`expect_database`)."""
+    new_file = backend.would_create(url)
+    if not configured:
+        _refuse_unconfigured(what, new_file or url.database or "joinflow.db", database, setting)
+    if new_file is not None:
+        expected = f"; the pipeline's database is {describe_database(database)}" if database else ""
+        raise WrongDatabaseError(
+            f"{what}: the SQLite database file {new_file} does not exist{expected}. A step run by an orchestrator "
+            f"never creates a database: check {setting} (a wrong path, or a relative path in another working "
+            "directory?).")
+    actual = database_of(url)
+    if database is not None and not same_database(database, actual):
+        _refuse_other(what, database, actual, setting)
+
+
+def _refuse_other(what: str, database: dict, actual: dict, setting: str) -> None:
+    raise WrongDatabaseError(
+        f"{what}: this worker is configured for {describe_database(actual)}, but the pipeline (its manifest) names "
+        f"{describe_database(database)}; refusing to run on another database. Set {setting} to the pipeline's "
+        "database, or, if the pipeline moved, regenerate the manifest "
+        "(python -m joinflow.pipeline manifest MODULE -o FILE).")
+
+
+@contextlib.contextmanager
+def expect_database(database: dict | None = None, *, what: str = "joinflow pipeline",
+                    setting: str | None = None) -> Iterator[None]:
+    """While active, every new :class:`~joinflow.Connection` (a pipeline module's ``dj.Schema``
+    connecting as it is imported) is checked before anything is opened or created: it must be
+    configured (not joinflow's defaults alone), must not create an SQLite file, and, when
+    ``database`` is given (``{"backend", "host", "name"}``), must be to that database.  Otherwise
+    :class:`~joinflow.errors.WrongDatabaseError` names both databases and ``setting``.
+
+    Orchestrator adapters import pipeline modules under it (:func:`load_step` does).  A pipeline
+    module that connects to a second database while it is imported must do so lazily (in make()).
+    """
+    from .connection import connect_check
+
+    setting = setting or DEFAULT_SETTING
+
+    def check(backend, url, configured):
+        _check_connection(what, database, setting, backend, url, configured)
+
+    token = connect_check.set(check)
+    try:
+        yield
+    finally:
+        connect_check.reset(token)
 
 
 def _check_step_name(name: str) -> None:
@@ -146,7 +268,13 @@ class Step:
 
     def __init__(self, cls: type | str, upstream: Sequence[str] = (), *, full_table_name: str | None = None,
                  schema: str | None = None, table_name: str | None = None, settings: dict | None = None,
-                 code_version: str | None = None):
+                 code_version: str | None = None, database: dict | None = None, setting: str | None = None):
+        # database: {"backend", "host", "name"} the step must run on (a manifest's "database");
+        # a step named by a string is loaded by a worker: its import and its table's connection are
+        # checked (verify_database) before any work.  setting: what to fix, named in the errors.
+        self.database = database
+        self.setting = setting
+        self._verify = isinstance(cls, str)
         if isinstance(cls, str):
             self.name = cls
             self._cls = None
@@ -171,11 +299,39 @@ class Step:
     @property
     def cls(self) -> type:
         if self._cls is None:
-            cls = load_class(self.name)
-            if not (isinstance(cls, type) and issubclass(cls, AutoPopulate)):
-                raise DataJointError(f"{self.name} is not an Imported or Computed table; only those are steps.")
-            self._cls = cls
+            with self._expect():
+                cls = load_class(self.name)
+                if not (isinstance(cls, type) and issubclass(cls, AutoPopulate)):
+                    raise DataJointError(f"{self.name} is not an Imported or Computed table; only those are steps.")
+                self._cls = cls
+                try:
+                    self.verify_database()
+                except Exception:
+                    self._cls = None  # checked again (and refused again) on every use
+                    raise
         return self._cls
+
+    def _expect(self):
+        return expect_database(self.database, what=f"step {self.name}", setting=self.setting)
+
+    def verify_database(self) -> dict:
+        """Check that the step's table is bound to the pipeline's database; returns that database.
+
+        Raises :class:`~joinflow.errors.WrongDatabaseError` when the table's connection came from
+        joinflow's defaults alone (an unconfigured worker) or, when the step knows its pipeline's
+        database (``database``: from the manifest or the pipeline), is to another database.  The
+        check reads the connection's URL: no query.  Orchestrated steps (:func:`load_step`,
+        :meth:`Pipeline.from_manifest`) run it before any work; call it for steps of your own.
+        """
+        with self._expect():
+            connection = self.cls().connection
+        actual = database_of(connection)
+        what, setting = f"step {self.name}", self.setting or DEFAULT_SETTING
+        if not getattr(connection, "configured", True):
+            _refuse_unconfigured(what, connection.url.database or "joinflow.db", self.database, setting)
+        if self.database is not None and not same_database(self.database, actual):
+            _refuse_other(what, self.database, actual, setting)
+        return actual
 
     @property
     def class_name(self) -> str:
@@ -237,6 +393,8 @@ class Step:
         Safe under overlapping runs and retries: the job table reserves each key for one
         worker.  ``retry_errors`` re-pends errors of these keys first (an orchestrator retry).
         """
+        if self._verify:
+            self.verify_database()  # before any work: the table may have been rebound since it was loaded
         table = self.cls()
         start = time.time()
         if shard is not None:
@@ -350,11 +508,12 @@ class Pipeline:
             self.nodes.append(node)
         self._by_table = {n.full_table_name: n for n in self.nodes}
         self.steps: list[Step] = []
+        database = database_of(conn)
         for node in self.nodes:
             if node.is_step:
                 self.steps.append(Step(node.cls, self._upstream_steps(node.full_table_name, deps),
                                        full_table_name=node.full_table_name, schema=node.schema,
-                                       table_name=node.table_name))
+                                       table_name=node.table_name, database=database))
         self.manifest: dict | None = None
         self._database: dict | None = None
         self.selection: dict | None = None  # {"select": [...] | None, "exclude": [...] | None}
@@ -474,6 +633,26 @@ class Pipeline:
     def status(self) -> dict[str, dict]:
         return {s.name: s.status() for s in self.steps}
 
+    @property
+    def database(self) -> dict | None:
+        """``{"backend", "host", "name"}`` of the pipeline's database (the manifest's, or its connection's)."""
+        if self.manifest is not None:
+            return self.manifest.get("database")
+        # a selection of a manifest's pipeline has no manifest of its own yet: the one it was read from
+        return database_of(self.connection) if self.connection is not None else self._database
+
+    def verify_database(self) -> dict | None:
+        """Check that every step's table is bound to the pipeline's database (for a manifest:
+        importing each step's module under :func:`expect_database`); returns that database.
+
+        Raises :class:`~joinflow.errors.WrongDatabaseError` (naming both databases and the
+        setting to fix) for an unconfigured worker, a missing SQLite file or another database.
+        Adapters call it (or :func:`load_step` with the manifest's database) before any work.
+        """
+        for s in self.steps:
+            s.verify_database()
+        return self.database
+
     def run(self, **kwargs) -> list[dict]:
         """Run every step in order (for scripts and tests; orchestrators call steps themselves)."""
         return [s.run(**kwargs) for s in self.steps]
@@ -488,10 +667,7 @@ class Pipeline:
         """
         if self.manifest is not None:
             return dict(self.manifest)
-        url = self.connection.url if self.connection is not None else None
-        database = self._database if url is None else {
-            "backend": url.get_backend_name(), "host": url.host,
-            "name": (url.database or "").replace(os.sep, "/").rsplit("/", 1)[-1] or None}
+        database = self._database if self.connection is None else database_of(self.connection)
         body = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
@@ -550,7 +726,7 @@ class Pipeline:
             self.steps.append(Step(entry["name"], entry.get("upstream", ()), full_table_name=node.full_table_name,
                                    schema=node.schema, table_name=node.table_name,
                                    settings=check_settings(entry.get("settings"), f"manifest step {entry['name']}"),
-                                   code_version=node._code_version))
+                                   code_version=node._code_version, database=data.get("database")))
         self._configure(select, exclude, settings)
         return self
 

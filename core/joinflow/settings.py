@@ -108,6 +108,15 @@ ENV_VARS: dict[str, str] = {
 
 CONFIG_FILES = ("joinflow.toml", "datajoint.json")
 
+# Settings that only a database server uses.  When any of them is given and `database.backend` is
+# not, the backend is MySQL, DataJoint's default: code written for DataJoint that sets only
+# `database.host` / `database.user` must reach its server, never open a local SQLite file.  SQLite
+# is the default only when none of them (and no URL) is given: the zero-set-up laptop case.
+SERVER_KEYS = ("database.host", "database.user", "database.password", "database.port", "database.use_tls")
+# Settings that say which database to use; with none of them set anywhere, joinflow is unconfigured
+# (SQLite `joinflow.db` in the working directory), which an orchestrated step refuses.
+DATABASE_KEYS = ("database.url", "database.backend", "database.name") + SERVER_KEYS
+
 # -- secrets -------------------------------------------------------------------------------------
 # Every secret joinflow is given (passwords, URL passwords, store keys) is masked wherever joinflow
 # shows text: reprs of the configuration, error messages, log records and the command line's output.
@@ -474,10 +483,19 @@ class Config:
             raise self._error
         return self._value(key)
 
+    def is_set(self, key: str) -> bool:
+        """Whether ``key`` was given (in code, the environment or the file), not just defaulted."""
+        if self._error is not None:
+            raise self._error
+        return any(key in layer for layer in (self._runtime, self._env, self._file))
+
     def _value(self, key: str) -> Any:
         for layer in (self._runtime, self._env, self._file):
             if key in layer:
                 return layer[key]
+        if key == "database.backend" and any(k in layer for k in SERVER_KEYS
+                                             for layer in (self._runtime, self._env, self._file)):
+            return "mysql"  # a server setting and no backend: DataJoint's default backend
         if key in DEFAULTS:
             return DEFAULTS[key]
         raise KeyError(key)

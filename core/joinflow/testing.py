@@ -11,6 +11,7 @@ pytest is imported only by the functions that skip or fail.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import sys
@@ -245,3 +246,63 @@ def import_pipeline_module(tmp_path, url: str, schema_name: str, monkeypatch, pr
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     return PipelineModule(__import__(name), tmp_path)
+
+
+# -- a worker with no database configuration (issue 17: never the wrong database, silently) ---------
+def _default_connection_code(url: str, schema_name: str, tmp_path) -> str:
+    """EXAMPLE_PIPELINE bound to the process's default connection (``dj.conn()``), as pipeline code
+    that takes its database from the environment is: ``dj.Schema(name)`` with no connection."""
+    flags = tmp_path / "flags"
+    flags.mkdir(exist_ok=True)
+    code = EXAMPLE_PIPELINE.format(url=url, schema=schema_name, calls=str(tmp_path / "calls.txt"), flags=str(flags))
+    bound = f"connection = dj.Connection(url={url!r}, config=config)\nschema = dj.Schema({schema_name!r}, connection=connection)"
+    assert bound in code, "EXAMPLE_PIPELINE's connection lines changed; update _default_connection_code"
+    return textwrap.dedent(code.replace(bound, f"schema = dj.Schema({schema_name!r})"))
+
+
+@contextlib.contextmanager
+def default_connection(monkeypatch, config=None):
+    """Within: ``dj.config`` is ``config`` (default: a configuration with no setting at all, as in a
+    worker where nothing is configured: no environment variable, no file) and ``dj.conn()`` starts
+    anew; afterwards the process's own configuration and connection are back."""
+    from . import connection as connection_module, settings
+
+    saved = (settings.config, dj.config, connection_module._singleton)
+    fresh = config if config is not None else settings.Config(load_environment=False, search_file=False)
+    for var in settings.ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    try:
+        settings.config = dj.config = fresh
+        connection_module._singleton = None
+        yield fresh
+    finally:
+        current = connection_module._singleton
+        if current is not None and current is not saved[2]:
+            with contextlib.suppress(Exception):
+                current.close()
+        settings.config, dj.config, connection_module._singleton = saved
+
+
+def declare_default_connection_pipeline(tmp_path, url: str, schema_name: str, monkeypatch,
+                                        prefix: str = "jf_dflt") -> tuple[str, dict]:
+    """Write EXAMPLE_PIPELINE as a module on ``dj.conn()`` (no connection of its own), declare it on
+    ``url`` as a configured process would, insert one animal (3 recordings), and forget it again
+    (the module is not imported any more).  Returns the module's name and its manifest."""
+    from .pipeline import Pipeline
+
+    name = f"{prefix}_{schema_name}"
+    (tmp_path / f"{name}.py").write_text(_default_connection_code(url, schema_name, tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    configured = dj.config.copy()
+    configured["database.url"] = url
+    configured["safemode"] = False
+    with default_connection(monkeypatch, configured):
+        try:
+            module = __import__(name)
+            module.Animal.insert1({"animal": 1})
+            module.Recording.insert([{"animal": 1, "rec": r, "signal": float(r)} for r in range(3)])
+            manifest = Pipeline(module).to_manifest()
+        finally:
+            sys.modules.pop(name, None)
+    return name, manifest

@@ -5,8 +5,10 @@
     python examples/lcms/prefect_flow.py         # serve: a deployment run every hour
 
 The database comes from joinflow's usual settings (``JOINFLOW_DATABASE_URL``, ``dj.config``,
-default: ``joinflow.db`` in the working directory) or, with ``LCMS_DATABASE_BLOCK`` set, from
-that saved ``prefect_joinflow.JoinflowDatabase`` block: no credentials in code.  The raw
+``joinflow.toml``; e.g. ``export JOINFLOW_DATABASE_URL=sqlite:///$PWD/joinflow.db``) or, with
+``LCMS_DATABASE_BLOCK`` set, from that saved ``prefect_joinflow.JoinflowDatabase`` block: no
+credentials in code.  With none of them the flow run fails: a flow never falls back to a new
+``joinflow.db`` in whatever directory its worker runs in.  The raw
 files that ``Acquisition`` reads are simulated into ``$LCMS_RAW_DIR`` (default: a temporary
 folder; workers on several machines need a shared one).
 """

@@ -216,12 +216,22 @@ class Backend:
         Default: one row (SQLite's executemany leaves the rows before a refused one behind)."""
         return len(rows) <= 1
 
+    # whether the database name of a URL says where the schemas live (PostgreSQL: schemas live in one
+    # database; SQLite: in one file); False for MySQL, whose schemas are the server's databases
+    url_database_holds_schemas = True
+
     # -- engine -----------------------------------------------------------------------
     def make_url(self, cfg) -> sa.engine.URL:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def engine_kwargs(self, cfg) -> dict:
         return {}
+
+    def would_create(self, url: sa.engine.URL) -> str | None:
+        """What connecting to ``url`` would create (an SQLite file that does not exist), or None.
+
+        A server database is never created by connecting; an SQLite file is."""
+        return None
 
     # -- timeouts -------------------------------------------------------------------------
     # database.read_timeout: True where the client gives up and closes the session (the server may

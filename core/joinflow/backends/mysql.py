@@ -143,6 +143,7 @@ def _unescape(body: str) -> str:
 class MySQLBackend(Backend):
     name = "mysql"
     drivername = "mysql+pymysql"
+    url_database_holds_schemas = False
     default_port = 3306
     max_name_length = 64
     begin_statement = "START TRANSACTION"

@@ -46,6 +46,12 @@ class SQLiteBackend(Backend):
             path = os.path.abspath(path)
         return sa.engine.URL.create("sqlite", database=path)
 
+    def would_create(self, url: sa.engine.URL) -> str | None:
+        path = url.database
+        if path in (None, "", ":memory:") or os.path.exists(path):
+            return None
+        return path
+
     def engine_kwargs(self, cfg) -> dict:
         return {"connect_args": {"timeout": 60, "check_same_thread": False}}
 

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 from airflow.sdk import DAG, Asset, TaskGroup, get_current_context, task
 from typing import TYPE_CHECKING
 
-from .hooks import JoinflowHook, apply_url
+from .hooks import resolve_database
 from .manifest import JoinflowManifestError, load_manifest
 
 if TYPE_CHECKING:  # joinflow itself is imported by the tasks (run time), never for a manifest DAG
@@ -52,11 +52,19 @@ class JoinflowMakeError(RuntimeError):
 
 
 # -- helpers used at run time (importable; each worker resolves its own connection) -----------
-def _load_step(name: str, conn_id: str | None) -> "Step":
-    from joinflow.pipeline import load_step
+def _load_step(name: str, conn_id: str | None, database: dict | None = None) -> "Step":
+    """The step, imported and bound in this worker after ``conn_id`` is applied, and checked to be
+    on ``database`` (the manifest's): an unconfigured worker or another database fails the task
+    without a retry (``AirflowFailException``), before any work and without creating anything."""
+    from joinflow.pipeline import WrongDatabaseError, load_step
 
-    apply_url(JoinflowHook(conn_id).get_url() if conn_id else None)
-    return load_step(name)
+    setting = resolve_database(conn_id)
+    try:
+        return load_step(name, database, setting=setting)
+    except WrongDatabaseError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
 
 
 def _max_map_length() -> int:
@@ -103,9 +111,10 @@ def check_table(s: "Step", expected_table: str | None) -> None:
 
 
 def plan_work(step: str, batch_size: int = 100, conn_id: str | None = None,
-              max_map_length: int | None = None, expected_table: str | None = None) -> list[dict]:
+              max_map_length: int | None = None, expected_table: str | None = None,
+              database: dict | None = None) -> list[dict]:
     """The step's pending work as descriptors; never more than ``max_map_length`` of them."""
-    s = _load_step(step, conn_id)
+    s = _load_step(step, conn_id, database)
     check_table(s, expected_table)
     limit = max_map_length or _max_map_length()
     batches = [[{k: _plain(v) for k, v in key.items()} for key in batch]
@@ -121,12 +130,13 @@ def plan_work(step: str, batch_size: int = 100, conn_id: str | None = None,
     return work
 
 
-def populate_work(work: dict, conn_id: str | None = None, try_number: int | None = None) -> dict:
+def populate_work(work: dict, conn_id: str | None = None, try_number: int | None = None,
+                  database: dict | None = None) -> dict:
     """Populate one descriptor's keys through the job table; raise with the job-table errors.
 
     An Airflow retry (try number > 1) first re-pends the errors of these keys.
     """
-    s = _load_step(work["step"], conn_id)
+    s = _load_step(work["step"], conn_id, database)
     retry = bool(try_number and try_number > 1)
     if "shard" in work:
         summary = s.run(shard=work["shard"], nshards=work["nshards"], retry_errors=retry)
@@ -146,9 +156,9 @@ def populate_work(work: dict, conn_id: str | None = None, try_number: int | None
     return summary
 
 
-def report_step(step: str, conn_id: str | None = None) -> dict:
+def report_step(step: str, conn_id: str | None = None, database: dict | None = None) -> dict:
     """The step's status from the job table and the table itself (not from task XComs)."""
-    s = _load_step(step, conn_id)
+    s = _load_step(step, conn_id, database)
     status = s.status()
     summary = {"step": step, "table": s.full_table_name, "rows": s.row_count(), **status}
     log.info("joinflow summary %s: %s", step, summary)
@@ -156,18 +166,21 @@ def report_step(step: str, conn_id: str | None = None) -> dict:
 
 
 # -- the Airflow task callables ----------------------------------------------------------------
-def _plan_task(step: str, batch_size: int, conn_id: str | None, expected_table: str | None = None) -> list[dict]:
-    return plan_work(step, batch_size, conn_id, expected_table=expected_table)
+# ``database``: the manifest's {"backend", "host", "name"} (no credentials): each task refuses to run
+# on another database, or in a worker where no database is configured
+def _plan_task(step: str, batch_size: int, conn_id: str | None, expected_table: str | None = None,
+               database: dict | None = None) -> list[dict]:
+    return plan_work(step, batch_size, conn_id, expected_table=expected_table, database=database)
 
 
-def _populate_task(work: dict, conn_id: str | None) -> dict:
+def _populate_task(work: dict, conn_id: str | None, database: dict | None = None) -> dict:
     context = get_current_context()
     context["joinflow_label"] = work_label(work)  # rendered by map_index_template
-    return populate_work(work, conn_id, try_number=context["ti"].try_number)
+    return populate_work(work, conn_id, try_number=context["ti"].try_number, database=database)
 
 
-def _report_task(step: str, conn_id: str | None) -> dict:
-    summary = report_step(step, conn_id)
+def _report_task(step: str, conn_id: str | None, database: dict | None = None) -> dict:
+    summary = report_step(step, conn_id, database)
     context = get_current_context()
     events = context.get("outlet_events")
     if events is not None:
@@ -188,8 +201,11 @@ def _as_pipeline(pipeline: Any, conn_id: str | None, selection: dict | None = No
         return pipeline.subset(**selection) if selection else pipeline
     items = list(pipeline) if isinstance(pipeline, (list, tuple)) else [pipeline]
     if any(isinstance(i, str) for i in items):  # import by name: bind to the hook's database first
-        apply_url(JoinflowHook(conn_id).get_url() if conn_id else None)
-        items = [importlib.import_module(i) if isinstance(i, str) else i for i in items]
+        from joinflow.pipeline import expect_database
+
+        setting = resolve_database(conn_id)
+        with expect_database(what="JoinflowDag", setting=setting):  # never joinflow's defaults
+            items = [importlib.import_module(i) if isinstance(i, str) else i for i in items]
     return Pipeline(*items, **selection)
 
 
@@ -337,6 +353,7 @@ def joinflow_dag(
     tables = {t["name"]: t for t in graph["tables"]}
     by_full = {t["full_table_name"]: t["name"] for t in graph["tables"]}
     steps = graph["steps"]
+    database = graph.get("database")  # every task checks that it runs on this database
     where = _where(graph)
     assets = {name: _asset(t["schema"], t["table_name"], where) for name, t in tables.items()}
     group_ids = _group_ids(steps, tables)
@@ -360,10 +377,10 @@ def joinflow_dag(
                                      **populate_options(step_settings, populate_defaults))
                 # the plan checks that the step's table is still the one this DAG was built for
                 plan = plan_task(name, step_settings.get("batch_size", batch_size), conn_id,
-                                 f"{table['schema']}.{table['table_name']}")
-                populate = populate_task.partial(conn_id=conn_id).expand(work=plan)
+                                 f"{table['schema']}.{table['table_name']}", database)
+                populate = populate_task.partial(conn_id=conn_id, database=database).expand(work=plan)
                 report = task(_report_task, task_id="report", trigger_rule="none_failed",
-                              outlets=outlets)(name, conn_id)
+                              outlets=outlets)(name, conn_id, database)
                 populate >> report
             groups[name] = group
         for s in steps:
@@ -376,7 +393,8 @@ def joinflow_dag(
             options = {"soft_fail": True, "mode": "reschedule", "poke_interval": 60, "timeout": 3600}
             options.update(wait_for_pending if isinstance(wait_for_pending, dict) else {})
             entry = [s["name"] for s in steps if not any(u in groups for u in s.get("upstream", ()))]
-            sensor = JoinflowPendingSensor(task_id="wait_for_pending", steps=entry, conn_id=conn_id, **options)
+            sensor = JoinflowPendingSensor(task_id="wait_for_pending", steps=entry, conn_id=conn_id,
+                                           database=database, **options)
             for s in steps:
                 sensor >> groups[s["name"]]
     return dag

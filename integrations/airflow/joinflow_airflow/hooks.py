@@ -103,6 +103,30 @@ def url_from_connection(conn) -> str | None:
                       database=conn.schema or None).render_as_string(hide_password=False)
 
 
+def resolve_database(conn_id: str | None) -> str:
+    """Apply the database of ``conn_id`` in this worker before a pipeline module is imported, and
+    return how to name that setting in errors.
+
+    ``conn_id`` None: joinflow's own settings (``JOINFLOW_DATABASE_URL``, ``dj.config``,
+    ``joinflow.toml``).  A ``conn_id`` that is not defined (a typo, a worker without the
+    connection) and no ``JOINFLOW_DATABASE_URL`` fails here: never joinflow's defaults, which
+    would create a new SQLite file in the worker's working directory.
+    """
+    if not conn_id:
+        return f"{ENV_URL} (or dj.config / joinflow.toml; the DAG has conn_id=None)"
+    url = JoinflowHook(conn_id).get_url()
+    if not url:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            f"joinflow: the Airflow connection {conn_id!r} is not defined (or gives neither a URL nor a host or "
+            f"database) and {ENV_URL} is not set, so this worker does not know the pipeline's database. Define the "
+            f"connection (type joinflow; e.g. AIRFLOW_CONN_{conn_id.upper()}), set {ENV_URL}, or build the DAG with "
+            "conn_id=None to use joinflow's own settings (dj.config / joinflow.toml).")
+    apply_url(url)
+    return f"the Airflow connection {conn_id!r} (or {ENV_URL})"
+
+
 def apply_url(url: str | None) -> None:
     """Make ``url`` joinflow's default database in this process (and its children)."""
     if not url:

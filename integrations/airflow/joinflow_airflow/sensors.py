@@ -9,33 +9,33 @@ from typing import Any, AsyncIterator, Sequence
 from airflow.sdk import BaseSensorOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from .hooks import JoinflowHook, apply_url
+def pending_by_step(steps: Sequence[str], conn_id: str | None, database: dict | None = None) -> dict[str, int]:
+    """Pending-key count of each step (one anti-join each), rebuilt from importable names, on
+    ``database`` only (the manifest's: another database or none configured fails)."""
+    from .dag import _load_step
 
-
-def pending_by_step(steps: Sequence[str], conn_id: str | None) -> dict[str, int]:
-    """Pending-key count of each step (one anti-join each), rebuilt from importable names."""
-    from joinflow.pipeline import load_step
-
-    apply_url(JoinflowHook(conn_id).get_url() if conn_id else None)
-    return {name: load_step(name).pending_count() for name in steps}
+    return {name: _load_step(name, conn_id, database).pending_count() for name in steps}
 
 
 class JoinflowPendingTrigger(BaseTrigger):
     """Polls the steps' pending counts in the triggerer until one has work."""
 
-    def __init__(self, steps: Sequence[str], conn_id: str | None = None, poll_interval: float = 60.0):
+    def __init__(self, steps: Sequence[str], conn_id: str | None = None, poll_interval: float = 60.0,
+                 database: dict | None = None):
         super().__init__()
         self.steps = list(steps)
         self.conn_id = conn_id
         self.poll_interval = float(poll_interval)
+        self.database = database
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("joinflow_airflow.sensors.JoinflowPendingTrigger",
-                {"steps": self.steps, "conn_id": self.conn_id, "poll_interval": self.poll_interval})
+                {"steps": self.steps, "conn_id": self.conn_id, "poll_interval": self.poll_interval,
+                 "database": self.database})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
-            counts = await asyncio.to_thread(pending_by_step, self.steps, self.conn_id)
+            counts = await asyncio.to_thread(pending_by_step, self.steps, self.conn_id, self.database)
             if any(counts.values()):
                 yield TriggerEvent({"pending": counts})
                 return
@@ -52,15 +52,16 @@ class JoinflowPendingSensor(BaseSensorOperator):
     template_fields = ("steps",)
 
     def __init__(self, *, steps: Sequence[str], conn_id: str | None = "joinflow_default",
-                 deferrable: bool = False, **kwargs: Any):
+                 deferrable: bool = False, database: dict | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.steps = list(steps)
         self.conn_id = conn_id
+        self.database = database  # the manifest's database: refuse any other
         self.deferrable = deferrable
         self._counts: dict[str, int] = {}
 
     def poke(self, context) -> bool:
-        self._counts = pending_by_step(self.steps, self.conn_id)
+        self._counts = pending_by_step(self.steps, self.conn_id, self.database)
         self.log.info("joinflow pending keys: %s", self._counts)
         return any(self._counts.values())
 
@@ -70,7 +71,8 @@ class JoinflowPendingSensor(BaseSensorOperator):
             return self._counts
         if self.poke(context):
             return self._counts
-        self.defer(trigger=JoinflowPendingTrigger(self.steps, self.conn_id, self.poke_interval),
+        self.defer(trigger=JoinflowPendingTrigger(self.steps, self.conn_id, self.poke_interval,
+                                                          self.database),
                    method_name="execute_complete", timeout=timedelta(seconds=self.timeout))
 
     def execute_complete(self, context, event: dict | None = None) -> Any:

@@ -46,7 +46,8 @@ print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items(
 
 def test_example_dags_folder(tmp_path):
     env = dict(os.environ, AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLE_DIR), LCMS_RAW_DIR=str(tmp_path / "raw"),
-               JOINFLOW_DATABASE_URL=f"sqlite:///{tmp_path / 'lcms.db'}")
+               # the file name the committed manifest names (a task refuses any other database)
+               JOINFLOW_DATABASE_URL=f"sqlite:///{tmp_path / 'joinflow.db'}")
     env.pop("AIRFLOW_CONN_JOINFLOW_DEFAULT", None)
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(EXAMPLE_DIR), str(EXAMPLE_DIR.parent)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

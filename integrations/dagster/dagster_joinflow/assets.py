@@ -6,7 +6,7 @@ import time
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import dagster as dg
-from joinflow.pipeline import Pipeline, Step, TableNode
+from joinflow.pipeline import Pipeline, Step, TableNode, expect_database
 
 from .resource import JoinflowResource
 from .translator import DagsterJoinflowTranslator, dagster_name, schema_of
@@ -30,9 +30,11 @@ def _as_pipeline(pipeline_or_modules: Any, **selection: Any) -> Pipeline:
     selection = {k: v for k, v in selection.items() if v is not None}
     if isinstance(pipeline_or_modules, Pipeline):
         return pipeline_or_modules.subset(**selection) if selection else pipeline_or_modules
-    if isinstance(pipeline_or_modules, (list, tuple)):
-        return Pipeline(*pipeline_or_modules, **selection)
-    return Pipeline(pipeline_or_modules, **selection)
+    items = pipeline_or_modules if isinstance(pipeline_or_modules, (list, tuple)) else [pipeline_or_modules]
+    # modules named by string are imported here: never on joinflow's defaults alone
+    with expect_database(what="build_joinflow_assets",
+                         setting="JOINFLOW_DATABASE_URL of the code location (or dj.config / joinflow.toml)"):
+        return Pipeline(*items, **selection)
 
 
 def op_options(settings: Mapping[str, Any], retry_policy: Optional[dg.RetryPolicy],
@@ -127,7 +129,7 @@ def build_joinflow_assets(
                 result.append(spec)
             continue
         result.append(_step_asset(node, spec, translator, resource_key,
-                                  op_options(step_settings.get(node.name, {}), retry_policy, pool)))
+                                  op_options(step_settings.get(node.name, {}), retry_policy, pool), pipe.database))
     return result
 
 
@@ -143,7 +145,7 @@ def _partition_restriction(node: TableNode, attribute: str, partition_key: str) 
 
 
 def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflowTranslator, resource_key: str,
-                options: dict[str, Any]) -> dg.AssetsDefinition:
+                options: dict[str, Any], database: Optional[dict] = None) -> dg.AssetsDefinition:
     step_name = node.name
     attribute = translator.get_partition_attribute(node)
     partitions_def = None
@@ -172,7 +174,7 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
     )
     def _populate(context: dg.AssetExecutionContext, config: JoinflowMaterializeConfig):
         resource: JoinflowResource = getattr(context.resources, resource_key)
-        step = resource.get_step(step_name)
+        step = resource.get_step(step_name, database)  # on the pipeline's database, or fail
         restriction = None
         if attribute is not None and context.has_partition_key:
             restriction = _partition_restriction(node, attribute, context.partition_key)
@@ -180,7 +182,7 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
         started = time.time()
         pending_before = step.pending_count(restriction) if restriction else step.pending_count()
         summary = resource.populate(step_name, restriction=restriction, retry_errors=retry,
-                                    max_calls=config.max_calls)
+                                    max_calls=config.max_calls, database=database)
         status = step.status()
         errors = _job_errors(step, restriction)
         metadata = {

@@ -8,7 +8,7 @@ from typing import Optional
 
 import dagster as dg
 from joinflow.errors import DataJointError
-from joinflow.pipeline import Step, load_step
+from joinflow.pipeline import Step, WrongDatabaseError, load_step
 from pydantic import Field
 from sqlalchemy.engine import make_url
 
@@ -39,9 +39,20 @@ class JoinflowResource(dg.ConfigurableResource):
         description="SQLAlchemy URL of the pipeline's database; steps bound to another database are refused.",
     )
 
-    def get_step(self, name: str) -> Step:
-        """The step ``module:Class``, imported (and bound) as in any worker process."""
-        step = load_step(name)
+    def get_step(self, name: str, database: Optional[dict] = None) -> Step:
+        """The step ``module:Class``, imported (and bound) as in any worker process.
+
+        ``database``: the pipeline's ``{"backend", "host", "name"}`` (recorded when the assets were
+        built).  A worker with no database configured (joinflow's defaults alone would create a new
+        SQLite file), a missing SQLite file, or another database fails the step before any work,
+        without a retry; so does a step bound elsewhere than ``database_url``.
+        """
+        setting = ("JoinflowResource.database_url / JOINFLOW_DATABASE_URL of the code location and the run "
+                   "worker (or dj.config / joinflow.toml)")
+        try:
+            step = load_step(name, database, setting=setting)
+        except WrongDatabaseError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         if self.database_url:
             bound = step.table.connection.url
             wanted = make_url(self.database_url)
@@ -58,14 +69,14 @@ class JoinflowResource(dg.ConfigurableResource):
         return step
 
     def populate(self, name: str, *, restriction: Optional[dict] = None, retry_errors: bool = False,
-                 max_calls: Optional[int] = None) -> dict:
+                 max_calls: Optional[int] = None, database: Optional[dict] = None) -> dict:
         """Populate the pending keys of one step through its job table (exactly once per key).
 
         ``restriction`` (e.g. ``{"session": 3}``) limits the run to the matching keys (one
         partition).  ``retry_errors`` re-pends the errors of these keys first.  Returns the
         step's summary: rows_added, errors, error_count, pending_left, duration.
         """
-        step = self.get_step(name)
+        step = self.get_step(name, database)
         keys = None
         if restriction is not None:
             keys = [key for batch in step.pending_keys(10_000, restriction) for key in batch]

@@ -30,7 +30,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import task_run as task_run_runtime
 from prefect.utilities.annotations import allow_failure, unmapped
 
-from joinflow.pipeline import Pipeline, Step, load_step
+from joinflow.pipeline import Pipeline, Step, expect_database, load_step
 
 from .blocks import apply_database_block
 
@@ -71,14 +71,22 @@ _steps: dict[str, tuple[Any, Step]] = {}  # name -> (its module, the step) loade
 
 
 # -- tasks ----------------------------------------------------------------------------------------
-def _step(name: str, database_block: str | None) -> Step:
-    """The step, loaded once per process (again if its module was re-imported since)."""
+def _setting(database_block: str | None) -> str:
+    """The setting that names the database, for errors."""
+    if database_block:
+        return f"the Prefect JoinflowDatabase block {database_block!r}"
+    return "JOINFLOW_DATABASE_URL (or joinflow_flow(database_block=...), dj.config / joinflow.toml)"
+
+
+def _step(name: str, database_block: str | None, database: dict | None = None) -> Step:
+    """The step, loaded once per process (again if its module was re-imported since), on
+    ``database`` (the flow's: another database, or none configured, fails before any work)."""
     apply_database_block(database_block)
     module_name = name.partition(":")[0]
     cached = _steps.get(name)
-    if cached is None or sys.modules.get(module_name) is not cached[0]:
+    if cached is None or sys.modules.get(module_name) is not cached[0] or cached[1].database != database:
         with db_lock():
-            step = load_step(name)
+            step = load_step(name, database, setting=_setting(database_block))
             cached = _steps[name] = (sys.modules.get(module_name), step)
     return cached[1]
 
@@ -102,9 +110,9 @@ def _populate_run_name() -> str:
 
 
 def plan_pending_work(step: str, batch_size: int = 100, shards: int | None = None,
-              database_block: str | None = None) -> list[dict]:
+              database_block: str | None = None, database: dict | None = None) -> list[dict]:
     """Descriptors of the step's pending work: key batches, or the hash shards that have keys."""
-    s = _step(step, database_block)
+    s = _step(step, database_block, database)
     with db_lock():
         if shards:
             return [{"step": step, "shard": d["shard"], "nshards": d["nshards"], "count": d["keys"]}
@@ -112,12 +120,13 @@ def plan_pending_work(step: str, batch_size: int = 100, shards: int | None = Non
         return [{"step": step, "batch": i, "keys": keys} for i, keys in enumerate(s.pending_keys(batch_size))]
 
 
-def populate_work(work: dict, database_block: str | None = None, retry_errors: bool = False) -> dict:
+def populate_work(work: dict, database_block: str | None = None, retry_errors: bool = False,
+                  database: dict | None = None) -> dict:
     """Populate one descriptor's keys through the job table; fail with the job-table error.
 
     A Prefect retry of this task (run count > 1) re-pends the errors of its own keys first.
     """
-    s = _step(work["step"], database_block)
+    s = _step(work["step"], database_block, database)
     retry = bool(retry_errors) or task_run_runtime.get_run_count() > 1
     with db_lock():  # count_pending=False: the flow reads each table's status once, at its end
         if "shard" in work:
@@ -253,9 +262,13 @@ def joinflow_flow(
     def run_pipeline(batch_size: int = batch_size, retry_errors: bool = False) -> dict[str, dict]:
         logger = get_run_logger()
         apply_database_block(database_block)
-        with db_lock():
+        # modules named by string are imported here: never on joinflow's defaults alone (a worker with
+        # no block, no JOINFLOW_DATABASE_URL), never creating an SQLite file; every task then checks
+        # that it runs on the flow's database
+        with db_lock(), expect_database(what=f"flow {flow_name}", setting=_setting(database_block)):
             items = source if isinstance(source, (list, tuple)) else [source]
             pipeline = Pipeline(*items, **selection)
+            database = pipeline.verify_database()
         steps = list(pipeline.steps)
         by_name = {s.name: s for s in steps}
         step_settings = {s.name: s.settings for s in steps}
@@ -344,7 +357,8 @@ def joinflow_flow(
                     finish(s, "skipped", [], plan_error="skipped: an upstream table failed")
                     continue
                 wait = [allow_failure(f) for u in ups for f in [plan_futures[u], *batch_futures[u]] if f is not None]
-                future = plan_tasks[s.name].submit(s.name, batch_sizes[s.name], shards, database_block, wait_for=wait)
+                future = plan_tasks[s.name].submit(s.name, batch_sizes[s.name], shards, database_block, database,
+                                                   wait_for=wait)
                 plan_futures[s.name] = future
                 state[s.name] = "planning"
                 track(future, ("plan", s.name))
@@ -364,7 +378,7 @@ def joinflow_flow(
                 else:
                     futures = populate_tasks[step_name].map(
                         descriptors, database_block=unmapped(database_block),
-                        retry_errors=unmapped(retry_errors), wait_for=[plan_future])
+                        retry_errors=unmapped(retry_errors), database=unmapped(database), wait_for=[plan_future])
                     batch_futures[step_name] = list(futures)
                     remaining[step_name] = len(futures)
                     state[step_name] = "running"
