@@ -206,8 +206,9 @@ def test_provenance_settings(monkeypatch):
         cfg["provenance.source"] = {"bad": object()}
     assert cfg.provenance.source == {"system": "lims"}  # a refused value changes nothing
     monkeypatch.setenv("DJ_PROVENANCE_SOURCE", "[1, 2")
+    bad = Config(search_file=False)  # a malformed environment variable is reported at first use
     with pytest.raises(DataJointError, match="DJ_PROVENANCE_SOURCE"):
-        Config(search_file=False)
+        bad["provenance.source"]
 
 
 # -- DataJoint 2.3.5 on the same database ----------------------------------------------------------
