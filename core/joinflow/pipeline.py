@@ -401,6 +401,10 @@ class Step:
         """Rows of each part table of the step (full table name -> rows)."""
         return {p().full_table_name: len(p()) for p in _part_classes(self.cls)}
 
+    def part_names(self) -> dict[str, str]:
+        """The step's part tables: full table name -> ``"Master.Part"`` class name."""
+        return {p().full_table_name: f"{self.class_name}.{p.__name__}" for p in _part_classes(self.cls)}
+
     def status(self) -> dict:
         """The step's keys by state, each counted once.
 
