@@ -224,7 +224,7 @@ def _populate_task(work: dict, conn_id: str | None) -> dict:
 
 def _report_task(step: str, conn_id: str | None) -> dict:
     """Fails while keys are in error; skipped (no Asset event) when the run inserted nothing."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     context = get_current_context()
     ti = context["ti"]
