@@ -198,6 +198,10 @@ def test_open_errors_keep_every_run_failed_until_handled(pipeline_module, airflo
     # downstream keeps going: Summary and Report computed every key whose inputs exist
     assert states[("Summary.report", -1)] == "success" and states[("Report.report", -1)] == "success"
     assert set(pm.calls()) == pm.expected([1, 2], recs=range(2)) - {"Spikes 2 1", "Summary 2 1", "Report 2 1"}
+    # errors are not pending: the sensor does not fire for them
+    from joinflow_airflow.sensors import pending_by_step
+
+    assert pending_by_step([f"{pm.name}:Spikes"], None) == {f"{pm.name}:Spikes": 0}
     # the next run has no pending key for Spikes, and still fails while the error is open
     run2 = airflow_runner.run(dag)
     states2 = airflow_runner.states(run2)
