@@ -147,8 +147,9 @@ def test_overlapping_materializations_compute_each_key_once(tmp_path, database_u
         assert all(r["success"] for r in results)
         calls = pm.make_calls()
         assert len(calls) == 24 and len(set(calls)) == 24  # every key computed exactly once
-        assert sum(r["added"][f"{schema_name}/RunQC"] for r in results) == 24
-        assert sum(r["added"][f"{schema_name}/PeakSummary"] for r in results) == 24
+        # a run that inserted nothing (the other did it all) has no materialization
+        assert sum(r["added"].get(f"{schema_name}/RunQC", 0) for r in results) == 24
+        assert sum(r["added"].get(f"{schema_name}/PeakSummary", 0) for r in results) == 24
         assert len(pm.module.RunQC()) == 24
         split = {pid: sum(1 for c in pm._calls() if c["pid"] == pid) for pid in pm.make_pids()}
         print("make calls per process:", split)  # usually both processes share the work
