@@ -260,7 +260,7 @@ class Step:
         counts: dict[str, int] = {}
         parts = [table] + [p() for p in _part_classes(type(table))]
         for t in parts:
-            total = 0
+            total = 0  # no keys made: no query
             for start in range(0, len(made), 500):
                 total += len(t.restrict(made[start : start + 500], semantic_check=False))
             counts[t.full_table_name] = total
@@ -278,7 +278,7 @@ class Step:
         every later run visibly failed until they are retried or ignored;
         ``pending_left``: pending keys (of ``keys`` when given) left after the run.
         """
-        rows = self._rows_of(table, made) if made else {}
+        rows = self._rows_of(table, made)
         own = rows.pop(table.full_table_name, 0)
         pending = (len(self._pending(keys) if keys is not None else self._pending())
                    if count_pending else None)
