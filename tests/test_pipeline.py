@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from joinflow import cli
-from joinflow.pipeline import Pipeline, load_step, shard_of
+from joinflow.pipeline import Pipeline, Step, load_step, shard_of
 
 
 @pytest.fixture
@@ -18,6 +18,7 @@ def pipeline_module(tmp_path, backend, connection, schema_name, monkeypatch):
         config = dj.config.copy()
         config["safemode"] = False
         connection = dj.Connection(url={url!r}, config=config)
+        FAIL = {{13}}  # animals whose make() fails (tests change it)
         schema = dj.Schema({schema_name!r}, connection=connection)
 
         @schema
@@ -50,7 +51,7 @@ def pipeline_module(tmp_path, backend, connection, schema_name, monkeypatch):
                 """
 
             def make(self, key):
-                if key["animal"] == 13:
+                if key["animal"] in FAIL:
                     raise RuntimeError("unlucky animal")
                 value = (Recording & key).fetch1("signal")
                 self.insert1(dict(key, count=int(value)))
@@ -111,7 +112,7 @@ def test_pending_batches_shards_and_run(pipeline_module):
         spikes.run(shard=p["shard"], nshards=3)
     assert spikes.change_token() != token
     status = spikes.status()
-    assert status["done"] == 8 and status["error"] == 4 and status["pending"] == 4
+    assert status["done"] == 8 and status["error"] == 4 and status["pending"] == 0  # errors are not pending
     retry = spikes.run(retry_errors=True)  # still failing: recorded again, nothing lost
     assert retry["error_count"] == 4 and retry["rows_added"] == 0
     assert {shard_of(k, 3) for k in spikes.table.keys()} <= {0, 1, 2}
@@ -235,3 +236,113 @@ def test_a_selected_pipeline_computes_only_its_steps(pipeline_module):
     assert [r["rows_added"] for r in Pipeline(m, exclude="Summary").run()] == [3]
     assert len(m.Summary()) == 0
     assert [r["rows_added"] for r in summary_only.run()] == [3]
+
+
+def _spikes_with_errors(m, animals=(1, 13), recs=2):
+    m.Animal.insert([{"animal": a} for a in animals])
+    m.Recording.insert([{"animal": a, "rec": r, "signal": 1.0} for a in animals for r in range(recs)])
+    return Pipeline(m).step("Spikes")
+
+
+def test_error_keys_are_not_pending_and_stay_reported(pipeline_module):
+    """Key states are distinct: a key in error is not pending (not planned, not counted as work,
+    no token change while it stays), and every later run still reports it until it is retried."""
+    m = pipeline_module
+    spikes = _spikes_with_errors(m)
+    first = spikes.run()
+    assert first["error_count"] == 2 and first["open_errors"] == 2
+    assert first["open_error_keys"] == [{"animal": 13, "rec": 0}, {"animal": 13, "rec": 1}]
+    assert spikes.pending_count() == 0 and list(spikes.pending_keys()) == [] and spikes.plan(2) == []
+    assert spikes.shard_keys(0, 1) == [] and first["pending_left"] == 0
+    status = spikes.status()
+    assert {k: status[k] for k in ("done", "pending", "reserved", "error", "ignored", "total")} == \
+        {"done": 2, "pending": 0, "reserved": 0, "error": 2, "ignored": 0, "total": 4}
+    assert status["error_keys"] == first["open_error_keys"]
+    token = spikes.change_token()
+    again = spikes.run()  # nothing to do, but the open errors are still reported
+    assert again["rows_added"] == 0 and again["error_count"] == 0 and again["open_errors"] == 2
+    assert spikes.change_token() == token  # only errors: no change for sensors
+    # the operator retries one key: it is pending again (and the token says so); ignores the other
+    assert spikes.retry_errors([{"animal": 13, "rec": 0}]) == 1
+    assert spikes.pending_count() == 1 and spikes.change_token() != token
+    assert spikes.ignore({"animal": 13, "rec": 1}) == 1
+    status = spikes.status()
+    assert (status["pending"], status["error"], status["ignored"]) == (1, 0, 1)
+    m.FAIL.clear()
+    done = spikes.run()
+    assert done["rows_added"] == 1 and done["open_errors"] == 0 and done["open_error_keys"] == []
+    assert spikes.pending_count() == 0  # the ignored key is not work
+    assert spikes.unignore() == 1 and spikes.pending_count() == 1
+    assert spikes.run()["rows_added"] == 1 and spikes.status()["done"] == 4
+
+
+def test_run_retry_errors_repends_only_its_own_keys(pipeline_module):
+    m = pipeline_module
+    spikes = _spikes_with_errors(m)
+    spikes.run()
+    m.FAIL.clear()
+    result = spikes.run([{"animal": 13, "rec": 1}], retry_errors=True)
+    assert result["rows_added"] == 1 and result["open_errors"] == 1
+    assert spikes.status()["error_keys"] == [{"animal": 13, "rec": 0}]
+    shard = shard_of({"animal": 13, "rec": 0}, 2)
+    result = spikes.run(shard=shard, nshards=2, retry_errors=True)
+    assert result["rows_added"] == 1 and result["open_errors"] == 0
+    assert spikes.clear_errors() == 0  # DataJoint's word for the same operation
+
+
+def test_operator_actions_refuse_bad_keys(pipeline_module):
+    from joinflow.errors import DataJointError
+
+    m = pipeline_module
+    spikes = _spikes_with_errors(m)
+    spikes.run()
+    with pytest.raises(DataJointError, match="lacks primary-key attribute.*rec"):
+        spikes.ignore({"animal": 13})
+    with pytest.raises(DataJointError, match=r"\['recording'\].*not primary-key"):
+        spikes.retry_errors({"recording": 0})  # a misspelled name must not retry every error
+    assert spikes.status()["error"] == 2 and spikes.status()["ignored"] == 0  # nothing changed
+    assert spikes.ignore([{"animal": 1, "rec": 0}]) == 0  # done keys are left alone
+
+
+def test_live_reservations_are_not_pending_expired_ones_are(pipeline_module):
+    import datetime
+
+    import sqlalchemy as sa
+
+    m = pipeline_module
+    spikes = _spikes_with_errors(m, animals=(1,), recs=2)
+    jobs = spikes.table.jobs
+    jobs.refresh()
+    assert jobs.reserve({"animal": 1, "rec": 0})
+    status = spikes.status()
+    assert (status["pending"], status["reserved"]) == (1, 1)
+    tc = jobs._tc()
+    jobs.connection.execute(sa.update(tc).values({jobs.cols.reserved_time: jobs._clock(-10 ** 7)}))  # long expired
+    assert spikes.pending_count() == 2  # a dead worker's lease: computable again
+    assert spikes.run()["rows_added"] == 2
+
+
+def test_downstream_computes_the_good_keys_after_a_partly_failed_upstream(pipeline_module):
+    m = pipeline_module
+    spikes = _spikes_with_errors(m)
+    summary = Pipeline(m).step("Summary")
+    assert spikes.run()["error_count"] == 2
+    assert summary.pending_count() == 2
+    assert sorted(k["animal"] for b in summary.pending_keys() for k in b) == [1, 1]
+    result = summary.run()
+    assert result["rows_added"] == 2 and result["open_errors"] == 0 and summary.pending_count() == 0
+
+
+def test_rows_added_are_the_rows_committed_in_the_table_and_each_part(pipeline_module):
+    """Counts are the committed rows of the table and, separately, of each part table; rows
+    of retried keys are counted by the run that made them."""
+    m = pipeline_module
+    spikes = _spikes_with_errors(m, animals=(1, 2, 13))
+    result = spikes.run()
+    unit = m.Spikes.Unit().full_table_name
+    assert (result["rows_added"], result["keys_made"], result["part_rows_added"]) == (4, 4, {unit: 8})
+    assert spikes.part_row_counts() == {unit: 8}
+    m.FAIL.clear()
+    result = spikes.run(retry_errors=True)
+    assert (result["rows_added"], result["part_rows_added"]) == (2, {unit: 4})
+    assert spikes.row_count() == 6 and spikes.part_row_counts() == {unit: 12}

@@ -518,6 +518,9 @@ class AutoPopulate:
 
                 exit_make(prov_token)
         result["success_count"] += 1
+        made = self.__dict__.get("_jf_made")  # joinflow.pipeline.Step.run counts the rows of these keys
+        if made is not None:
+            made.append(key)
 
     def _metadata_writer(self):
         """None, or a function that fills the hidden ``_job_*`` columns of a made key's row."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import hashlib
 import importlib
 import json
@@ -34,7 +35,10 @@ import time
 import types
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import sqlalchemy as sa
+
 from .autopopulate import AutoPopulate
+from .condition import Not
 from .errors import DataJointError, WrongDatabaseError
 from .selection import SETTINGS_ATTRIBUTE, Graph, check_settings, code_version, normalize_selectors
 from .table import Table
@@ -363,24 +367,42 @@ class Step:
         return self._full_table_name
 
     # -- planning ---------------------------------------------------------------------------
+    # A key of the key source is in exactly one state: done (in the table), error or ignored
+    # (a job row says so), reserved (a worker holds a live lease on it), or pending: computable
+    # now.  Only pending keys are planned, counted as work or wake sensors.
+    def _pending(self, *restrictions):
+        """Keys computable now: inputs exist, not in the table, no error / ignore / live reservation."""
+        table = self.cls()
+        jobs = table.jobs
+        n = jobs.cols
+        lease = float(table.connection.config["jobs.lease_timeout"])
+        # the server's clock, as the leases themselves (never this process's clock)
+        cutoff = table.connection.execute(sa.select(jobs._clock(-lease))).scalar()
+        if isinstance(cutoff, datetime.datetime):
+            cutoff = cutoff.isoformat(sep=" ")
+        blocked = jobs & (f"{n.status} in ('error', 'ignore') or "
+                          f"({n.status} = 'reserved' and {n.reserved_time} >= '{cutoff}')")
+        return table.pending(*restrictions).restrict(Not(blocked.proj()), semantic_check=False)
+
     def pending_count(self, *restrictions) -> int:
-        return len(self.cls().pending(*restrictions))
+        """How many keys are computable now (not done, not in error, ignored or reserved)."""
+        return len(self._pending(*restrictions))
 
     def pending_keys(self, batch_size: int = 100, *restrictions) -> Iterator[list[dict]]:
         """The pending keys in batches of at most ``batch_size`` (one query)."""
-        keys = self.cls().pending(*restrictions).keys(order_by="KEY")
+        keys = self._pending(*restrictions).keys(order_by="KEY")
         for start in range(0, len(keys), batch_size):
             yield keys[start : start + batch_size]
 
     def shard_keys(self, shard: int, nshards: int, *restrictions) -> list[dict]:
         if not 0 <= shard < nshards:
             raise DataJointError(f"shard must be in 0..{nshards - 1}, got {shard}.")
-        return [k for k in self.cls().pending(*restrictions).keys(order_by="KEY") if shard_of(k, nshards) == shard]
+        return [k for k in self._pending(*restrictions).keys(order_by="KEY") if shard_of(k, nshards) == shard]
 
     def plan(self, nshards: int, *restrictions) -> list[dict]:
         """Shard descriptors with work in them: ``{"step", "shard", "nshards", "keys"}`` (keys = count)."""
         counts = [0] * nshards
-        for key in self.cls().pending(*restrictions).keys():
+        for key in self._pending(*restrictions).keys():
             counts[shard_of(key, nshards)] += 1
         return [{"step": self.name, "shard": s, "nshards": nshards, "keys": n} for s, n in enumerate(counts) if n]
 
@@ -392,42 +414,165 @@ class Step:
 
         Safe under overlapping runs and retries: the job table reserves each key for one
         worker.  ``retry_errors`` re-pends errors of these keys first (an orchestrator retry).
+        The summary (see :meth:`_summary`) counts the rows this run committed, in the table
+        and in each part table, and the step's open errors after the run.
         """
         if self._verify:
             self.verify_database()  # before any work: the table may have been rebound since it was loaded
         table = self.cls()
         start = time.time()
+        if retry_errors:  # re-pend the errors of exactly the keys this run is about
+            errored = self._error_jobs()
+            for condition in restrictions:
+                errored = errored.restrict(condition, semantic_check=False)
+            if keys is not None and shard is None:
+                keys = [dict(k) for k in keys]
+                self._check_restriction(keys)
+                errored = errored.restrict(keys, semantic_check=False) if keys else None
+            elif shard is not None:
+                pk = table.primary_key
+                mine = [k for k in ({a: row[a] for a in pk} for row in errored.to_dicts())
+                        if shard_of(k, nshards or 1) == shard]
+                errored = errored.restrict(mine, semantic_check=False) if mine else None
+            if errored is not None:
+                errored.delete_quick()
         if shard is not None:
             keys = self.shard_keys(shard, nshards or 1, *restrictions)
             restrictions = ()
         if keys is not None:
             keys = [dict(k) for k in keys]
             if not keys:
-                return self._summary(0, [], start)
-        jobs = table.jobs
-        if retry_errors:
-            errored = jobs.errors if keys is None else jobs.errors.restrict(keys, semantic_check=False)
-            errored.delete_quick()
+                return self._summary(table, [], [], start, count_pending=count_pending)
         conditions = list(restrictions) + ([keys] if keys is not None else [])
-        result = table.populate(*conditions, reserve_jobs=True, suppress_errors=suppress_errors,
-                                max_calls=max_calls)
-        return self._summary(result["success_count"], result["error_list"], start, keys, count_pending)
+        made: list[dict] = []
+        table._jf_made = made  # populate appends each key whose make() committed
+        try:
+            result = table.populate(*conditions, reserve_jobs=True, suppress_errors=suppress_errors,
+                                    max_calls=max_calls)
+        finally:
+            table._jf_made = None
+        return self._summary(table, made, result["error_list"], start, keys, count_pending)
 
-    def _summary(self, success: int, errors: list, start: float, keys=None, count_pending: bool = True) -> dict:
-        table = self.cls()
-        if count_pending:
-            pending = len(table.pending(keys) if keys is not None else table.pending())
-        else:
-            pending = None
+    def _rows_of(self, table, made: list[dict]) -> dict[str, int]:
+        """Rows of the table and of each part table that belong to the keys this run made."""
+        counts: dict[str, int] = {}
+        parts = [table] + [p() for p in _part_classes(type(table))]
+        for t in parts:
+            total = 0  # no keys made: no query
+            for start in range(0, len(made), 500):
+                total += len(t.restrict(made[start : start + 500], semantic_check=False))
+            counts[t.full_table_name] = total
+        return counts
+
+    def _summary(self, table, made: list[dict], errors: list, start: float, keys=None,
+                 count_pending: bool = True) -> dict:
+        """What one run did.
+
+        ``rows_added``: rows of the step's table committed by this run (its makes that
+        succeeded); ``part_rows_added``: the same per part table (full table name -> rows);
+        ``keys_made``; ``errors`` / ``error_count``: the keys that failed in this run;
+        ``open_errors`` / ``open_error_keys``: every key of the step in error after the run
+        (the count, and at most :data:`MAX_ERROR_KEYS` keys), so an orchestrator can keep
+        every later run visibly failed until they are retried or ignored;
+        ``pending_left``: pending keys (of ``keys`` when given) left after the run.
+        """
+        rows = self._rows_of(table, made)
+        own = rows.pop(table.full_table_name, 0)
+        pending = (len(self._pending(keys) if keys is not None else self._pending())
+                   if count_pending else None)
+        open_errors = len(self._error_jobs())
         return {
             "step": self.name,
             "table": self.full_table_name,
-            "rows_added": success,
+            "rows_added": own,
+            "part_rows_added": rows,
+            "keys_made": len(made),
             "errors": [{"key": k, "error": str(e)} for k, e in errors],
             "error_count": len(errors),
+            "open_errors": open_errors,
+            "open_error_keys": self._error_keys(MAX_ERROR_KEYS) if open_errors else [],
             "pending_left": pending,
             "duration": round(time.time() - start, 3),
         }
+
+    # -- operator actions (what DataJoint users do on the jobs table) ---------------------------
+    def _job_keys(self, keys) -> list[dict] | None:
+        if keys is None:
+            return None
+        if isinstance(keys, dict):
+            keys = [keys]
+        pk = self.cls().primary_key
+        result = []
+        for key in keys:
+            key = dict(key)
+            missing = [k for k in pk if k not in key]
+            if missing:
+                raise DataJointError(f"{self.full_table_name}: key {key} lacks primary-key attribute(s) "
+                                     f"{missing}; give full keys (see step.errors() or step.status()).")
+            result.append({k: key[k] for k in pk})
+        return result
+
+    def _error_jobs(self):
+        return self.cls().jobs.errors
+
+    def _error_keys(self, limit: int | None = None) -> list[dict]:
+        pk = self.cls().primary_key
+        return [{k: row[k] for k in pk} for row in self._error_jobs().to_dicts(order_by=list(pk), limit=limit)]
+
+    def _check_restriction(self, keys) -> None:
+        """Dict keys must name primary-key attributes only (an unknown name would match every row)."""
+        pk = set(self.cls().primary_key)
+        for key in [keys] if isinstance(keys, dict) else keys:
+            if isinstance(key, dict):
+                unknown = [k for k in key if k not in pk]
+                if unknown:
+                    raise DataJointError(f"{self.full_table_name}: {unknown} in key {key} are not primary-key "
+                                         f"attributes ({sorted(pk)}); give keys of this step.")
+
+    def retry_errors(self, keys: Iterable[dict] | dict | None = None) -> int:
+        """Make the keys in error pending again (all, or those matching ``keys``: full or partial
+        keys); returns how many.  The next run computes them again.
+
+        DataJoint's way is deleting the error rows of the jobs table (``(table.jobs &
+        "status='error'").delete()``); this does the same for one step.
+        """
+        jobs = self._error_jobs()
+        if keys is not None:
+            keys = [dict(keys)] if isinstance(keys, dict) else [dict(k) for k in keys]
+            self._check_restriction(keys)
+            if not keys:
+                return 0
+            jobs = jobs.restrict(keys, semantic_check=False)
+        return jobs.delete_quick(get_count=True) or 0
+
+    clear_errors = retry_errors  # DataJoint users say "clear the errors": they become pending again
+
+    def ignore(self, keys: Iterable[dict] | dict) -> int:
+        """Mark keys "ignore" in the job table (DataJoint's status): no run computes them, and
+        they are no longer open errors; :meth:`unignore` makes them pending again.
+
+        Keys already in the table are left alone (they are done); returns how many were marked.
+        """
+        table = self.cls()
+        jobs = table.jobs
+        marked = 0
+        for key in self._job_keys(keys):
+            if key in table:
+                continue
+            jobs.ignore(key)
+            marked += 1
+        return marked
+
+    def unignore(self, keys: Iterable[dict] | dict | None = None) -> int:
+        """Make ignored keys (all, or those of ``keys``) pending again; returns how many."""
+        jobs = self.cls().jobs.ignored
+        if keys is not None:
+            keys = [dict(keys)] if isinstance(keys, dict) else [dict(k) for k in keys]
+            self._check_restriction(keys)
+            if not keys:
+                return 0
+            jobs = jobs.restrict(keys, semantic_check=False)
+        return jobs.delete_quick(get_count=True) or 0
 
     # -- observing ----------------------------------------------------------------------------------
     def errors(self, keys: Iterable[dict] | None = None, limit: int | None = None) -> list[dict]:
@@ -450,23 +595,48 @@ class Step:
     def row_count(self) -> int:
         return len(self.cls())
 
+    def part_row_counts(self) -> dict[str, int]:
+        """Rows of each part table of the step (full table name -> rows)."""
+        return {p().full_table_name: len(p()) for p in _part_classes(self.cls)}
+
+    def part_names(self) -> dict[str, str]:
+        """The step's part tables: full table name -> ``"Master.Part"`` class name."""
+        return {p().full_table_name: f"{self.class_name}.{p.__name__}" for p in _part_classes(self.cls)}
+
     def status(self) -> dict:
-        """done / pending / reserved / error / ignore counts."""
+        """The step's keys by state, each counted once.
+
+        ``done`` (in the table), ``pending`` (computable now), ``reserved`` (being computed),
+        ``error``, ``ignored`` (also as ``ignore``, the job table's word) and ``total`` (the
+        key source); ``error_keys``: at most :data:`MAX_ERROR_KEYS` keys in error.
+        """
         table = self.cls()
         remaining, total = table.progress()
         jobs = table.jobs.progress()
-        return {"done": total - remaining, "pending": remaining, "reserved": jobs["reserved"],
-                "error": jobs["error"], "ignore": jobs["ignore"], "total": total}
+        pending = self.pending_count()
+        return {"done": total - remaining, "pending": pending, "reserved": jobs["reserved"],
+                "error": jobs["error"], "ignore": jobs["ignore"], "ignored": jobs["ignore"], "total": total,
+                "error_keys": self._error_keys(MAX_ERROR_KEYS) if jobs["error"] else []}
 
     def change_token(self) -> str:
-        """Changes when the step's inputs or outputs change (row counts of it and its parents)."""
+        """Changes when the step's inputs or outputs change (row counts of it and its parents), or
+        when keys leave the error / ignore states; not while the same errors stay."""
         table = self.cls()
         conn = table.connection
         parents = conn.dependencies.load().parents(table.full_table_name)
         from .table import FreeTable
 
         counts = [len(FreeTable(conn, p)) for p in sorted(parents)] + [len(table)]
+        jobs = table.jobs.progress()
+        counts += [jobs["error"], jobs["ignore"]]
         return hashlib.md5(json.dumps(counts).encode()).hexdigest()[:16]
+
+
+MAX_ERROR_KEYS = 20  # keys in error listed by Step.status() and a run's summary
+
+
+def _part_classes(cls: type) -> list[type]:
+    return [m for m in vars(cls).values() if isinstance(m, type) and issubclass(m, Part)]
 
 
 class Pipeline:

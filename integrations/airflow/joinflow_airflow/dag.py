@@ -49,6 +49,11 @@ class JoinflowMakeError(RuntimeError):
     """Raised by a populate task whose keys failed in make() (errors are in the job table)."""
 
 
+class JoinflowOpenErrors(RuntimeError):
+    """Raised by a table's ``report`` task while keys of the table are in error (on every run,
+    until an operator retries or ignores them), or when its plan or a populate task failed."""
+
+
 
 
 # -- helpers used at run time (importable; each worker resolves its own connection) -----------
@@ -110,12 +115,30 @@ def check_table(s: "Step", expected_table: str | None) -> None:
             "The manifest is stale: regenerate it (python -m joinflow.pipeline manifest MODULE -o FILE).")
 
 
+def table_rows(s: "Step") -> dict[str, int]:
+    """Rows of the step's table and of each of its part tables, by full table name."""
+    return {s.full_table_name: s.row_count(), **s.part_row_counts()}
+
+
 def plan_work(step: str, batch_size: int = 100, conn_id: str | None = None,
               max_map_length: int | None = None, expected_table: str | None = None,
+              retry_errors: bool = False, ignore_errors: bool = False,
               database: dict | None = None) -> list[dict]:
-    """The step's pending work as descriptors; never more than ``max_map_length`` of them."""
+    """The step's pending work as descriptors; never more than ``max_map_length`` of them.
+
+    ``retry_errors`` first makes the step's keys in error pending again; ``ignore_errors``
+    marks them ignored (the DAG's ``retry_errors`` / ``ignore_errors`` params).
+    """
     s = _load_step(step, conn_id, database)
     check_table(s, expected_table)
+    if retry_errors:
+        log.info("joinflow plan %s: %d key(s) in error made pending again", step, s.retry_errors())
+    elif ignore_errors:
+        errors = s.status()["error_keys"]
+        while errors:
+            s.ignore(errors)
+            log.warning("joinflow plan %s: ignoring %d key(s) in error: %s", step, len(errors), errors)
+            errors = s.status()["error_keys"]
     limit = max_map_length or _max_map_length()
     batches = [[{k: _plain(v) for k, v in key.items()} for key in batch]
                for batch in s.pending_keys(max(1, int(batch_size)))]
@@ -156,12 +179,41 @@ def populate_work(work: dict, conn_id: str | None = None, try_number: int | None
     return summary
 
 
-def report_step(step: str, conn_id: str | None = None, database: dict | None = None) -> dict:
-    """The step's status from the job table and the table itself (not from task XComs)."""
+def report_step(step: str, conn_id: str | None = None, rows_before: dict | None = None,
+                failed_tasks: int | None = None, work_count: int | None = None,
+                database: dict | None = None) -> dict:
+    """The step's status from the job table and the table itself (not from task XComs).
+
+    ``rows_added`` (and ``part_rows_added``): rows in the table now minus ``rows_before``
+    (counted by the plan task), so rows of a populate try that later failed or was retried
+    count.  Raises :class:`JoinflowOpenErrors` while any key of the step is in error, when the
+    plan failed (no ``rows_before``) or when ``failed_tasks`` populate tasks (of ``work_count``) failed.
+    """
     s = _load_step(step, conn_id, database)
     status = s.status()
-    summary = {"step": step, "table": s.full_table_name, "rows": s.row_count(), **status}
+    rows_now = table_rows(s)
+    before = rows_before or {}
+    added = {t: n - before.get(t, n) for t, n in rows_now.items()}
+    summary = {"step": step, "table": s.full_table_name, "rows": rows_now[s.full_table_name],
+               "rows_added": added.pop(s.full_table_name),
+               "part_rows_added": added, **{k: v for k, v in status.items() if k != "error_keys"},
+               "error_keys": status["error_keys"]}
     log.info("joinflow summary %s: %s", step, summary)
+    problems = []
+    if rows_before is None:
+        problems.append("its plan task failed (see its log)")
+    if failed_tasks:
+        problems.append(f"{failed_tasks} of {work_count or failed_tasks} populate task(s) failed")
+    if status["error"]:
+        shown = "; ".join(_key_text(k) for k in status["error_keys"][:5])
+        more = f" and {status['error'] - 5} more" if status["error"] > 5 else ""
+        problems.append(f"{status['error']} key(s) in error ({shown}{more}); see them with `joinflow jobs "
+                        f"{step.partition(':')[0]}`. Retry them: trigger the DAG with the param "
+                        "retry_errors=true (or clear the failed populate task); or trigger it with "
+                        "ignore_errors=true to ignore them")
+    if problems:
+        raise JoinflowOpenErrors(f"{s.full_table_name}: " + "; ".join(problems) +
+                                 f". This run added {summary['rows_added']} row(s); {status['pending']} key(s) pending.")
     return summary
 
 
@@ -170,7 +222,14 @@ def report_step(step: str, conn_id: str | None = None, database: dict | None = N
 # on another database, or in a worker where no database is configured
 def _plan_task(step: str, batch_size: int, conn_id: str | None, expected_table: str | None = None,
                database: dict | None = None) -> list[dict]:
-    return plan_work(step, batch_size, conn_id, expected_table=expected_table, database=database)
+    context = get_current_context()
+    params = context.get("params") or {}
+    work = plan_work(step, batch_size, conn_id, expected_table=expected_table,
+                     retry_errors=bool(params.get("retry_errors")), ignore_errors=bool(params.get("ignore_errors")),
+                     database=database)
+    # the report subtracts these: rows added by every populate try, retried or failed ones included
+    context["ti"].xcom_push(key="rows_before", value=table_rows(_load_step(step, conn_id, database)))
+    return work
 
 
 def _populate_task(work: dict, conn_id: str | None, database: dict | None = None) -> dict:
@@ -180,14 +239,57 @@ def _populate_task(work: dict, conn_id: str | None, database: dict | None = None
 
 
 def _report_task(step: str, conn_id: str | None, database: dict | None = None) -> dict:
-    summary = report_step(step, conn_id, database)
+    """Fails while keys are in error; skipped (no Asset event) when the run inserted nothing."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
     context = get_current_context()
+    ti = context["ti"]
+    group = context["task"].task_id.rpartition(".")[0]
+    prefix = f"{group}." if group else ""
+    states = _group_states(ti, group)
+    log.info("joinflow report %s: task states %s", step, states)
+    work = ti.xcom_pull(task_ids=f"{prefix}plan")
+    rows_before = ti.xcom_pull(task_ids=f"{prefix}plan", key="rows_before")
+    if rows_before is None and states is not None and states.get(f"{prefix}plan") == "skipped":
+        raise AirflowSkipException(f"{step}: the plan was skipped (no new data); nothing to report.")
+    failed = None
+    if states is not None:
+        failed = sum(1 for task_id, state in states.items()
+                     if (task_id == f"{prefix}populate" or task_id.startswith(f"{prefix}populate_"))
+                     and state in ("failed", "upstream_failed"))
+    summary = report_step(step, conn_id, rows_before=rows_before, failed_tasks=failed,
+                          work_count=None if work is None else len(work), database=database)
+    if not summary["rows_added"] and not any(summary["part_rows_added"].values()):
+        raise AirflowSkipException(f"{summary['table']}: this run inserted no rows; no Asset event.")
     events = context.get("outlet_events")
     if events is not None:
         for outlet in context["task"].outlets or ():
             if isinstance(outlet, Asset):
-                events[outlet].extra = {k: v for k, v in summary.items() if isinstance(v, (int, str))}
+                own = _outlet_rows(outlet, summary)
+                events[outlet].extra = {**{k: v for k, v in summary.items() if isinstance(v, (int, str))}, **own}
     return summary
+
+
+def _group_states(ti, group: str) -> dict | None:
+    """States of this run's tasks of the task group (``None`` when Airflow cannot say)."""
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        found = RuntimeTaskInstance.get_task_states(dag_id=ti.dag_id, task_group_id=group or None,
+                                                    run_ids=[ti.run_id])
+        return dict(found.get(ti.run_id) or {})
+    except Exception as exc:  # pragma: no cover - an Airflow without the call
+        log.debug("task states unavailable: %s", exc)
+        return None
+
+
+def _outlet_rows(outlet: Asset, summary: dict) -> dict:
+    """A part table's Asset event carries the part's own rows, not its master's."""
+    name = outlet.name.removeprefix("joinflow.")
+    for table, added in summary["part_rows_added"].items():
+        if table.replace("`", "").replace('"', "") == name:
+            return {"table": table, "rows_added": added, "master": summary["table"]}
+    return {}
 
 
 # -- building the DAG (parse time: graph metadata only, no key queries) ------------------------
@@ -366,8 +468,17 @@ def joinflow_dag(
         populate_defaults["retries"] = populate_retries
 
     plan_task = task(_plan_task, task_id="plan")
-    with DAG(dag_id, schedule=schedule, **dag_kwargs) as dag:
+    from airflow.sdk import Param
+
+    params = dict(dag_kwargs.pop("params", None) or {})
+    params.setdefault("retry_errors", Param(False, type="boolean",
+                                            description="Make the keys in error pending again before planning."))
+    params.setdefault("ignore_errors", Param(False, type="boolean",
+                                             description="Mark the keys in error as ignored (DataJoint's 'ignore')."))
+    with DAG(dag_id, schedule=schedule, params=params, **dag_kwargs) as dag:
         groups: dict[str, TaskGroup] = {}
+        ends: dict[str, Any] = {}
+        step_names = {s["name"] for s in steps}
         for s in steps:
             name, table = s["name"], tables[s["name"]]
             outlets = [assets[name]] + [assets[by_full[p]] for p in table.get("parts", ()) if p in by_full]
@@ -376,17 +487,22 @@ def joinflow_dag(
                 populate_task = task(_populate_task, task_id="populate",
                                      **populate_options(step_settings, populate_defaults))
                 # the plan checks that the step's table is still the one this DAG was built for
-                plan = plan_task(name, step_settings.get("batch_size", batch_size), conn_id,
-                                 f"{table['schema']}.{table['table_name']}", database)
+                has_upstream = any(u in step_names for u in s.get("upstream", ()))
+                # downstream keeps going: after a failed upstream task it computes every key whose inputs exist
+                planner = plan_task.override(trigger_rule="all_done") if has_upstream else plan_task
+                plan = planner(name, step_settings.get("batch_size", batch_size), conn_id,
+                               f"{table['schema']}.{table['table_name']}", database)
                 populate = populate_task.partial(conn_id=conn_id, database=database).expand(work=plan)
-                report = task(_report_task, task_id="report", trigger_rule="none_failed",
+                # the report runs whatever populate did: it fails while keys are in error
+                report = task(_report_task, task_id="report", trigger_rule="all_done",
                               outlets=outlets)(name, conn_id, database)
                 populate >> report
             groups[name] = group
+            ends[name] = (plan, populate)
         for s in steps:
             for up in s.get("upstream", ()):
-                if up in groups:
-                    groups[up] >> groups[s["name"]]
+                if up in groups:  # the upstream populate tasks (not its report, which may fail)
+                    ends[up][1] >> ends[s["name"]][0]
         if wait_for_pending:
             from .sensors import JoinflowPendingSensor
 

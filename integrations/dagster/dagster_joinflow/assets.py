@@ -22,6 +22,9 @@ class JoinflowMaterializeConfig(dg.Config):
 
     retry_errors: bool = False
     """Re-pend keys whose make failed before (a retry of the asset retries them anyway)."""
+    ignore_errors: bool = False
+    """Mark the keys in error as ignored (DataJoint's "ignore" job status): no run computes them
+    and they no longer fail the no_job_errors check."""
     max_calls: Optional[int] = None
     """Compute at most this many keys in this materialization."""
 
@@ -111,6 +114,7 @@ def build_joinflow_assets(
             continue
         specs[node.full_table_name] = translator.get_asset_spec(node)
     result: list[Union[dg.AssetsDefinition, dg.AssetSpec]] = []
+    registry: dict[dg.AssetKey, str] = {}  # asset key -> step name, of every step asset built here
     for full, spec in specs.items():
         node = nodes[full]
         parents: list[str] = []
@@ -128,8 +132,12 @@ def build_joinflow_assets(
             if include_sources:
                 result.append(spec)
             continue
-        result.append(_step_asset(node, spec, translator, resource_key,
-                                  op_options(step_settings.get(node.name, {}), retry_policy, pool), pipe.database))
+        definition = _step_asset(node, spec, translator, resource_key,
+                                 op_options(step_settings.get(node.name, {}), retry_policy, pool),
+                                 pipe.database, registry)
+        registry[definition.key] = node.name
+        result.append(definition)
+        result.append(_errors_check(node, definition.key, resource_key, pipe.database))
     return result
 
 
@@ -144,8 +152,29 @@ def _partition_restriction(node: TableNode, attribute: str, partition_key: str) 
     return {attribute: value}
 
 
+def _run_has_work(context: dg.AssetExecutionContext, resource: "JoinflowResource", registry: dict,
+                  database: Optional[dict] = None) -> bool:
+    """Whether any joinflow step of this run has pending keys or keys in error.
+
+    Dagster skips the assets downstream of one that yields no materialization, so a step
+    that inserted nothing skips only when the whole run has nothing to do; otherwise it
+    materializes (with ``rows_added`` 0) so that the steps after it run (and fail on their
+    open errors).
+    """
+    selected = context.run.asset_selection or set(registry)
+    for key in selected:
+        name = registry.get(key)
+        if name is None:
+            continue
+        step = resource.get_step(name, database)
+        if step.pending_count() or step.status()["error"]:
+            return True
+    return False
+
+
 def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflowTranslator, resource_key: str,
-                options: dict[str, Any], database: Optional[dict] = None) -> dg.AssetsDefinition:
+                options: dict[str, Any], database: Optional[dict] = None,
+                registry: Optional[dict] = None) -> dg.AssetsDefinition:
     step_name = node.name
     attribute = translator.get_partition_attribute(node)
     partitions_def = None
@@ -157,16 +186,14 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
         partitions_def = dg.DynamicPartitionsDefinition(
             name=partitions_name(node, attribute))
         metadata[PARTITION_METADATA_KEY] = attribute
-    spec = spec.merge_attributes(metadata=metadata)
+    # skippable: a run that inserted nothing yields no materialization (nothing to trigger)
+    spec = spec.merge_attributes(metadata=metadata).replace_attributes(skippable=True)
     if partitions_def is not None:
         spec = spec.replace_attributes(partitions_def=partitions_def)
-    check = dg.AssetCheckSpec(NO_JOB_ERRORS, asset=spec.key,
-                              description="No key of this table has a failed make in the job table.")
 
     @dg.multi_asset(
         name=f"{dagster_name(schema_of(node))}__{dagster_name(node.name.partition(':')[2])}",
         specs=[spec],
-        check_specs=[check],
         required_resource_keys={resource_key},
         retry_policy=options["retry_policy"],
         pool=options["pool"],
@@ -179,44 +206,92 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
         if attribute is not None and context.has_partition_key:
             restriction = _partition_restriction(node, attribute, context.partition_key)
         retry = config.retry_errors or context.retry_number > 0
+        if config.ignore_errors and not retry:
+            errors = [e["key"] for e in _job_errors(step, restriction, limit=None)]
+            if errors:
+                step.ignore(errors)
+                context.log.warning(f"{step_name}: ignoring {len(errors)} key(s) in error: {errors[:20]}")
         started = time.time()
         pending_before = step.pending_count(restriction) if restriction else step.pending_count()
         summary = resource.populate(step_name, restriction=restriction, retry_errors=retry,
                                     max_calls=config.max_calls, database=database)
         status = step.status()
-        errors = _job_errors(step, restriction)
         metadata = {
             "rows_added": summary["rows_added"],
+            "part_rows_added": dg.MetadataValue.json(summary["part_rows_added"]),
             "pending_before": pending_before,
             "pending_left": summary["pending_left"],
             "errors": summary["error_count"],
+            "open_errors": status["error"],
             "duration_s": dg.MetadataValue.float(round(time.time() - started, 3)),
-            "job_counts": dg.MetadataValue.json(status),
+            "job_counts": dg.MetadataValue.json({k: v for k, v in status.items() if k != "error_keys"}),
             "dagster/row_count": status["done"],
         }
-        context.log.info(f"{step_name}: {summary['rows_added']} computed, {summary['error_count']} errors, "
-                         f"{summary['pending_left']} pending")
-        if summary["error_count"]:
-            yield _check_result(spec.key, status, errors)
-            first = summary["errors"][0]
-            stack = next((e["error_stack"] for e in errors if e["key"] == first["key"]), "")
+        context.log.info(f"{step_name}: {summary['rows_added']} rows added, {summary['error_count']} errors, "
+                         f"{summary['pending_left']} pending, {status['error']} keys in error")
+        inserted = summary["rows_added"] or any(summary["part_rows_added"].values())
+        if inserted or (not status["error"] and _run_has_work(context, resource, registry or {}, database)):
+            # success with errors: downstream assets compute the good keys; the no_job_errors
+            # check (its own step, after this one) fails the run while keys are in error
+            yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+            return
+        if status["error"]:  # nothing inserted and keys in error: this run failed
+            errors = _job_errors(step, restriction)
+            first = errors[0] if errors else {"key": None, "error_message": "", "error_stack": ""}
             raise dg.Failure(
-                description=(f"{summary['error_count']} make call(s) of {step_name} failed "
-                             f"({summary['rows_added']} keys computed). First: key {first['key']}: {first['error']}"),
-                metadata={**metadata, "failed_keys": dg.MetadataValue.json(summary["errors"][:50]),
-                          "traceback": dg.MetadataValue.text(stack)},
+                description=(f"{step_name}: {status['error']} key(s) in error, nothing inserted "
+                             f"({summary['error_count']} failed in this run). First: key {first['key']}: "
+                             f"{first['error_message']}. {HANDLE_ERRORS}"),
+                metadata={**metadata, "failed_keys": dg.MetadataValue.json(
+                    [{"key": {k: str(v) for k, v in e["key"].items()}, "error": e["error_message"]}
+                     for e in errors[:50]]),
+                    "traceback": dg.MetadataValue.text(first["error_stack"] or "")},
             )
-        yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
-        yield _check_result(spec.key, status, errors)
+        context.log.info(f"{step_name}: nothing inserted; no materialization")
 
     return _populate
+
+
+HANDLE_ERRORS = ("Retry them: materialize with run config retry_errors: true (Launchpad: ops: {<op>: {config: "
+                 "{retry_errors: true}}}); or ignore them with ignore_errors: true.")
+
+
+def _errors_check(node: TableNode, asset_key: dg.AssetKey, resource_key: str,
+                  database: Optional[dict] = None) -> dg.AssetChecksDefinition:
+    """The ``no_job_errors`` check of a step's asset: its own step, after the materialization.
+
+    While keys of the table are in error it records a failed check and fails its step, so
+    the run is not green on this run and every later one until the errors are retried or
+    ignored; assets downstream do not wait for it (they compute the good keys).
+    """
+    step_name = node.name
+    spec = dg.AssetCheckSpec(NO_JOB_ERRORS, asset=asset_key,
+                             description="No key of this table has a failed make in the job table.")
+
+    @dg.multi_asset_check(
+        name=f"{dagster_name(schema_of(node))}__{dagster_name(node.name.partition(':')[2])}__{NO_JOB_ERRORS}",
+        specs=[spec],
+        required_resource_keys={resource_key},
+    )
+    def _check(context: dg.AssetCheckExecutionContext):
+        resource: JoinflowResource = getattr(context.resources, resource_key)
+        step = resource.get_step(step_name, database)
+        status = step.status()
+        errors = _job_errors(step) if status["error"] else []
+        yield _check_result(asset_key, status, errors)
+        if status["error"]:
+            first = errors[0] if errors else {"key": None, "error_message": ""}
+            raise dg.Failure(description=(f"{step_name}: {status['error']} key(s) in error. First: key "
+                                          f"{first['key']}: {first['error_message']}. {HANDLE_ERRORS}"))
+
+    return _check
 
 
 def partitions_name(node: TableNode, attribute: str) -> str:
     return f"{dagster_name(schema_of(node))}__{dagster_name(node.cls.__name__)}__{dagster_name(attribute)}"
 
 
-def _job_errors(step: Step, restriction: Optional[dict] = None, limit: int = 50) -> list[dict]:
+def _job_errors(step: Step, restriction: Optional[dict] = None, limit: Optional[int] = 50) -> list[dict]:
     """Error rows of the step's job table: key, message, traceback.
 
     Workaround: ``joinflow.pipeline.Step`` has no accessor for its job-table errors yet,
@@ -244,6 +319,7 @@ def _check_result(key: dg.AssetKey, status: dict, errors: list[dict]) -> dg.Asse
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "error_count": status["error"],
+            "ignored": status["ignored"],
             "reserved": status["reserved"],
             "first_errors": dg.MetadataValue.json(
                 [{"key": {k: str(v) for k, v in e["key"].items()}, "error": e["error_message"]}

@@ -78,6 +78,8 @@ class JoinflowResource(dg.ConfigurableResource):
         """
         step = self.get_step(name, database)
         keys = None
+        if retry_errors and restriction is not None:  # errors are not pending: re-pend this partition's first
+            step.retry_errors(restriction)
         if restriction is not None:
             keys = [key for batch in step.pending_keys(10_000, restriction) for key in batch]
         for attempt in range(3):

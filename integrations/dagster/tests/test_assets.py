@@ -109,8 +109,7 @@ def test_materialize_computes_every_key_once_and_a_rerun_nothing(pipeline_module
 
     again = dg.materialize(assets, instance=instance, resources=_resources(pm))
     assert again.success
-    assert _materialization_metadata(again, f"{schema_name}/PeakSummary")["rows_added"] == 0
-    assert _materialization_metadata(again, f"{schema_name}/RunQC")["rows_added"] == 0
+    assert again.get_asset_materialization_events() == []  # nothing inserted: no materialization
     assert len(pm.make_calls()) == 6
 
 
@@ -148,8 +147,9 @@ def test_overlapping_materializations_compute_each_key_once(tmp_path, database_u
         assert all(r["success"] for r in results)
         calls = pm.make_calls()
         assert len(calls) == 24 and len(set(calls)) == 24  # every key computed exactly once
-        assert sum(r["added"][f"{schema_name}/RunQC"] for r in results) == 24
-        assert sum(r["added"][f"{schema_name}/PeakSummary"] for r in results) == 24
+        # a run that inserted nothing (the other did it all) has no materialization
+        assert sum(r["added"].get(f"{schema_name}/RunQC", 0) for r in results) == 24
+        assert sum(r["added"].get(f"{schema_name}/PeakSummary", 0) for r in results) == 24
         assert len(pm.module.RunQC()) == 24
         split = {pid: sum(1 for c in pm._calls() if c["pid"] == pid) for pid in pm.make_pids()}
         print("make calls per process:", split)  # usually both processes share the work
@@ -159,7 +159,10 @@ def test_overlapping_materializations_compute_each_key_once(tmp_path, database_u
         sys.path.remove(str(pm.path))
 
 
-def test_a_failing_make_fails_the_asset_and_the_check_reports_it(pipeline_module, schema_name, instance):
+def test_open_errors_fail_every_run_until_retried_or_ignored(pipeline_module, schema_name, instance):
+    """A failing make: the asset materializes its good keys (downstream keeps going) and the
+    no_job_errors check fails the run; a rerun with nothing to do still fails (no new
+    materialization); the sensor starts no run for the errors; ignoring them makes runs green."""
     pm = pipeline_module
     pm.add_runs({"S1": "plasma", "BAD": "broken"})
     assets = build_joinflow_assets(pm.module)
@@ -167,9 +170,10 @@ def test_a_failing_make_fails_the_asset_and_the_check_reports_it(pipeline_module
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     error = failure.step_failure_data.user_failure_data
-    assert "2 make call(s)" in error.description and "detector saturated for sample BAD" in error.description
-    assert "RuntimeError" in error.metadata["traceback"].value
-    assert error.metadata["rows_added"].value == 2  # the good keys were computed all the same
+    assert "RunQC" in failure.step_key and "2 key(s) in error" in error.description
+    assert "detector saturated for sample BAD" in error.description and "retry_errors: true" in error.description
+    md = _materialization_metadata(result, f"{schema_name}/RunQC")
+    assert (md["rows_added"], md["errors"], md["open_errors"]) == (2, 2, 2)  # the good keys, all the same
     checks = {c.asset_check_key.asset_key.path[-1]: c for c in result.get_asset_check_evaluations()}
     assert checks["PeakSummary"].passed
     qc = checks["RunQC"]
@@ -177,12 +181,36 @@ def test_a_failing_make_fails_the_asset_and_the_check_reports_it(pipeline_module
     assert qc.metadata["error_count"].value == 2
     assert "detector saturated" in json.dumps(qc.metadata["first_errors"].value)
     assert len(pm.module.RunQC()) == 2
+
+    # errors are not pending: the sensor requests no run for them
+    sensor = build_joinflow_sensor(assets)
+    defs = dg.Definitions(assets=assets, sensors=[sensor], resources=_resources(pm))
+    tick = sensor(dg.build_sensor_context(instance=instance, definitions=defs, cursor=None))
+    assert isinstance(tick, dg.SkipReason)
+
+    # the next run has nothing to compute and still fails; no upstream asset says it was updated
+    again = dg.materialize(assets, instance=instance, resources=_resources(pm), raise_on_error=False)
+    assert not again.success
+    assert all(e.asset_key.path[-1] in ("Acquisition", "Centroid", "DetectedPeaks", "PeakSummary")
+               and e.materialization.metadata["rows_added"].value == 0
+               for e in again.get_asset_materialization_events())
+    assert not any(e.asset_key.path[-1] == "RunQC" for e in again.get_asset_materialization_events())
     # a retry (config retry_errors) re-pends the failed keys; they fail again and are recorded again
+    op = f"{schema_name}__RunQC"
     retry = dg.materialize(assets, instance=instance, resources=_resources(pm), raise_on_error=False,
                            selection=[dg.AssetKey([schema_name, "RunQC"])],
-                           run_config={"ops": {f"{schema_name}__RunQC": {"config": {"retry_errors": True}}}})
+                           run_config={"ops": {op: {"config": {"retry_errors": True}}}})
     assert not retry.success
     assert len(pm.make_calls()) == 4 + 2
+    # ignoring them (config ignore_errors) ends the failures
+    ignore = dg.materialize(assets, instance=instance, resources=_resources(pm), raise_on_error=False,
+                            selection=[dg.AssetKey([schema_name, "RunQC"])],
+                            run_config={"ops": {op: {"config": {"ignore_errors": True}}}})
+    assert ignore.success
+    assert ignore.get_asset_materialization_events() == []  # nothing inserted: nothing to trigger
+    assert len(pm.module.RunQC().jobs.ignored) == 2
+    quiet = dg.materialize(assets, instance=instance, resources=_resources(pm))
+    assert quiet.success and quiet.get_asset_materialization_events() == []
 
 
 def test_the_sensor_requests_runs_for_new_upstream_rows_only(pipeline_module, schema_name, instance):

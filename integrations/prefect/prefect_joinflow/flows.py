@@ -27,6 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
+from prefect.states import Completed
 from prefect.runtime import task_run as task_run_runtime
 from prefect.utilities.annotations import allow_failure, unmapped
 
@@ -64,7 +65,9 @@ class JoinflowMakeError(RuntimeError):
 
 
 class JoinflowFlowError(RuntimeError):
-    """Raised at the end of a flow run in which some table had failures (after the artifact)."""
+    """Raised at the end of a flow run in which some table had failures, or still has keys in
+    error from an earlier run (after the artifact): the flow run is Failed until they are
+    retried (flow parameter ``retry_errors``) or ignored (``ignore_errors``)."""
 
 
 _steps: dict[str, tuple[Any, Step]] = {}  # name -> (its module, the step) loaded in this process
@@ -110,10 +113,22 @@ def _populate_run_name() -> str:
 
 
 def plan_pending_work(step: str, batch_size: int = 100, shards: int | None = None,
-              database_block: str | None = None, database: dict | None = None) -> list[dict]:
-    """Descriptors of the step's pending work: key batches, or the hash shards that have keys."""
+              database_block: str | None = None, retry_errors: bool = False,
+              ignore_errors: bool = False, database: dict | None = None) -> list[dict]:
+    """Descriptors of the step's pending work: key batches, or the hash shards that have keys.
+
+    ``retry_errors`` first makes the step's keys in error pending again; ``ignore_errors``
+    marks them ignored (DataJoint's ``ignore`` job status) instead.
+    """
     s = _step(step, database_block, database)
     with db_lock():
+        if retry_errors:
+            s.retry_errors()
+        elif ignore_errors:
+            errors = s.status()["error_keys"]
+            while errors:
+                s.ignore(errors)
+                errors = s.status()["error_keys"]
         if shards:
             return [{"step": step, "shard": d["shard"], "nshards": d["nshards"], "count": d["keys"]}
                     for d in s.plan(shards)]
@@ -133,8 +148,29 @@ def populate_work(work: dict, database_block: str | None = None, retry_errors: b
             summary = s.run(shard=work["shard"], nshards=work["nshards"], retry_errors=retry, count_pending=False)
         else:
             summary = s.run(work["keys"], retry_errors=retry, count_pending=False)
+    summary = _with_earlier_tries(summary)
     if summary["error_count"]:
         raise JoinflowMakeError(summary)
+    return summary
+
+
+# rows committed by earlier tries of a task run (Prefect retries a task in the same process):
+# a try's summary adds them, so a retried task reports every row it inserted
+_earlier_tries: dict[str, dict] = {}
+
+
+def _with_earlier_tries(summary: dict) -> dict:
+    run_id = str(task_run_runtime.get_id() or "")
+    if not run_id:
+        return summary
+    earlier = _earlier_tries.pop(run_id, None)
+    if earlier:
+        summary = dict(summary, rows_added=summary["rows_added"] + earlier["rows_added"],
+                       part_rows_added={t: summary["part_rows_added"].get(t, 0) + earlier["part_rows_added"].get(t, 0)
+                                        for t in {*summary["part_rows_added"], *earlier["part_rows_added"]}})
+    if summary["error_count"]:  # this try fails: a retry adds its rows to its own
+        _earlier_tries[run_id] = {"rows_added": summary["rows_added"],
+                                  "part_rows_added": dict(summary["part_rows_added"])}
     return summary
 
 
@@ -259,7 +295,11 @@ def joinflow_flow(
     flow_name = name or "joinflow-" + "-".join(_slug(n) for n in _source_names(pipeline_or_modules))
     summary_key = artifact_key or _slug(f"{flow_name}-summary")
 
-    def run_pipeline(batch_size: int = batch_size, retry_errors: bool = False) -> dict[str, dict]:
+    def run_pipeline(batch_size: int = batch_size, retry_errors: bool = False, ignore_errors: bool = False,
+                     allow_errors: bool = False) -> Any:
+        """``retry_errors``: make the keys in error pending again first; ``ignore_errors``: mark
+        them ignored instead; ``allow_errors``: end Completed (message "completed with errors")
+        rather than Failed while keys stay in error."""
         logger = get_run_logger()
         apply_database_block(database_block)
         # modules named by string are imported here: never on joinflow's defaults alone (a worker with
@@ -301,10 +341,17 @@ def joinflow_flow(
 
         def finish(s: Step, outcome: str, batches: list, plan_error: str | None = None):
             rows, errors, messages = 0, 0, []
+            part_rows: dict[str, int] = {}
+
+            def add_parts(found: dict) -> None:
+                for table, n in (found or {}).items():
+                    part_rows[table] = part_rows.get(table, 0) + n
+
             for f in batches:
                 value = f.result(raise_on_failure=False)
                 if isinstance(value, JoinflowMakeError):
                     rows += value.summary.get("rows_added", 0)
+                    add_parts(value.summary.get("part_rows_added"))
                     errors += value.summary.get("error_count", 0)
                     messages.append(str(value))
                 elif isinstance(value, BaseException) or not isinstance(value, dict):
@@ -312,6 +359,7 @@ def joinflow_flow(
                     messages.append(f"{type(value).__name__}: {value}")
                 else:
                     rows += value["rows_added"]
+                    add_parts(value.get("part_rows_added"))
             if plan_error:
                 errors += 1
                 messages.append(plan_error)
@@ -321,29 +369,49 @@ def joinflow_flow(
                 with db_lock():
                     status = s.status()
             except Exception as exc:  # report what we know; the failure is already recorded
-                status = {"pending": None, "error": None, "reserved": None}
+                status = {"pending": None, "error": None, "reserved": None, "ignored": None, "error_keys": []}
                 messages.append(f"status unavailable: {exc}")
+            if status["error"] and not errors:  # errors of an earlier run stay visible until handled
+                outcome = "open errors" if outcome in ("completed", "nothing to do") else outcome
+                messages.append(f"{s.full_table_name}: {status['error']} key(s) in error from an earlier run, "
+                                f"e.g. {status['error_keys'][:3]}; run the flow with retry_errors=True to retry "
+                                "them or ignore_errors=True to ignore them.")
             summary = {
                 "table": s.full_table_name, "step": s.name, "state": outcome, "tasks": len(batches),
-                "rows_added": rows, "errors": errors, "pending_left": status["pending"],
-                "job_errors": status["error"], "reserved": status["reserved"],
+                "rows_added": rows, "part_rows_added": part_rows, "errors": errors, "pending_left": status["pending"],
+                "job_errors": status["error"], "error_keys": status["error_keys"], "ignored": status["ignored"],
+                "reserved": status["reserved"],
                 "duration": round(time.time() - started.get(s.name, time.time()), 3),
                 "messages": messages[:5],
             }
             results[s.name] = summary
+            # an upstream table with open errors still lets downstream tables run (key by key)
             state[s.name] = "failed" if outcome in ("failed", "skipped") else "done"
             (logger.error if messages else logger.info)(
-                "%s: %s, %d rows added, %d errors, %s pending left", _label(s.name), outcome, rows, errors,
-                status["pending"])
-            try:
-                emit_event(
-                    event=f"joinflow.table.{'failed' if state[s.name] == 'failed' else 'populated'}",
-                    resource={"prefect.resource.id": _resource_id(s.full_table_name),
-                              "prefect.resource.name": _label(s.name), "joinflow.step": s.name},
-                    payload={k: v for k, v in summary.items() if k != "messages"} | {"messages": messages[:1]},
-                )
-            except Exception as exc:  # events are best effort; never fail the data work on them
-                logger.warning("could not emit the event of %s: %s", s.name, exc)
+                "%s: %s, %d rows added, %d errors, %s pending left, %s in error", _label(s.name), outcome, rows,
+                errors, status["pending"], status["error"])
+            # events: "failed" while the table has failures or open errors; "populated" only when
+            # rows were inserted (a no-op run triggers nothing); a part table's event has its own rows
+            payload = {k: v for k, v in summary.items() if k != "messages"} | {"messages": messages[:1]}
+            resource = {"prefect.resource.id": _resource_id(s.full_table_name),
+                        "prefect.resource.name": _label(s.name), "joinflow.step": s.name}
+            planned = []
+            if messages:
+                planned.append(("joinflow.table.failed", resource, payload))
+            if rows:
+                planned.append(("joinflow.table.populated", resource, payload))
+            part_names = s.part_names() if part_rows else {}
+            for table, added in part_rows.items():
+                if added:
+                    planned.append(("joinflow.table.populated",
+                                    {"prefect.resource.id": _resource_id(table),
+                                     "prefect.resource.name": part_names.get(table, table), "joinflow.step": s.name},
+                                    {"table": table, "master": s.full_table_name, "rows_added": added}))
+            for event, where, body in planned:
+                try:
+                    emit_event(event=event, resource=where, payload=body)
+                except Exception as exc:  # events are best effort; never fail the data work on them
+                    logger.warning("could not emit the event of %s: %s", s.name, exc)
 
         def launch_ready():
             for s in steps:
@@ -357,8 +425,8 @@ def joinflow_flow(
                     finish(s, "skipped", [], plan_error="skipped: an upstream table failed")
                     continue
                 wait = [allow_failure(f) for u in ups for f in [plan_futures[u], *batch_futures[u]] if f is not None]
-                future = plan_tasks[s.name].submit(s.name, batch_sizes[s.name], shards, database_block, database,
-                                                   wait_for=wait)
+                future = plan_tasks[s.name].submit(s.name, batch_sizes[s.name], shards, database_block, retry_errors,
+                                                   ignore_errors, database, wait_for=wait)
                 plan_futures[s.name] = future
                 state[s.name] = "planning"
                 track(future, ("plan", s.name))
@@ -378,7 +446,7 @@ def joinflow_flow(
                 else:
                     futures = populate_tasks[step_name].map(
                         descriptors, database_block=unmapped(database_block),
-                        retry_errors=unmapped(retry_errors), database=unmapped(database), wait_for=[plan_future])
+                        retry_errors=unmapped(False), database=unmapped(database), wait_for=[plan_future])
                     batch_futures[step_name] = list(futures)
                     remaining[step_name] = len(futures)
                     state[step_name] = "running"
@@ -392,11 +460,17 @@ def joinflow_flow(
 
         ordered = {s.name: results[s.name] for s in steps if s.name in results}
         _write_artifact(summary_key, flow_name, ordered)
-        failed = [r for r in ordered.values() if r["state"] in ("failed", "skipped")]
+        failed = [r for r in ordered.values() if r["state"] in ("failed", "skipped", "open errors")
+                  or r["job_errors"]]
         if failed:
             first = next((r["messages"][0] for r in failed if r["messages"]), "")
-            raise JoinflowFlowError(
-                f"{len(failed)} table(s) failed: {', '.join(_label(r['step']) for r in failed)}. {first}")
+            open_errors = sum(r["job_errors"] or 0 for r in failed)
+            message = (f"{len(failed)} table(s) failed or have keys in error ({open_errors} in all): "
+                       f"{', '.join(_label(r['step']) for r in failed)}. {first}")
+            if allow_errors and all(r["state"] != "skipped" for r in failed):
+                logger.warning("completed with errors: %s", message)
+                return Completed(message=f"Completed with errors: {message}", data=ordered)
+            raise JoinflowFlowError(message)
         return ordered
 
     run_pipeline.__doc__ = (f"Populate the computed tables of {', '.join(_source_names(pipeline_or_modules))} "
@@ -436,11 +510,13 @@ def task_options(settings: Mapping[str, Any], **defaults: Any) -> dict[str, Any]
 
 def _write_artifact(key: str, flow_name: str, results: Mapping[str, dict]) -> None:
     lines = [f"# {flow_name}: run summary", "",
-             "| table | state | tasks | rows added | errors | pending left | errors in job table | seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| table | state | tasks | rows added | errors | pending left | errors in job table | ignored | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results.values():
         lines.append(f"| `{r['table']}` | {r['state']} | {r['tasks']} | {r['rows_added']} | {r['errors']} | "
-                     f"{r['pending_left']} | {r['job_errors']} | {r['duration']} |")
+                     f"{r['pending_left']} | {r['job_errors']} | {r['ignored']} | {r['duration']} |")
+        for table, added in r.get("part_rows_added", {}).items():
+            lines.append(f"| `{table}` (part) | | | {added} | | | | | |")
     problems = [(r, m) for r in results.values() for m in r["messages"]]
     if problems:
         lines += ["", "## Errors", ""]

@@ -94,7 +94,7 @@ def test_task_graph_follows_the_foreign_key_graph(pipeline_module, recorded_even
     assert len(populates) == 8
 
     events = {(e["event"], e["resource"]["prefect.resource.name"]) for e in recorded_events}
-    assert events == {("joinflow.table.populated", t) for t in EXPECTED_UPSTREAM}
+    assert events == {("joinflow.table.populated", t) for t in [*EXPECTED_UPSTREAM, "Spikes.Unit"]}
     payload = next(e["payload"] for e in recorded_events if e["resource"]["prefect.resource.name"] == "Report")
     assert payload["rows_added"] == 6 and payload["pending_left"] == 0
 
@@ -156,16 +156,17 @@ def test_failing_make_fails_its_task_with_the_job_table_error(pipeline_module, r
     (artifact,) = artifacts(flow_run_id)
     assert "unlucky animal" in artifact.data
     row = next(line for line in artifact.data.splitlines() if "spikes" in line.lower() and "failed" in line)
-    assert "| 3 | 3 | 3 |" in row  # rows added, errors, pending left
+    assert "| 3 | 3 | 0 | 3 |" in row  # rows added, errors, pending left (errors are not pending), in job table
     assert ("joinflow.table.failed", "Spikes") in {(e["event"], e["resource"]["prefect.resource.name"])
                                                   for e in recorded_events}
     # the good keys flowed downstream; each computed once
     calls = m.calls()
     assert set(calls) == m.expected([1]) | m.expected([13], tables=["Quality"]) and set(calls.values()) == {1}
 
-    state, _ = run(flow)  # errors stay in the job table: not recomputed, still reported
-    assert state.is_completed()
-    assert state.result()[m.Spikes().__class__.__module__ + ":Spikes"]["job_errors"] == 3
+    state, _ = run(flow)  # errors stay in the job table: not recomputed, the run still fails
+    assert state.is_failed()
+    with pytest.raises(JoinflowFlowError, match="3 in all"):
+        state.result()
     assert m.calls() == calls
 
 
@@ -181,6 +182,40 @@ def test_task_retry_repends_its_errors(pipeline_module):
     assert len(m.Spikes().jobs.errors) == 0
     retried = [r for r in task_runs(flow_run_id) if r.run_count > 1]
     assert [step_of(r) for r in retried] == ["Spikes"]
+    # counts are the rows inserted, by the failed try and by its retry
+    spikes = state.result()[f"{m.name}:Spikes"]
+    assert spikes["rows_added"] == 6 and list(spikes["part_rows_added"].values()) == [12]
+
+
+def test_open_errors_keep_every_run_failed_until_handled(pipeline_module, recorded_events):
+    """A failed key fails this run and every later one (no pending work, no "populated" event)
+    until it is retried or ignored; downstream tables compute the good keys in the same run;
+    ``allow_errors=True`` ends Completed with a message saying so."""
+    m = pipeline_module
+    m.add([1, 2], recs=range(2))
+    m.fail_once(2, 1)
+    flow = joinflow_flow(m.module, batch_size=2)
+    state, _ = run(flow)
+    assert state.is_failed()
+    assert set(m.calls()) == m.expected([1, 2], recs=range(2)) - {"Spikes 2 1", "Summary 2 1", "Report 2 1"}
+    recorded_events.clear()
+    state, flow_run_id = run(flow)
+    assert state.is_failed()
+    with pytest.raises(JoinflowFlowError, match=r"Spikes.*key\(s\) in error from an earlier run.*retry_errors=True"):
+        state.result()
+    assert not [r for r in task_runs(flow_run_id) if r.name.startswith("populate")]  # errors are not pending
+    events = {(e["event"], e["resource"]["prefect.resource.name"]) for e in recorded_events}
+    assert events == {("joinflow.table.failed", "Spikes")}  # a no-op run triggers nothing
+    state, _ = run(flow, allow_errors=True)
+    assert state.is_completed() and "Completed with errors" in state.message
+    state, _ = run(flow, retry_errors=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary[f"{m.name}:Spikes"]["rows_added"] == 1 and summary[f"{m.name}:Report"]["rows_added"] == 1
+    assert set(m.calls()) == m.expected([1, 2], recs=range(2)) and set(m.calls().values()) == {1}
+    # part tables' events carry their own rows
+    unit = next(e for e in recorded_events if e["resource"]["prefect.resource.name"] == "Spikes.Unit")
+    assert unit["payload"]["rows_added"] == 2
 
 
 RUNNER = textwrap.dedent("""
@@ -219,7 +254,8 @@ def test_entrypoint_for_serve(tmp_path, monkeypatch):
     deployment = jfp_entry.flow.to_deployment(name="lab-hourly", cron="0 * * * *")
     assert deployment.entrypoint == "jfp_entry.py:flow"
     assert deployment.flow_name == "lab"
-    assert set(deployment._parameter_openapi_schema.properties) == {"batch_size", "retry_errors"}
+    assert set(deployment._parameter_openapi_schema.properties) == {"batch_size", "retry_errors", "ignore_errors",
+                                                                    "allow_errors"}
 
 
 def test_dask_cluster_of_two_processes_computes_every_key_once(pipeline_module):
