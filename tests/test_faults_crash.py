@@ -216,7 +216,7 @@ def run_crashes(schema, tmp_path, *, kills: int, keys: int, rng: random.Random, 
     figures["unreferenced_before_gc"] = len(files - referenced)
     from joinflow.gc import GarbageCollector
 
-    GarbageCollector(schema, store="crashstore").collect(dry_run=False)
+    GarbageCollector(schema, store="crashstore", grace_period=0).collect(dry_run=False)
     files = store_files(root)
     assert referenced <= files  # gc deleted no live object
     leftovers = files - referenced
