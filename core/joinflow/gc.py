@@ -52,7 +52,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import DataJointError
-from .storage import (MANIFEST_SUFFIX, TEMP_MARK, StoreError, database_identity, get_store, modified_time,
+from .storage import (MANIFEST_SUFFIX, MTIME_SLACK, TEMP_MARK, StoreError, database_identity, get_store, modified_time,
                       register_database, registered_databases, store_names)
 
 logger = logging.getLogger("joinflow")
@@ -126,6 +126,7 @@ class GarbageCollector:
         self._mtimes: dict[str, float | None] = {}
         self._locations: dict[tuple[int, str | None], Any] = {}
         self._kept: dict[str, str] = {}
+        self._cutoff: float | None = None  # delete only objects written before this time (None: any)
         self._check_store_layout()
 
     def _check_store_layout(self) -> None:
@@ -246,8 +247,8 @@ class GarbageCollector:
         start = store.full_path(relative)
         stored: dict[str, int] = {}
         try:
-            if not store.is_local:
-                store.fs.invalidate_cache(start)  # list what is there now, not what a cache remembers
+            if not store.is_local:  # list what is there now, not what a cache remembers (of any sub-folder)
+                store.fs.invalidate_cache()
             if not store.fs.exists(start):
                 return stored
             for folder, _dirs, files in store.fs.walk(start, detail=True):
@@ -291,7 +292,7 @@ class GarbageCollector:
                                  f"'{store.name}'; garbage collection deletes nothing else.")
         full = store.full_path(path)
         try:
-            outcome = store.remove_if_stale(path, self.grace_period)
+            outcome = store.remove_if_stale(path, self._cutoff)
         except FileNotFoundError:
             return False
         if outcome == "recent":
@@ -315,7 +316,7 @@ class GarbageCollector:
         prefix = self.backend.hash_prefix
         if prefix and not path.startswith(prefix + "/"):
             raise DataJointError(f"{path!r} is not in the hash-addressed section '{prefix}/'.")
-        outcome = self.backend.remove_if_stale(path, self.grace_period)
+        outcome = self.backend.remove_if_stale(path, self._cutoff)
         if outcome == "recent":  # an insert reused (refreshed) it after gc listed it
             self._kept[path] = "refreshed by an insert that reuses it while gc ran"
         return outcome == "deleted"
@@ -375,6 +376,11 @@ class GarbageCollector:
         self._mtimes = {}
         self._kept: dict[str, str] = {}
         self._locations = {}
+        # Ages count from now, before any reference is read: a row committed after its table was read
+        # refers to an object written (or refreshed) less than grace_period/2 before its commit, so
+        # after this moment minus the grace period, however long the scan takes.
+        started = time.time()
+        self._cutoff = None if self.grace_period <= 0 else started - self.grace_period
         others = self.other_databases()
         hash_referenced = self.hash_references(verbose)
         schema_referenced = self.schema_references(verbose)
@@ -386,15 +392,16 @@ class GarbageCollector:
         now = time.time()
 
         def old_enough(path: str) -> bool:
-            if self.grace_period <= 0:
+            if self._cutoff is None:
                 return True
             mtime = self._mtimes.get(path)
             if mtime is None:
                 self._kept[path] = "its modification time is unknown"
                 return False
-            if now - mtime <= self.grace_period:
-                self._kept[path] = (f"unreferenced, but written {max(0.0, now - mtime):.0f} s ago, within "
-                                    f"grace_period ({self.grace_period:g} s): an insert may not have committed yet")
+            if mtime + MTIME_SLACK >= self._cutoff:
+                self._kept[path] = (f"unreferenced, but written {max(0.0, started - mtime):.0f} s before gc started, "
+                                    f"within grace_period ({self.grace_period:g} s): an insert may not have "
+                                    "committed yet")
                 return False
             return True
 

@@ -48,6 +48,7 @@ SCHEMA_PREFIX = "_schema"
 REGISTRY_PREFIX = "_joinflow"  # {root}/_joinflow/databases/{schema}/{id}.json: the databases that use a store
 GRACE_PERIOD = 3600.0  # seconds: gc leaves unreferenced objects younger than this (store key `grace_period`)
 TEMP_MARK = ".tmp-"  # unfinished uploads: "<final name>.tmp-<random>" until renamed into place
+MTIME_SLACK = 1.0  # seconds: S3 reports modification times truncated to the second
 ATOMIC_BY_NATURE = {"s3", "s3a", "gs", "gcs", "az", "abfs", "adl"}
 TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -285,18 +286,18 @@ class Store:
                 pass
         self.put(path, data)
 
-    def remove_if_stale(self, path: str, grace_period: float, now: float | None = None) -> str:
-        """Delete ``path`` only if it was last written more than ``grace_period`` seconds ago, checked
-        on the store at the moment of deletion.  Returns "deleted", "recent" (kept: written or
-        refreshed within the grace period, e.g. by an insert that reuses it) or "missing".
+    def remove_if_stale(self, path: str, written_before: float | None) -> str:
+        """Delete ``path`` only if it was last written before the POSIX time ``written_before``
+        (None: unconditionally), checked on the store at the moment of deletion.  Returns
+        "deleted", "recent" (kept: written or refreshed since, e.g. by an insert that reuses it)
+        or "missing".
 
         On local files the check and the deletion are one atomic step: the file is first renamed
         aside, then its time is read, and it is put back if it turned out to be recent.  A writer
         that refreshes the file before the rename keeps it; one that comes after finds it absent
-        and writes it again."""
-        clock = time.time if now is None else (lambda: now)
+        and writes it again.  Elsewhere (S3) the time is read just before the deletion request."""
         full = self.full_path(path)
-        if grace_period <= 0:
+        if written_before is None:
             return "deleted" if self.remove(path) else "missing"
         if self.is_local:
             aside = f"{full}{TEMP_MARK}gc-{uuid.uuid4().hex}"
@@ -308,7 +309,7 @@ class Store:
                 mtime = os.stat(aside).st_mtime
             except FileNotFoundError:
                 return "missing"
-            if clock() - mtime > grace_period:
+            if mtime + MTIME_SLACK < written_before:
                 os.unlink(aside)
                 return "deleted"
             os.replace(aside, full)  # a writer may have written it again meanwhile: same content
@@ -316,7 +317,7 @@ class Store:
         info = self.fresh_info(path)
         if info is None:
             return "missing"
-        if info.get("mtime") is None or clock() - info["mtime"] <= grace_period:
+        if info.get("mtime") is None or info["mtime"] + MTIME_SLACK >= written_before:
             return "recent"
         return "deleted" if self.remove(path) else "missing"
 
