@@ -136,12 +136,14 @@ def check(schema, Item, item_id: int | None = None) -> dict:
     lost_rows = lost_hash = lost_object = 0
     where = "" if item_id is None else f" WHERE item_id = {int(item_id)}"
     rows = list(Item.connection.query(f"SELECT item_id, data, thing FROM {Item.full_table_name}{where}"))
-    present: dict[str, bool] = {}
+    listed = None
+    if item_id is None:  # nothing writes any more: one fresh listing of the store answers for every row
+        store.fs.invalidate_cache()
+        root = store.full_path("").rstrip("/")
+        listed = {p[len(root) + 1:] for p in store.fs.find(root)}
 
     def there(path: str) -> bool:
-        if path not in present:
-            present[path] = store.exists(path)
-        return present[path]
+        return path in listed if listed is not None else store.exists(path)
 
     for _item, data, thing in rows:
         metas = []

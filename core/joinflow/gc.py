@@ -21,8 +21,9 @@ other schemas in the same store, and files referenced by ``<filepath@>``, are ne
 
 What gc never deletes, whatever runs beside it:
 
-* **Recent objects.**  An object written (or refreshed) less than ``grace_period`` seconds ago
-  (the store's ``grace_period``, default 3600) is kept even when no row refers to it yet: it
+* **Recent objects.**  An object written (or refreshed) less than ``grace_period`` seconds before
+  the collection started (the store's ``grace_period``, default 3600) is kept even when no row
+  refers to it yet: it
   may belong to an insert that has not committed.  An insert that reuses an existing
   hash-addressed object older than half the grace period refreshes it first, and the age is
   checked again on the store at the moment of deletion, so gc running beside inserts loses
