@@ -252,17 +252,18 @@ class GarbageCollector:
                 store.fs.invalidate_cache()
             if not store.fs.exists(start):
                 return stored
-            for folder, _dirs, files in store.fs.walk(start, detail=True):
-                for name, info in files.items():
-                    full = f"{folder.rstrip('/')}/{name}"
-                    rel = full[len(root):].lstrip("/") if root else full.lstrip("/")
-                    stored[rel] = int(info.get("size") or 0)
-                    self._mtimes[rel] = _modified(info)
-                    if TEMP_MARK in rel:  # an unfinished file, or a file inside an unfinished folder
-                        parts = rel.split("/")
-                        cut = next(i for i, part in enumerate(parts) if TEMP_MARK in part)
-                        top = "/".join(parts[:cut + 1])
-                        self._temp_files.setdefault(top, []).append(_modified(info))
+            # one recursive listing (on S3 a few paginated requests, not one per folder)
+            for full, info in store.fs.find(start, detail=True).items():
+                if info.get("type") == "directory":
+                    continue
+                rel = full[len(root):].lstrip("/") if root else full.lstrip("/")
+                stored[rel] = int(info.get("size") or 0)
+                self._mtimes[rel] = _modified(info)
+                if TEMP_MARK in rel:  # an unfinished file, or a file inside an unfinished folder
+                    parts = rel.split("/")
+                    cut = next(i for i, part in enumerate(parts) if TEMP_MARK in part)
+                    top = "/".join(parts[:cut + 1])
+                    self._temp_files.setdefault(top, []).append(_modified(info))
         except FileNotFoundError:
             pass
         except Exception as exc:
