@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import random
 import socket
-import tempfile
 import time
 import uuid
 
@@ -185,10 +184,26 @@ def main() -> None:
     parser.add_argument("--grace-period", type=float, default=6.0,
                         help="the store's grace_period (seconds); 0 = gc without protection (the old behaviour)")
     args = parser.parse_args()
-    server = None
-    with scratch_schema(args.backend) as (schema, tmp_path), tempfile.TemporaryDirectory() as _tmp:
+    try:
+        figures = run(args, lambda s: server_box.append(s))
+    finally:
+        for server in server_box:  # its thread would keep the process alive after an error
+            server.stop()
+    ok = (figures["live_objects_lost"] == 0 and figures["live_objects_lost_after_final_gc"] == 0
+          and figures["committed_rows"] > 0 and figures["gc_runs"] > 0 and not figures.get("failed_batches"))
+    report(f"soak_gc[{args.backend}, {args.store}] {'OK' if ok else 'LOST OBJECTS'}", figures)
+    if not ok:
+        raise SystemExit(1)
+
+
+server_box: list = []
+
+
+def run(args, keep_server) -> dict:
+    with scratch_schema(args.backend) as (schema, tmp_path):
         if args.store == "s3":
             server, endpoint = start_moto()
+            keep_server(server)
             stores = {"default": "main", "main": {
                 "protocol": "s3", "endpoint": endpoint, "bucket": "soak", "location": f"gc-{uuid.uuid4().hex[:8]}",
                 "access_key": "testing", "secret_key": "testing", "secure": False,
@@ -218,7 +233,7 @@ def main() -> None:
                          "writers": args.writers, "grace_period": args.grace_period}
         committed = 0
         for _ in procs:
-            result = out.get(timeout=args.seconds + 600)
+            result = out.get(timeout=args.seconds + 1800)  # a gc run that began before the end finishes
             committed += result.pop("committed", 0)
             result.pop("writer", None)
             for key, value in result.items():
@@ -239,13 +254,7 @@ def main() -> None:
         figures["live_objects_lost_after_final_gc"] = after["lost_blob"] + after["lost_object"]
         figures["orphans_left_after_final_gc"] = again["hash_paths_orphaned"] + again["schema_paths_orphaned"]
         figures["wall_seconds"] = round(time.time() - started, 1)
-    if server is not None:
-        server.stop()
-    ok = (figures["live_objects_lost"] == 0 and figures["live_objects_lost_after_final_gc"] == 0
-          and figures["committed_rows"] > 0 and figures["gc_runs"] > 0 and not figures.get("failed_batches"))
-    report(f"soak_gc[{args.backend}, {args.store}] {'OK' if ok else 'LOST OBJECTS'}", figures)
-    if not ok:
-        raise SystemExit(1)
+    return figures
 
 
 if __name__ == "__main__":
