@@ -196,11 +196,13 @@ def test_gc(tmp_path):
     (Image & {"image_id": 2}).delete()  # its object is now an orphan
     conn.close()
     env = {"DJ_STORES": json.dumps(stores), "JOINFLOW_DATABASE_URL": url}
-    dry = run_json("gc", "--dry-run", name, env=env)
+    young = run_json("gc", "--dry-run", name, env=env)  # the orphan is younger than the grace period: kept
+    assert young["hash_paths_orphaned"] == 0 and len(young["kept_paths"]) == 1 and young["grace_period"] == 3600
+    dry = run_json("gc", "--dry-run", "--grace-period", "0", name, env=env)
     assert dry["hash_paths_stored"] == 2 and dry["hash_paths_orphaned"] == 1 and dry["deleted"] == 0
-    refused = run("gc", name, env=env)  # deleting asks first; no terminal, no --yes: refused
+    refused = run("gc", "--grace-period", "0", name, env=env)  # deleting asks first; no terminal, no --yes
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    done = run_json("gc", name, "--yes", env=env)
+    done = run_json("gc", "--grace-period", "0", name, "--yes", env=env)
     assert done["deleted"] == 1
     assert len(list((tmp_path / "store" / "_hash" / name).iterdir())) == 1
     assert run("gc", "no_such_schema", env=env).returncode == 2

@@ -109,7 +109,7 @@ def test_cascade_removes_exactly_the_dependents(lab):
     from joinflow.gc import GarbageCollector
 
     schemas = [Subject.connection.schemas[t.database] for t in (Subject, Session, lab["Analysis"])]
-    report = GarbageCollector(*schemas, store="dstore").collect(dry_run=False)
+    report = GarbageCollector(*schemas, store="dstore", grace_period=0).collect(dry_run=False)
     # the deleted analyses' own results go; the session objects are shared with survivors and stay
     assert report["hash_paths_deleted"] == len(before["Analysis"]) - len(expected["Analysis"]) > 0
     for row in Session.to_dicts():  # the shared session objects survived
@@ -118,7 +118,7 @@ def test_cascade_removes_exactly_the_dependents(lab):
     assert len(results) == len(expected["Analysis"])
     for row in results:
         assert list(row["result"]) == [row["subject_id"], row["session_id"]]
-    assert GarbageCollector(*schemas, store="dstore").collect()["hash_paths_orphaned"] == 0
+    assert GarbageCollector(*schemas, store="dstore", grace_period=0).collect()["hash_paths_orphaned"] == 0
 
 
 def test_dry_run_counts_what_the_delete_removes_and_changes_nothing(lab):

@@ -17,11 +17,14 @@ REPORT_KEYS = {
     "orphaned_hash_paths", "schema_paths_referenced", "schema_paths_stored", "schema_paths_orphaned",
     "schema_paths_orphaned_bytes", "orphaned_schema_paths", "hash_paths_deleted", "schema_paths_deleted",
     "deleted", "bytes_freed", "errors", "scan_errors", "dry_run",
+    "grace_period", "kept_paths", "other_databases",
 }
 
 
 def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    """The objects in a local store (joinflow's list of the databases using it, `_joinflow/`, left out)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and "_joinflow" not in p.relative_to(root).parts) \
+        if root.exists() else []
 
 
 @pytest.fixture
@@ -92,7 +95,7 @@ def test_gc_keeps_shared_objects_and_deletes_orphans(schema, schema_names, conne
     Unrelated.insert1({"item": 1, "data": "kept forever"})
     Unrelated.delete_quick()  # orphaned, but not in the collected schema
     everything = files_under(stores)
-    collector = dj.gc.GarbageCollector(schema)
+    collector = dj.gc.GarbageCollector(schema, grace_period=0)
     report = collector.collect()
     assert set(report) == REPORT_KEYS | {"stale_temp_paths", "stale_temp_deleted"} and report["dry_run"] is True
     assert report["hash_paths_referenced"] == 4 and report["hash_paths_stored"] == 4  # shared, first, second, own
@@ -127,7 +130,7 @@ def test_gc_keeps_shared_objects_and_deletes_orphans(schema, schema_names, conne
     assert not (stores / "_schema" / schema.database).exists() or not files_under(stores / "_schema")
     # the other store is collected separately
     assert len(files_under(tmp_path / "other")) == 1
-    assert dj.gc.GarbageCollector(schema, store="other").collect(dry_run=False)["hash_paths_deleted"] == 1
+    assert dj.gc.GarbageCollector(schema, store="other", grace_period=0).collect(dry_run=False)["hash_paths_deleted"] == 1
     assert files_under(tmp_path / "other") == []
 
 
@@ -143,7 +146,7 @@ def test_gc_refuses_to_delete_after_a_scan_error(schema, connection, stores, mon
 
     Item.insert([{"item": 1, "data": "one"}, {"item": 2, "data": "two"}])
     (Item & {"item": 2}).delete()
-    collector = dj.gc.GarbageCollector(schema)
+    collector = dj.gc.GarbageCollector(schema, grace_period=0)
     real = collector._references
 
     def failing(section, verbose):
@@ -171,7 +174,7 @@ def test_gc_deletes_only_inside_its_sections(tmp_path):
         database = "s"
         connection = None
 
-    collector = dj.gc.GarbageCollector(FakeSchema(), store="main", config=cfg)
+    collector = dj.gc.GarbageCollector(FakeSchema(), store="main", config=cfg, grace_period=0)
     (tmp_path / "raw.txt").write_text("user data")
     with pytest.raises(DataJointError, match="schema-addressed section"):
         collector.delete_schema_path("raw.txt")

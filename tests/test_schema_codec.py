@@ -62,10 +62,10 @@ def test_a_datajoint_style_schema_codec_round_trips(notes, schema):
 def test_gc_sees_the_codec_paths(notes, schema):
     Note, root = notes
     Note.insert([{"note_id": i, "body": f"note {i}"} for i in range(3)])
-    report = GarbageCollector(schema, store="main").collect()
+    report = GarbageCollector(schema, store="main", grace_period=0).collect()
     assert report["schema_paths_orphaned"] == 0
     (Note & {"note_id": 0}).delete()
-    report = GarbageCollector(schema, store="main").collect(dry_run=False)
+    report = GarbageCollector(schema, store="main", grace_period=0).collect(dry_run=False)
     assert report["schema_paths_deleted"] == 1
     assert len(list(Path(root).rglob("*.txt"))) == 2
     assert sorted(r["body"] for r in Note.to_dicts()) == ["note 1", "note 2"]

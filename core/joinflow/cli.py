@@ -7,7 +7,7 @@
     joinflow jobs MODULE [--table T] [--errors] [--clear [--all] [--yes]]
     joinflow diagram MODULE -o pipeline.svg|.png|.mmd|.dot [--status]
     joinflow schema list | joinflow schema describe SCHEMA
-    joinflow gc [--dry-run] [--store NAME] [--yes] SCHEMA...
+    joinflow gc [--dry-run] [--store NAME] [--grace-period SECONDS] [--yes] SCHEMA...
     joinflow copy --from URL --to URL SCHEMA[=NEW]... [--from-config F] [--to-config F] [--dry-run] [--resume]
     joinflow copy --discard --to URL SCHEMA[=NEW]... [--to-config F]
 
@@ -430,7 +430,7 @@ def cmd_gc(args) -> int:
     except ImportError as exc:
         raise CommandFailed(f"Garbage collection is not available in this installation: {exc}") from None
     schemas = [_virtual(name).schema for name in args.schemas]
-    collector = GarbageCollector(*schemas, store=args.store)
+    collector = GarbageCollector(*schemas, store=args.store, grace_period=args.grace_period)
     result = collector.collect(dry_run=True)
     orphans = result.get("hash_paths_orphaned", 0) + result.get("schema_paths_orphaned", 0)
     if not args.dry_run and orphans:
@@ -453,6 +453,15 @@ def cmd_gc(args) -> int:
             print(f"dry run: {orphans} orphaned objects would be deleted (run without --dry-run to delete them)")
         else:
             print(f"deleted {result.get('deleted', 0)} objects, {result.get('bytes_freed', 0)} bytes freed")
+        kept = result.get("kept_paths") or {}
+        if kept:
+            print(f"kept {len(kept)} unreferenced objects (grace_period {result.get('grace_period'):g} s):")
+            for path, why in list(kept.items())[:20]:
+                print(f"  {path}: {why}")
+            if len(kept) > 20:
+                print(f"  ... and {len(kept) - 20} more (--json lists them all)")
+        for other in result.get("other_databases") or []:
+            print(f"  also used by: {other} (nothing is deleted while its rows are not read)", file=sys.stderr)
         for problem in result.get("scan_errors") or []:
             print(f"  scan error: {problem}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
@@ -618,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("schemas", nargs="+", metavar="SCHEMA")
     gc.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
     gc.add_argument("--store", metavar="NAME", help="the store to clean (default: stores.default)")
+    gc.add_argument("--grace-period", type=float, metavar="SECONDS", default=None,
+                    help="keep unreferenced objects written less than SECONDS ago (default: the store's "
+                         "grace_period, 3600); 0 only when nothing writes to these schemas")
     gc.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     cp = command("copy", cmd_copy, "copy schemas with their rows and objects to another database",

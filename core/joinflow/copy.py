@@ -508,6 +508,19 @@ def discard_copy(schemas: Sequence[str] | Mapping[str, str], target_url, *, targ
             target.close()
 
 
+def _register_store_users(source, target, mapping, in_store, source_cfg, target_cfg) -> None:
+    """Both databases' rows refer to objects in the stores (the same objects when the two
+    configurations share a store): record both in each store, so that gc run on either one
+    refuses to delete objects the other still uses."""
+    from .storage import database_identity, get_store, register_database
+
+    names = {attr.codec.store for attr, _table in in_store if attr.codec.codecs[-1].name != "filepath"}
+    for name in names:
+        for conn, cfg, schemas in ((source, source_cfg, mapping.keys()), (target, target_cfg, mapping.values())):
+            store = get_store(cfg, name)
+            for schema in schemas:
+                register_database(store, schema, database_identity(conn))
+
 
 def _definition_context(classes: dict[str, dict[str, type]]) -> dict:
     """The names a rewritten definition uses: ``schema.Class`` and ``schema.Master.Part``."""
@@ -625,6 +638,7 @@ def copy_schemas(schemas: Sequence[str] | Mapping[str, str], source_url, target_
             mover.check(attr, table)
         if dry_run:
             return report
+        _register_store_users(source, target, mapping, in_store, source_cfg, target_cfg)
         created_schemas: list[str] = []
         created_tables: list[TablePlan] = []
         filled: list[TablePlan] = []

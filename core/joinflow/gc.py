@@ -18,8 +18,28 @@ could not be read (a partial scan could take live objects for orphans)::
 
 Each path embeds its schema, so collection is confined to the given schemas: objects of
 other schemas in the same store, and files referenced by ``<filepath@>``, are never touched.
-Objects being written by an insert that has not committed yet look like orphans: run the
-collector when no insert into these schemas is in progress.
+
+What gc never deletes, whatever runs beside it:
+
+* **Recent objects.**  An object written (or refreshed) less than ``grace_period`` seconds before
+  the collection started (the store's ``grace_period``, default 3600) is kept even when no row
+  refers to it yet: it
+  may belong to an insert that has not committed.  An insert that reuses an existing
+  hash-addressed object older than half the grace period refreshes it first, and the age is
+  checked again on the store at the moment of deletion, so gc running beside inserts loses
+  no committed row's object (as long as a transaction commits within half the grace period).
+* **Objects of other store names at the same location.**  References are matched by where the
+  object is (protocol, endpoint, root), not by the store's name: ``stores = {main: loc,
+  lake: loc}`` is one store.
+* **Objects other databases use.**  Each database that writes rows referring to a store
+  registers itself there (``_joinflow/databases/{schema}/``); ``joinflow copy`` registers the
+  target.  gc refuses to delete while a database that it was not given a schema of uses the
+  schema: pass one ``Schema`` per database (``GarbageCollector(schema_sqlite, schema_pg)``)
+  so that the references of all of them are read.
+
+Configurations gc cannot be safe with are refused: overlapping ``hash_prefix`` and
+``schema_prefix`` (refused when the store is opened), and a store whose root lies inside
+another store's section.
 """
 
 from __future__ import annotations
@@ -28,39 +48,22 @@ import json
 import logging
 import re
 import time
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from .errors import DataJointError
-from .storage import MANIFEST_SUFFIX, StoreError, get_store, resolve_store_name
+from .storage import (MANIFEST_SUFFIX, MTIME_SLACK, TEMP_MARK, StoreError, database_identity, get_store, modified_time,
+                      register_database, registered_databases, store_names)
 
 logger = logging.getLogger("joinflow")
 
 _BASE32_HASH = re.compile(r"^[a-z2-7]{26}$")
-TEMP_MARK = ".tmp-"  # unfinished uploads: "<final name>.tmp-<random>" until renamed into place
+_modified = modified_time  # kept for callers of the old private name
 
 
-def _modified(info: dict) -> float | None:
-    """The modification time of an fsspec ``info`` entry as a POSIX timestamp (None if unknown)."""
-    for key in ("mtime", "LastModified", "last_modified", "updated", "created", "mtime_ns"):
-        value = info.get(key)
-        if value is None:
-            continue
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        return number / 1e9 if key == "mtime_ns" else number
-    return None
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _section_of(codec) -> str | None:
@@ -93,7 +96,8 @@ def _is_covered(path: str, referenced: set[str]) -> bool:
 class GarbageCollector:
     """Finds and deletes the orphaned objects of ``schemas`` in one store (``store=None``: the default)."""
 
-    def __init__(self, *schemas, store: str | None = None, config=None, stale_after: float = 3600.0) -> None:
+    def __init__(self, *schemas, store: str | None = None, config=None, stale_after: float = 3600.0,
+                 grace_period: float | None = None) -> None:
         if not schemas:
             raise DataJointError("GarbageCollector needs at least one schema: GarbageCollector(schema, ...).")
         self.schemas = schemas
@@ -108,14 +112,76 @@ class GarbageCollector:
         # unfinished uploads (".tmp-" files a killed writer left) older than this many seconds
         # are deleted; younger ones may belong to an upload in progress and are left alone
         self.stale_after = float(stale_after)
+        # unreferenced objects written less than this many seconds ago are kept: an insert may be
+        # about to commit a row that refers to them.  0 turns the protection off (only safe when
+        # nothing writes to these schemas while gc runs).
+        grace = self.backend.grace_period if grace_period is None else grace_period
+        try:
+            self.grace_period = float(grace)
+        except (TypeError, ValueError):
+            self.grace_period = -1.0
+        if not self.grace_period >= 0:
+            raise DataJointError(f"Garbage collection: grace_period {grace_period!r} must be a number of seconds "
+                                 ">= 0 (default: the store's grace_period, 3600).")
         self._temp_files: dict[str, list[float | None]] = {}
+        self._mtimes: dict[str, float | None] = {}
+        self._locations: dict[tuple[int, str | None], Any] = {}
+        self._kept: dict[str, str] = {}
+        self._cutoff: float | None = None  # delete only objects written before this time (None: any)
+        self._check_store_layout()
+
+    def _check_store_layout(self) -> None:
+        """Refuse when another configured store's root lies inside one of this store's sections (or
+        this store's root inside one of its sections): one store's objects would be listed as the
+        other's orphans."""
+        ours = self.backend.location
+        for name in store_names(self.config):
+            try:
+                other = get_store(self.config, name)
+            except StoreError:
+                continue
+            theirs = other.location
+            if theirs[:2] != ours[:2] or theirs == ours:
+                continue
+            for outer, inner, outer_store in ((ours, theirs, self.backend), (theirs, ours, other)):
+                root = outer[2].rstrip("/")
+                if not inner[2].startswith(root + "/"):
+                    continue
+                rel = inner[2][len(root) + 1:]
+                for prefix in (outer_store.hash_prefix, outer_store.schema_prefix):
+                    if _inside(rel, prefix):
+                        raise DataJointError(
+                            f"Garbage collection refused: store '{other.name}' ({other.protocol}://{other.root}) and "
+                            f"store '{self.backend.name}' ({self.backend.protocol}://{self.backend.root}) overlap: "
+                            f"one's root lies inside the other's section '{prefix}/', so gc would take one's objects "
+                            "for the other's orphans. Give each store a location outside the other's sections."
+                        )
 
     # -- references ---------------------------------------------------------------------------
-    def _own_store(self, ref_store: str | None) -> bool:
-        try:
-            return resolve_store_name(self.config, ref_store) == self.store_name
-        except StoreError:
-            return False
+    def _relative(self, cfg, ref_store: str | None, path: str, where: str) -> str | None:
+        """The path, relative to this collector's store root, of the object ``path`` of store
+        ``ref_store`` (as configured in ``cfg``); None when it is elsewhere.  Stores are compared by
+        location, so two names of one location are one store."""
+        key = (id(cfg), ref_store)
+        store = self._locations.get(key)
+        if store is None:
+            try:
+                store = get_store(cfg, ref_store)
+            except StoreError as exc:
+                store = exc
+            self._locations[key] = store
+        if isinstance(store, Exception):
+            message = (f"{where}: a row refers to store {ref_store!r}, which this configuration cannot open "
+                       f"({store}); gc cannot tell whether the object is in the store it collects")
+            if message not in self._scan_errors:
+                self._scan_errors.append(message)
+            return None
+        ours, theirs = self.backend.location, store.location
+        if ours[:2] != theirs[:2]:
+            return None
+        full = f"{theirs[2].rstrip('/')}/{path}"
+        root = ours[2].rstrip("/")
+        return full[len(root) + 1:] if full.startswith(root + "/") else None
 
     def _references(self, section: str, verbose: bool) -> set[str]:
         referenced: set[str] = set()
@@ -161,8 +227,10 @@ class GarbageCollector:
                                     f"{table.full_table_name}.{attr.name}: a value is not JSON metadata")
                                 continue
                         for path, ref_store in codec.referenced_paths(value):
-                            if self._own_store(ref_store):
-                                referenced.add(path)
+                            rel = self._relative(conn.config, ref_store, path,
+                                                 f"{table.full_table_name}.{attr.name}")
+                            if rel is not None:
+                                referenced.add(rel)
         return referenced
 
     def hash_references(self, verbose: bool = False) -> set[str]:
@@ -180,18 +248,22 @@ class GarbageCollector:
         start = store.full_path(relative)
         stored: dict[str, int] = {}
         try:
+            if not store.is_local:  # list what is there now, not what a cache remembers (of any sub-folder)
+                store.fs.invalidate_cache()
             if not store.fs.exists(start):
                 return stored
-            for folder, _dirs, files in store.fs.walk(start, detail=True):
-                for name, info in files.items():
-                    full = f"{folder.rstrip('/')}/{name}"
-                    rel = full[len(root):].lstrip("/") if root else full.lstrip("/")
-                    stored[rel] = int(info.get("size") or 0)
-                    if TEMP_MARK in rel:  # an unfinished file, or a file inside an unfinished folder
-                        parts = rel.split("/")
-                        cut = next(i for i, part in enumerate(parts) if TEMP_MARK in part)
-                        top = "/".join(parts[:cut + 1])
-                        self._temp_files.setdefault(top, []).append(_modified(info))
+            # one recursive listing (on S3 a few paginated requests, not one per folder)
+            for full, info in store.fs.find(start, detail=True).items():
+                if info.get("type") == "directory":
+                    continue
+                rel = full[len(root):].lstrip("/") if root else full.lstrip("/")
+                stored[rel] = int(info.get("size") or 0)
+                self._mtimes[rel] = _modified(info)
+                if TEMP_MARK in rel:  # an unfinished file, or a file inside an unfinished folder
+                    parts = rel.split("/")
+                    cut = next(i for i, part in enumerate(parts) if TEMP_MARK in part)
+                    top = "/".join(parts[:cut + 1])
+                    self._temp_files.setdefault(top, []).append(_modified(info))
         except FileNotFoundError:
             pass
         except Exception as exc:
@@ -222,10 +294,13 @@ class GarbageCollector:
                                  f"'{store.name}'; garbage collection deletes nothing else.")
         full = store.full_path(path)
         try:
-            if not store.fs.exists(full):
-                return False
-            store.fs.rm(full)
+            outcome = store.remove_if_stale(path, self._cutoff)
         except FileNotFoundError:
+            return False
+        if outcome == "recent":
+            self._kept[path] = "written or refreshed within grace_period while gc ran"
+            return False
+        if outcome != "deleted":
             return False
         stop = store.full_path(prefix).rstrip("/") if prefix else store.full_path("").rstrip("/")
         parent = full.rsplit("/", 1)[0]
@@ -243,7 +318,36 @@ class GarbageCollector:
         prefix = self.backend.hash_prefix
         if prefix and not path.startswith(prefix + "/"):
             raise DataJointError(f"{path!r} is not in the hash-addressed section '{prefix}/'.")
-        return self.backend.remove(path)
+        outcome = self.backend.remove_if_stale(path, self._cutoff)
+        if outcome == "recent":  # an insert reused (refreshed) it after gc listed it
+            self._kept[path] = "refreshed by an insert that reuses it while gc ran"
+        return outcome == "deleted"
+
+    # -- other databases -------------------------------------------------------------------------
+    def _identities(self) -> dict[str, set[str]]:
+        """``{schema name: {database identities}}`` of the schemas this collector reads."""
+        given: dict[str, set[str]] = {}
+        for schema in self.schemas:
+            identity = database_identity(schema.connection) if schema.connection is not None else None
+            given.setdefault(schema.database, set())
+            if identity:
+                given[schema.database].add(identity)
+        return given
+
+    def other_databases(self) -> list[str]:
+        """The databases registered in the store as using one of the schemas whose rows this collector
+        does not read (their rows may refer to the same objects)."""
+        others = []
+        for name, identities in self._identities().items():
+            try:
+                registered = registered_databases(self.backend, name)
+            except Exception as exc:
+                self._scan_errors.append(f"list the databases that use schema {name}: {exc}")
+                continue
+            for identity, path in sorted(registered.items()):
+                if identity not in identities:
+                    others.append(f"{identity} (schema {name}; registered in {path})")
+        return others
 
     @staticmethod
     def _delete_each(paths, delete, sizes: dict[str, int], verbose: bool) -> tuple[int, int, int]:
@@ -271,6 +375,15 @@ class GarbageCollector:
         """
         self._scan_errors = []
         self._temp_files = {}
+        self._mtimes = {}
+        self._kept: dict[str, str] = {}
+        self._locations = {}
+        # Ages count from now, before any reference is read: a row committed after its table was read
+        # refers to an object written (or refreshed) less than grace_period/2 before its commit, so
+        # after this moment minus the grace period, however long the scan takes.
+        started = time.time()
+        self._cutoff = None if self.grace_period <= 0 else started - self.grace_period
+        others = self.other_databases()
         hash_referenced = self.hash_references(verbose)
         schema_referenced = self.schema_references(verbose)
         hash_stored: dict[str, int] = {}
@@ -278,9 +391,25 @@ class GarbageCollector:
         for schema in self.schemas:
             hash_stored.update(self.list_hash_paths(schema.database))
             schema_stored.update(self.list_schema_paths(schema.database))
-        orphaned_hash = sorted(set(hash_stored) - hash_referenced)
-        orphaned_schema = sorted(p for p in schema_stored if not _is_covered(p, schema_referenced))
         now = time.time()
+
+        def old_enough(path: str) -> bool:
+            if self._cutoff is None:
+                return True
+            mtime = self._mtimes.get(path)
+            if mtime is None:
+                self._kept[path] = "its modification time is unknown"
+                return False
+            if mtime + MTIME_SLACK >= self._cutoff:
+                self._kept[path] = (f"unreferenced, but written {max(0.0, started - mtime):.0f} s before gc started, "
+                                    f"within grace_period ({self.grace_period:g} s): an insert may not have "
+                                    "committed yet")
+                return False
+            return True
+
+        orphaned_hash = sorted(p for p in set(hash_stored) - hash_referenced if old_enough(p))
+        orphaned_schema = sorted(p for p in schema_stored
+                                 if not _is_covered(p, schema_referenced) and old_enough(p))
         # an unfinished folder is as recent as its newest file; an unknown time counts as recent
         stale_temp = sorted(p for p, times in self._temp_files.items()
                             if None not in times and now - max(times) > self.stale_after)
@@ -291,6 +420,19 @@ class GarbageCollector:
                     f"Garbage collection refused to delete anything: {len(self._scan_errors)} error(s) while "
                     f"scanning, so live objects could look orphaned. Fix them and run again: {self._scan_errors}"
                 )
+            if others:
+                raise DataJointError(
+                    f"Garbage collection refused to delete anything in store '{self.store_name}': other databases "
+                    f"use the same schemas and objects there, and their rows were not read: {'; '.join(others)}. "
+                    "Pass a Schema of each database (GarbageCollector(schema_here, schema_there)); if a database "
+                    "listed no longer uses the store, delete its registration file and run again."
+                )
+            for schema in self.schemas:  # this database uses the store: others' collectors must read it
+                if schema.connection is not None:
+                    try:
+                        register_database(self.backend, schema.database, database_identity(schema.connection))
+                    except DataJointError as exc:  # advisory for other databases' collectors, not for this one
+                        logger.warning("%s", exc)
             hash_deleted, freed, failed = self._delete_each(orphaned_hash, self._delete_hash_path, hash_stored, verbose)
             bytes_freed, errors = bytes_freed + freed, errors + failed
             temp_deleted, _, failed = self._delete_each(
@@ -320,6 +462,10 @@ class GarbageCollector:
             # beyond DataJoint: uploads a killed writer never finished (older than stale_after)
             "stale_temp_paths": stale_temp,
             "stale_temp_deleted": temp_deleted,
+            # what gc kept although no row it read refers to it, and why
+            "grace_period": self.grace_period,
+            "kept_paths": dict(sorted(self._kept.items())),
+            "other_databases": others,
         }
 
 

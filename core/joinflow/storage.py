@@ -33,6 +33,7 @@ import re
 import secrets
 import shutil
 import threading
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -44,6 +45,10 @@ logger = logging.getLogger("joinflow")
 
 HASH_PREFIX = "_hash"
 SCHEMA_PREFIX = "_schema"
+REGISTRY_PREFIX = "_joinflow"  # {root}/_joinflow/databases/{schema}/{id}.json: the databases that use a store
+GRACE_PERIOD = 3600.0  # seconds: gc leaves unreferenced objects younger than this (store key `grace_period`)
+TEMP_MARK = ".tmp-"  # unfinished uploads: "<final name>.tmp-<random>" until renamed into place
+MTIME_SLACK = 1.0  # seconds: S3 reports modification times truncated to the second
 ATOMIC_BY_NATURE = {"s3", "s3a", "gs", "gcs", "az", "abfs", "adl"}
 TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -252,6 +257,14 @@ class Store:
         self.protocol = protocol
         self.hash_prefix = str(self.spec.get("hash_prefix", HASH_PREFIX)).strip("/")
         self.schema_prefix = str(self.spec.get("schema_prefix", SCHEMA_PREFIX)).strip("/")
+        _check_sections(name, self.hash_prefix, self.schema_prefix)
+        try:
+            self.grace_period = float(self.spec.get("grace_period", GRACE_PERIOD))
+        except (TypeError, ValueError):
+            self.grace_period = -1.0
+        if not self.grace_period >= 0:  # also NaN
+            raise StoreError(f"Store '{name}': grace_period {self.spec.get('grace_period')!r} must be a number of "
+                             "seconds >= 0 (default 3600): gc leaves unreferenced objects younger than this.")
         folds = self.spec.get("subfolding")
         self.subfolding = tuple(int(f) for f in folds) if folds else ()
         options: dict[str, Any] = {}
@@ -307,11 +320,87 @@ class Store:
                 )
         return path
 
+    @property
+    def location(self) -> tuple[str, str, str]:
+        """Where the objects are, independent of the store's name: (protocol, endpoint, absolute root).
+        Two store names with the same location are one store (gc compares locations, not names)."""
+        protocol = {"s3a": "s3", "local": "file"}.get(self.protocol, self.protocol)
+        endpoint = ""
+        root = self.root
+        if protocol == "s3":
+            endpoint = str(self.spec.get("endpoint", "")).lower()
+            endpoint = endpoint.split("://", 1)[-1].rstrip("/")
+        elif protocol == "file":
+            root = os.path.realpath(os.path.abspath(root))
+        return protocol, endpoint, "/" + root.strip("/")
+
     def exists(self, path: str) -> bool:
+        """Is ``path`` in the store now?  Asks the store itself, never a cached listing (another
+        process may have deleted the object since this process listed the folder)."""
+        return self.fresh_info(path) is not None
+
+    def fresh_info(self, path: str) -> dict | None:
+        """``{"size", "mtime"}`` of ``path`` read from the store now (no cached listing), or None
+        when it is not there.  ``mtime`` is the POSIX time of the last write (None if unknown)."""
+        full = self.full_path(path)
         try:
-            return self.fs.exists(self.full_path(path))
+            if self.is_local:
+                st = os.stat(full)
+                return {"size": st.st_size, "mtime": st.st_mtime, "type": "directory" if
+                        os.path.isdir(full) else "file"}
+            self.fs.invalidate_cache(full)
+            info = self.fs.info(full)
+        except FileNotFoundError:
+            return None
         except (PermissionError, ConnectionError) as exc:
             raise BucketInaccessible(f"Store '{self.name}' cannot be reached: {exc}") from None
+        return {"size": info.get("size"), "mtime": modified_time(info), "type": info.get("type")}
+
+    def refresh(self, path: str, data: bytes) -> None:
+        """Give the existing object ``path`` (whose content is ``data``) a fresh modification time,
+        so that gc's grace period starts again: a touch on local files, a rewrite elsewhere."""
+        if self.is_local:
+            try:
+                os.utime(self.full_path(path))
+                return
+            except FileNotFoundError:  # deleted since we looked: write it again
+                pass
+        self.put(path, data)
+
+    def remove_if_stale(self, path: str, written_before: float | None) -> str:
+        """Delete ``path`` only if it was last written before the POSIX time ``written_before``
+        (None: unconditionally), checked on the store at the moment of deletion.  Returns
+        "deleted", "recent" (kept: written or refreshed since, e.g. by an insert that reuses it)
+        or "missing".
+
+        On local files the check and the deletion are one atomic step: the file is first renamed
+        aside, then its time is read, and it is put back if it turned out to be recent.  A writer
+        that refreshes the file before the rename keeps it; one that comes after finds it absent
+        and writes it again.  Elsewhere (S3) the time is read just before the deletion request."""
+        full = self.full_path(path)
+        if written_before is None:
+            return "deleted" if self.remove(path) else "missing"
+        if self.is_local:
+            aside = f"{full}{TEMP_MARK}gc-{uuid.uuid4().hex}"
+            try:
+                os.rename(full, aside)
+            except FileNotFoundError:
+                return "missing"
+            try:
+                mtime = os.stat(aside).st_mtime
+            except FileNotFoundError:
+                return "missing"
+            if mtime + MTIME_SLACK < written_before:
+                os.unlink(aside)
+                return "deleted"
+            os.replace(aside, full)  # a writer may have written it again meanwhile: same content
+            return "recent"
+        info = self.fresh_info(path)
+        if info is None:
+            return "missing"
+        if info.get("mtime") is None or info["mtime"] + MTIME_SLACK >= written_before:
+            return "recent"
+        return "deleted" if self.remove(path) else "missing"
 
     def put(self, path: str, data: bytes) -> None:
         """Write ``data`` at ``path`` atomically (temporary name, then rename)."""
@@ -455,8 +544,8 @@ class Store:
         else:
             temp = f"{full}.tmp-{uuid.uuid4().hex}"
             try:
-                if self.is_local:
-                    shutil.copytree(local, temp)
+                if self.is_local:  # copyfile: the files get the time of this write (gc's grace period)
+                    shutil.copytree(local, temp, copy_function=shutil.copyfile)
                     os.replace(temp, full)
                 else:
                     for item in files:
@@ -511,6 +600,136 @@ class Store:
         return "/".join(parts + [schema] + folds + [digest])
 
 
+def _check_sections(name: str, hash_prefix: str, schema_prefix: str) -> None:
+    """gc lists each section to find orphans: sections that overlap would make the objects of one
+    look like orphans of the other.  Refuse such a configuration."""
+    sections = {"hash_prefix": hash_prefix, "schema_prefix": schema_prefix}
+    for key, prefix in sections.items():
+        if not prefix:
+            raise StoreError(
+                f"Store '{name}': {key} is empty, so its section would be the whole store and overlap the other "
+                f"section; gc could then delete live objects. Give it a folder name (default "
+                f"'{HASH_PREFIX if key == 'hash_prefix' else SCHEMA_PREFIX}')."
+            )
+        if prefix == REGISTRY_PREFIX or prefix.startswith(REGISTRY_PREFIX + "/"):
+            raise StoreError(f"Store '{name}': {key} '{prefix}' is reserved for joinflow's list of the databases "
+                             "that use the store. Choose another folder name.")
+
+    def nested(a: str, b: str) -> bool:
+        return a == b or b.startswith(a + "/")
+
+    if nested(hash_prefix, schema_prefix) or nested(schema_prefix, hash_prefix):
+        raise StoreError(
+            f"Store '{name}': hash_prefix '{hash_prefix}' and schema_prefix '{schema_prefix}' overlap (one is the "
+            "other or lies inside it). gc would take the objects of one section for orphans of the other and delete "
+            f"live objects. Use separate folders, e.g. the defaults '{HASH_PREFIX}' and '{SCHEMA_PREFIX}'."
+        )
+
+
+def modified_time(info: dict) -> float | None:
+    """The modification time of an fsspec ``info`` entry as a POSIX timestamp (None if unknown)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created", "mtime_ns"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, datetime.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=datetime.timezone.utc)
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+            return parsed.timestamp()
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        return number / 1e9 if key == "mtime_ns" else number
+    return None
+
+
+# -- the databases that use a store ----------------------------------------------------------------
+# Rows of several databases can refer to the same objects (a schema copied with `joinflow copy`
+# into another database with the same stores, or two databases sharing a store and schema
+# names).  Each database that writes rows referring to a store registers itself there, per
+# schema; gc refuses to delete while a database it was not given uses the schema.
+
+def database_identity(connection) -> str | None:
+    """The database a connection works on, as text without user or password (None: an in-memory
+    SQLite database, which no other process can see)."""
+    url = connection.url
+    backend = connection.backend.name
+    if backend == "sqlite":
+        database = url.database or ""
+        if not database or database == ":memory:" or "mode=memory" in database:
+            return None
+        return f"sqlite://{os.path.realpath(os.path.abspath(database))}"
+    host = (url.host or "localhost").lower()
+    port = url.port or {"postgresql": 5432, "mysql": 3306}.get(backend, "")
+    database = (url.database or "") if backend == "postgresql" else ""
+    return f"{backend}://{host}:{port}/{database}"
+
+
+def registration_path(schema: str, identity: str) -> str:
+    return f"{REGISTRY_PREFIX}/databases/{schema}/{hashlib.sha256(identity.encode()).hexdigest()[:24]}.json"
+
+
+_registered: set = set()
+_registered_lock = threading.Lock()
+
+
+def register_database(store: "Store", schema: str, identity: str | None) -> None:
+    """Record (once per process) in ``store`` that database ``identity`` has rows of ``schema``
+    that refer to objects in it."""
+    if not identity:
+        return
+    key = (store.location, schema, identity)
+    if key in _registered:
+        return
+    path = registration_path(schema, identity)
+    try:
+        if store.fresh_info(path) is None:
+            record = {"database": identity, "schema": schema,
+                      "registered": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+            store.put(path, json.dumps(record, indent=2).encode())
+    except DataJointError:
+        raise
+    except Exception as exc:
+        raise BucketInaccessible(
+            f"Store '{store.name}' ({store.protocol}://{store.root}): cannot record that database {identity} uses "
+            f"it for schema {schema} ({path}): {exc}. Check that the store is reachable and writable."
+        ) from None
+    with _registered_lock:
+        _registered.add(key)
+
+
+def registered_databases(store: "Store", schema: str) -> dict[str, str]:
+    """``{database identity: registration path}`` of the databases registered for ``schema``."""
+    folder = f"{REGISTRY_PREFIX}/databases/{schema}"
+    full = store.full_path(folder)
+    found: dict[str, str] = {}
+    try:
+        if not store.is_local:
+            store.fs.invalidate_cache(full)
+        names = store.fs.ls(full, detail=False)
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if not str(name).endswith(".json"):
+            continue
+        rel = f"{folder}/{str(name).rstrip('/').rsplit('/', 1)[-1]}"
+        try:
+            record = json.loads(store.get(rel))
+            found[str(record["database"])] = rel
+        except (MissingExternalFile, ValueError, KeyError, TypeError):
+            found[f"(unreadable registration {rel})"] = rel
+    return found
+
+
 _stores: dict[tuple[str, str], Store] = {}
 _stores_lock = threading.Lock()
 
@@ -562,14 +781,24 @@ class Journal:
 
 
 def put_hash(data: bytes, schema: str, cfg, store_name: str | None, journal: Journal | None = None) -> dict:
-    """Store ``data`` hash-addressed (once per schema); return the metadata kept in the row."""
+    """Store ``data`` hash-addressed (once per schema); return the metadata kept in the row.
+
+    Whether the object is already there is asked of the store itself (never a cached listing:
+    another process's gc may have deleted it).  An object that is there but older than half the
+    store's ``grace_period`` is refreshed (touched, or written again) before the row refers to
+    it: gc never deletes an object younger than the grace period, so the row can commit
+    safely within the other half.
+    """
     store = get_store(cfg, store_name)
     digest = content_hash(data)
     path = store.hash_path(digest, schema)
-    if not store.exists(path):
+    info = store.fresh_info(path)
+    if info is None:
         store.put(path, data)
         if journal is not None:
             journal.record(store, path, shared=True)
+    elif info.get("mtime") is None or time.time() - info["mtime"] >= store.grace_period / 2:
+        store.refresh(path, data)
     return {"hash": digest, "path": path, "schema": schema, "store": store.name, "size": len(data)}
 
 
@@ -615,5 +844,6 @@ def get_hash(meta: dict, cfg) -> bytes:
 
 
 __all__ = ["Store", "StoreError", "Journal", "get_store", "put_hash", "get_hash", "content_hash",
-           "resolve_store_name", "encode_pk_value", "build_object_path", "check_relative_path", "generate_token",
+           "resolve_store_name", "encode_pk_value", "register_database", "registered_databases",
+           "database_identity", "build_object_path", "check_relative_path", "generate_token",
            "StorePathError", "check_stored_path", "stored_path_problem"]

@@ -479,9 +479,24 @@ class Table(QueryExpression):
                         if needs_default:
                             row[i] = encode(fallback) if encode else fallback
 
+    def _register_store_use(self, attr: Attribute) -> None:
+        """Record in the store that this database has rows of this schema referring to it (once per
+        process), so that gc run from another database sharing the store knows of these rows."""
+        from .storage import database_identity, get_store, register_database
+
+        if attr.codec.codecs[-1].name == "filepath":  # files the user manages: gc never touches them
+            return
+        try:
+            store = get_store(self.connection.config, attr.codec.store)
+        except DataJointError:
+            return  # encoding reports the store problem with the table and attribute
+        register_database(store, self.database, database_identity(self.connection))
+
     def _encode_codec(self, i: int, attr: Attribute, values: list[list], keys: list[dict], journal) -> None:
         from .codecs import storage_attribute
 
+        if attr.codec.in_store and any(row[i] is not None for row in values):
+            self._register_store_use(attr)
         encode = attr.codec.encoder(self._codec_context(attr.name, journal))
         to_db = insert_encoder(self.connection.backend, storage_attribute(attr))
         k = 0
