@@ -457,7 +457,9 @@ def remove_incomplete_copy_objects(conn, schema: str) -> int:
     marker = _Marker(conn, schema)
     if not marker.exists:
         return 0
-    return _remove_recorded_objects(conn, schema, conn.config, marker.entries())
+    removed = _remove_recorded_objects(conn, schema, conn.config, marker.entries())
+    _unregister_target(conn, schema, conn.config)
+    return removed
 
 
 def discard_copy(schemas: Sequence[str] | Mapping[str, str], target_url, *, target_config=None,
@@ -501,11 +503,26 @@ def discard_copy(schemas: Sequence[str] | Mapping[str, str], target_url, *, targ
                         FreeTable(target, tb.full_table_name(t, item["table"])).delete_quick()
                 marker.drop()
             target.forget_catalog()
+            _unregister_target(target, t, cfg)  # gc on the source need not wait for a database that no longer uses it
             say(f"discarded the incomplete copy in `{t}`")
         return report
     finally:
         if own:
             target.close()
+
+
+def _unregister_target(target, schema: str, cfg) -> None:
+    """The discarded copy's database no longer has rows of ``schema``: drop its registration in
+    every configured store (gc refuses while a registered database may use the objects)."""
+    from .storage import database_identity, get_store, unregister_database
+
+    identity = database_identity(target)
+    for name in (cfg["stores"] or {}):
+        try:
+            store = get_store(cfg, name)
+        except DataJointError:
+            continue  # checked before anything was removed; a store that cannot be opened holds nothing of ours
+        unregister_database(store, schema, identity)
 
 
 def _register_store_users(source, target, mapping, in_store, source_cfg, target_cfg) -> None:

@@ -707,6 +707,16 @@ def register_database(store: "Store", schema: str, identity: str | None) -> None
         _registered.add(key)
 
 
+def unregister_database(store: "Store", schema: str, identity: str | None) -> bool:
+    """Remove the record that database ``identity`` uses ``store`` for ``schema`` (its rows are
+    gone, e.g. an interrupted copy was discarded); True if there was one."""
+    if not identity:
+        return False
+    with _registered_lock:
+        _registered.discard((store.location, schema, identity))
+    return bool(store.remove(registration_path(schema, identity)))
+
+
 def registered_databases(store: "Store", schema: str) -> dict[str, str]:
     """``{database identity: registration path}`` of the databases registered for ``schema``."""
     folder = f"{REGISTRY_PREFIX}/databases/{schema}"
@@ -844,6 +854,6 @@ def get_hash(meta: dict, cfg) -> bytes:
 
 
 __all__ = ["Store", "StoreError", "Journal", "get_store", "put_hash", "get_hash", "content_hash",
-           "resolve_store_name", "encode_pk_value", "register_database", "registered_databases",
+           "resolve_store_name", "encode_pk_value", "register_database", "registered_databases", "unregister_database",
            "database_identity", "build_object_path", "check_relative_path", "generate_token",
            "StorePathError", "check_stored_path", "stored_path_problem"]
