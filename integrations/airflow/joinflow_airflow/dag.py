@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable
@@ -81,6 +82,8 @@ def _key_text(key: dict) -> str:
 def work_label(work: dict) -> str:
     """Readable label of one work descriptor (the mapped task's map index in the UI)."""
     table = work["step"].rpartition(":")[2]
+    if "worker" in work:
+        return f"{table} worker {work['worker'] + 1}/{work['nworkers']}"
     if "shard" in work:
         return f"{table} shard {work['shard'] + 1}/{work['nshards']}"
     keys = work.get("keys") or []
@@ -175,6 +178,86 @@ def _report_task(step: str, conn_id: str | None) -> dict:
             if isinstance(outlet, Asset):
                 events[outlet].extra = {k: v for k, v in summary.items() if isinstance(v, (int, str))}
     return summary
+
+
+# -- workers mode: N tasks per table pull keys from the job table -----------------------------
+def _slots(context: dict | None = None) -> int:
+    """Default worker count: ``[core] parallelism``, capped by the DAG's ``max_active_tasks``."""
+    try:
+        from airflow.sdk import conf
+
+        slots = conf.getint("core", "parallelism", fallback=32)
+    except Exception:  # pragma: no cover - configuration not readable
+        slots = 32
+    dag = (context or {}).get("dag")
+    active = getattr(dag, "max_active_tasks", None)
+    if isinstance(active, int) and active > 0:
+        slots = min(slots, active)
+    return max(1, slots)
+
+
+def plan_workers(step: str, workers: int | None = None, conn_id: str | None = None,
+                 expected_table: str | None = None, context: dict | None = None) -> list[dict]:
+    """``{"step", "worker", "nworkers", "pending"}`` descriptors: ``workers`` (default: the free
+    slots, see :func:`_slots`) but never more than the pending keys; none when nothing is pending."""
+    s = _load_step(step, conn_id)
+    check_table(s, expected_table)
+    pending = s.pending_count()
+    n = min(int(workers) if workers else _slots(context), pending)
+    log.info("joinflow plan %s: %d worker(s) for %d pending key(s)", step, n, pending)
+    return [{"step": step, "worker": i, "nworkers": n, "pending": pending} for i in range(n)]
+
+
+def populate_worker(work: dict, conn_id: str | None = None, try_number: int | None = None,
+                    time_budget: float | None = None) -> dict:
+    """Make the step's pending keys through the job table until none are left to claim (or
+    ``time_budget`` seconds have passed; the rest stay pending).  Other workers of the same step
+    do the same at the same time: the job table gives each key to one of them.  Raises
+    :class:`JoinflowMakeError` when keys this worker made failed.  An Airflow retry (try number
+    > 1) first re-pends the step's errors."""
+    s = _load_step(work["step"], conn_id)
+    retry = bool(try_number and try_number > 1)
+    start = time.monotonic()
+    if not time_budget:
+        summary = s.run(retry_errors=retry, count_pending=False)
+        made, errors = summary["rows_added"], list(summary["errors"])
+    else:
+        made, errors, chunk = 0, [], 1
+        while True:
+            began = time.monotonic()
+            part = s.run(retry_errors=retry, max_calls=chunk, count_pending=False)
+            retry = False
+            done = part["rows_added"] + part["error_count"]
+            made += part["rows_added"]
+            errors += part["errors"]
+            left = time_budget - (time.monotonic() - start)
+            if done < chunk or left <= 0:  # nothing more to claim, or out of time
+                break
+            per_key = (time.monotonic() - began) / max(done, 1)
+            chunk = max(1, min(10_000, int(left / 2 / max(per_key, 1e-4))))  # at most half the time left
+    summary = {"step": work["step"], "table": s.full_table_name, "rows_added": made, "errors": errors,
+               "error_count": len(errors), "duration": round(time.monotonic() - start, 3)}
+    log.info("joinflow populate %s: %s", work_label(work), {k: v for k, v in summary.items() if k != "errors"})
+    if errors:
+        for err in s.errors([e["key"] for e in errors]):
+            log.error("joinflow make() failed for %s: %s\n%s", err["key"], err["error_message"],
+                      err["error_stack"] or "")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise JoinflowMakeError(
+            f"{summary['table']}: make() failed for {len(errors)} key(s); key {errors[0]['key']}: "
+            f"{errors[0]['error']}{more}. The errors are in the job table; an Airflow retry re-pends them.")
+    return summary
+
+
+def _plan_workers_task(step: str, workers: int | None, conn_id: str | None,
+                       expected_table: str | None = None) -> list[dict]:
+    return plan_workers(step, workers, conn_id, expected_table, context=get_current_context())
+
+
+def _worker_task(work: dict, conn_id: str | None, time_budget: float | None = None) -> dict:
+    context = get_current_context()
+    context["joinflow_label"] = work_label(work)
+    return populate_worker(work, conn_id, try_number=context["ti"].try_number, time_budget=time_budget)
 
 
 # -- building the DAG (parse time: graph metadata only, no key queries) ------------------------
@@ -291,6 +374,134 @@ def _manifest_source(manifest: Any, depth: int) -> Any:
     return manifest
 
 
+_MODES = ("batches", "workers")
+
+
+def _check_options(mode: str, workers: Any, time_budget: Any, node_converters: Any, operator_args: Any) -> None:
+    """Parse-time checks of the building options (a clear import error, not a task failure later)."""
+    if mode not in _MODES:
+        raise ValueError(f"joinflow: mode={mode!r} is not a mode; use 'batches' (readable key batches, the "
+                         "default) or 'workers' (N tasks per table pulling keys from the job table).")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"joinflow: workers={workers!r} must be a positive integer (mapped tasks per table) "
+                         "or None (from [core] parallelism and the DAG's max_active_tasks).")
+    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
+                                    or time_budget <= 0):
+        raise ValueError(f"joinflow: time_budget={time_budget!r} must be a positive number of seconds or None.")
+    if node_converters is not None and not isinstance(node_converters, dict):
+        raise TypeError("joinflow: node_converters must be a dict {selector or table class: callable}.")
+    for key, fn in (node_converters or {}).items():
+        if not callable(fn):
+            raise TypeError(f"joinflow: node_converters[{key!r}] is {fn!r}, not a callable "
+                            "(node, **context) -> operator or None.")
+    if operator_args is not None and not isinstance(operator_args, dict):
+        raise TypeError("joinflow: operator_args must be a dict of operator arguments.")
+
+
+def _node_matches(key: Any, step: dict, table: dict) -> bool:
+    """Does a ``node_converters`` key name this step?  A table class; ``module:Class``; ``Class``;
+    ``schema:NAME``; ``tier:TIER``."""
+    name = step["name"]
+    if isinstance(key, type):
+        return f"{key.__module__}:{key.__qualname__}" == name
+    if not isinstance(key, str):
+        raise TypeError(f"joinflow: node_converters key {key!r} is neither a table class nor a selector string.")
+    if key.startswith("schema:"):
+        return table.get("schema") == key[len("schema:"):]
+    if key.startswith("tier:"):
+        return str(table.get("tier", "")).lower() == key[len("tier:"):].lower()
+    return key == name or key == _class_name(name)
+
+
+def _converter_for(node_converters: dict | None, step: dict, table: dict):
+    """The converter of a step: an exact name or class wins over schema/tier selectors."""
+    found = [(k, fn) for k, fn in (node_converters or {}).items() if _node_matches(k, step, table)]
+    if not found:
+        return None
+    exact = [fn for k, fn in found if not (isinstance(k, str) and k.startswith(("schema:", "tier:")))]
+    return (exact or [fn for _, fn in found])[0]
+
+
+def _ends(made: Any) -> tuple[Any, Any]:
+    """(first, last) of what a node converter returned: an operator, or a (first, last) pair."""
+    if isinstance(made, (tuple, list)):
+        if len(made) != 2:
+            raise TypeError("joinflow: a node converter returns an operator, a (first, last) pair or None.")
+        return made[0], made[1]
+    return made, made
+
+
+def _build(graph: dict, *, conn_id: str | None, batch_size: int, pool: str | None,
+           populate_retries: int | None, wait_for_pending: bool | dict, operator_args: dict | None,
+           node_converters: dict | None, mode: str, workers: int | None,
+           time_budget: float | None) -> dict[str, TaskGroup]:
+    """One TaskGroup per step in the current DAG / TaskGroup context, wired in foreign-key order.
+
+    Shared by :func:`joinflow_dag` (the whole DAG) and :func:`joinflow_task_group` (inside a
+    user's DAG).  Returns the task groups by step name.
+    """
+    tables = {t["name"]: t for t in graph["tables"]}
+    by_full = {t["full_table_name"]: t["name"] for t in graph["tables"]}
+    steps = graph["steps"]
+    where = _where(graph)
+    assets = {name: _asset(t["schema"], t["table_name"], where) for name, t in tables.items()}
+    group_ids = _group_ids(steps, tables)
+    populate_defaults: dict[str, Any] = {"map_index_template": MAP_INDEX_TEMPLATE}
+    if pool:
+        populate_defaults["pool"] = pool
+    if populate_retries is not None:
+        populate_defaults["retries"] = populate_retries
+    populate_defaults.update(operator_args or {})
+
+    plan_task = task(_plan_task, task_id="plan")
+    plan_workers_task = task(_plan_workers_task, task_id="plan")
+    groups: dict[str, TaskGroup] = {}
+    ends: dict[str, tuple[Any, Any]] = {}  # (first, last) task of each step, for the foreign-key order
+    for s in steps:
+        name, table = s["name"], tables[s["name"]]
+        outlets = [assets[name]] + [assets[by_full[p]] for p in table.get("parts", ()) if p in by_full]
+        step_settings = s.get("settings") or {}
+        options = populate_options(step_settings, populate_defaults)
+        with TaskGroup(group_ids[name], tooltip=f"{name} -> {table['full_table_name']}") as group:
+            converter = _converter_for(node_converters, s, table)
+            made = None
+            if converter is not None:
+                node = {**table, **s, "group_id": group_ids[name], "outlets": outlets}
+                made = converter(node, conn_id=conn_id, operator_args=dict(options))
+            if made is not None:
+                ends[name] = _ends(made)
+            else:
+                expected = f"{table['schema']}.{table['table_name']}"
+                # the plan checks that the step's table is still the one this DAG was built for
+                if mode == "workers":
+                    plan = plan_workers_task(name, step_settings.get("workers", workers), conn_id, expected)
+                    populate = task(_worker_task, task_id="populate", **options).partial(
+                        conn_id=conn_id, time_budget=step_settings.get("time_budget", time_budget)).expand(work=plan)
+                else:
+                    plan = plan_task(name, step_settings.get("batch_size", batch_size), conn_id, expected)
+                    populate = task(_populate_task, task_id="populate", **options).partial(
+                        conn_id=conn_id).expand(work=plan)
+                report = task(_report_task, task_id="report", trigger_rule="none_failed",
+                              outlets=outlets)(name, conn_id)
+                populate >> report
+                ends[name] = (plan, report)
+        groups[name] = group
+    for s in steps:
+        for up in s.get("upstream", ()):
+            if up in groups:
+                ends[up][1] >> ends[s["name"]][0]
+    if wait_for_pending:
+        from .sensors import JoinflowPendingSensor
+
+        sensor_options = {"soft_fail": True, "mode": "reschedule", "poke_interval": 60, "timeout": 3600}
+        sensor_options.update(wait_for_pending if isinstance(wait_for_pending, dict) else {})
+        entry = [s["name"] for s in steps if not any(u in groups for u in s.get("upstream", ()))]
+        sensor = JoinflowPendingSensor(task_id="wait_for_pending", steps=entry, conn_id=conn_id, **sensor_options)
+        for s in steps:
+            sensor >> ends[s["name"]][0]
+    return groups
+
+
 def joinflow_dag(
     dag_id: str,
     pipeline: Any = None,
@@ -305,6 +516,11 @@ def joinflow_dag(
     select: str | list[str] | None = None,
     exclude: str | list[str] | None = None,
     settings: dict | None = None,
+    operator_args: dict | None = None,
+    node_converters: dict | None = None,
+    mode: str = "batches",
+    workers: int | None = None,
+    time_budget: float | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """An Airflow DAG running a joinflow pipeline's computed tables in foreign-key order.
@@ -318,7 +534,7 @@ def joinflow_dag(
     ``conn_id``: Airflow connection of type ``joinflow`` (falls back to
     ``JOINFLOW_DATABASE_URL``) applied in every task before the steps are imported.
     ``pool`` caps concurrent database sessions; ``populate_retries`` overrides
-    ``default_args["retries"]`` for the populate tasks.  Other keyword arguments go to
+    ``default_args["retries"]`` for the populate tasks.
     ``wait_for_pending``: put a ``JoinflowPendingSensor`` on the entry steps (those with no
     upstream step) before everything; ``True`` or the sensor's options (default
     ``soft_fail=True, mode="reschedule"``: no new keys skips the run).  Other keyword arguments go to
@@ -330,56 +546,78 @@ def joinflow_dag(
     selection are read, never computed.  ``settings``: ``{selector: {...}}`` per-step settings
     (over each table's ``orchestration`` attribute).  With ``manifest=`` these import joinflow
     while parsing; a manifest written with ``--select`` / ``--exclude`` does not.  A step's
-    settings override ``pool`` / ``populate_retries`` / ``batch_size`` for that step (see
-    :func:`populate_options`).
+    settings override ``pool`` / ``populate_retries`` / ``batch_size`` / ``workers`` /
+    ``time_budget`` for that step (see :func:`populate_options`).
+
+    ``operator_args``: arguments for every populate task (under the per-step settings).
+    ``node_converters``: ``{selector or table class: callable}``; the callable is called inside the
+    table's TaskGroup as ``callable(node, conn_id=..., operator_args=...)`` (``node``: the step's
+    manifest entry plus ``group_id`` and ``outlets``) and returns the operator that replaces the
+    table's plan/populate/report tasks, a ``(first, last)`` pair of them, or ``None`` for the
+    default tasks.  Selectors: ``Class``, ``module:Class``, ``schema:NAME``, ``tier:TIER``.
+
+    ``mode="batches"`` (default): one mapped task per key batch (readable labels, a retry redoes
+    only its keys).  ``mode="workers"``: per table ``workers`` mapped tasks (default: ``[core]
+    parallelism`` and the DAG's ``max_active_tasks``, never more than the pending keys), each
+    pulling keys from the job table until none are left or ``time_budget`` seconds have passed
+    (keys left over stay pending for the next run).
     """
+    _check_options(mode, workers, time_budget, node_converters, operator_args)
     graph = _graph(pipeline, manifest, conn_id, 1, {"select": select, "exclude": exclude, "settings": settings})
-    tables = {t["name"]: t for t in graph["tables"]}
-    by_full = {t["full_table_name"]: t["name"] for t in graph["tables"]}
-    steps = graph["steps"]
-    where = _where(graph)
-    assets = {name: _asset(t["schema"], t["table_name"], where) for name, t in tables.items()}
-    group_ids = _group_ids(steps, tables)
+    group_ids = _group_ids(graph["steps"], {t["name"]: t for t in graph["tables"]})
     dag_kwargs.setdefault("tags", ["joinflow"])
     dag_kwargs.setdefault("doc_md", "joinflow pipeline: " + ", ".join(group_ids.values()))
-    populate_defaults: dict[str, Any] = {"map_index_template": MAP_INDEX_TEMPLATE}
-    if pool:
-        populate_defaults["pool"] = pool
-    if populate_retries is not None:
-        populate_defaults["retries"] = populate_retries
-
-    plan_task = task(_plan_task, task_id="plan")
     with DAG(dag_id, schedule=schedule, **dag_kwargs) as dag:
-        groups: dict[str, TaskGroup] = {}
-        for s in steps:
-            name, table = s["name"], tables[s["name"]]
-            outlets = [assets[name]] + [assets[by_full[p]] for p in table.get("parts", ()) if p in by_full]
-            with TaskGroup(group_ids[name], tooltip=f"{name} -> {table['full_table_name']}") as group:
-                step_settings = s.get("settings") or {}
-                populate_task = task(_populate_task, task_id="populate",
-                                     **populate_options(step_settings, populate_defaults))
-                # the plan checks that the step's table is still the one this DAG was built for
-                plan = plan_task(name, step_settings.get("batch_size", batch_size), conn_id,
-                                 f"{table['schema']}.{table['table_name']}")
-                populate = populate_task.partial(conn_id=conn_id).expand(work=plan)
-                report = task(_report_task, task_id="report", trigger_rule="none_failed",
-                              outlets=outlets)(name, conn_id)
-                populate >> report
-            groups[name] = group
-        for s in steps:
-            for up in s.get("upstream", ()):
-                if up in groups:
-                    groups[up] >> groups[s["name"]]
-        if wait_for_pending:
-            from .sensors import JoinflowPendingSensor
-
-            options = {"soft_fail": True, "mode": "reschedule", "poke_interval": 60, "timeout": 3600}
-            options.update(wait_for_pending if isinstance(wait_for_pending, dict) else {})
-            entry = [s["name"] for s in steps if not any(u in groups for u in s.get("upstream", ()))]
-            sensor = JoinflowPendingSensor(task_id="wait_for_pending", steps=entry, conn_id=conn_id, **options)
-            for s in steps:
-                sensor >> groups[s["name"]]
+        _build(graph, conn_id=conn_id, batch_size=batch_size, pool=pool, populate_retries=populate_retries,
+               wait_for_pending=wait_for_pending, operator_args=operator_args, node_converters=node_converters,
+               mode=mode, workers=workers, time_budget=time_budget)
     return dag
+
+
+def joinflow_task_group(
+    group_id: str,
+    pipeline: Any = None,
+    batch_size: int = 100,
+    conn_id: str | None = "joinflow_default",
+    *,
+    manifest: str | os.PathLike | dict | None = None,
+    pool: str | None = None,
+    populate_retries: int | None = None,
+    wait_for_pending: bool | dict = False,
+    select: str | list[str] | None = None,
+    exclude: str | list[str] | None = None,
+    settings: dict | None = None,
+    operator_args: dict | None = None,
+    node_converters: dict | None = None,
+    mode: str = "batches",
+    workers: int | None = None,
+    time_budget: float | None = None,
+    **group_kwargs: Any,
+) -> TaskGroup:
+    """A pipeline (or a selection of it) as one TaskGroup inside the DAG being defined.
+
+    Use it between your own tasks (astronomer-cosmos: ``DbtTaskGroup``)::
+
+        with DAG("nightly", ...):
+            fetch >> JoinflowTaskGroup(group_id="lab", manifest="lab.json", select="+Summary") >> notify
+
+    The group holds one TaskGroup per computed table, exactly as :func:`joinflow_dag` builds them
+    (the same options); ``>>`` into the group reaches its entry tables' first tasks, ``>>`` out of
+    it leaves from its last ones.  Other keyword arguments go to ``TaskGroup`` (``tooltip``,
+    ``default_args``, ``prefix_group_id``, ...).  Task ids are ``<group_id>.<Table>.plan`` etc.
+    """
+    _check_options(mode, workers, time_budget, node_converters, operator_args)
+    graph = _graph(pipeline, manifest, conn_id, 1, {"select": select, "exclude": exclude, "settings": settings})
+    group_ids = _group_ids(graph["steps"], {t["name"]: t for t in graph["tables"]})
+    group_kwargs.setdefault("tooltip", "joinflow pipeline: " + ", ".join(group_ids.values()))
+    with TaskGroup(group_id, **group_kwargs) as group:
+        _build(graph, conn_id=conn_id, batch_size=batch_size, pool=pool, populate_retries=populate_retries,
+               wait_for_pending=wait_for_pending, operator_args=operator_args, node_converters=node_converters,
+               mode=mode, workers=workers, time_budget=time_budget)
+    return group
+
+
+JoinflowTaskGroup = joinflow_task_group
 
 
 # The name proposed in the issue, mirroring astronomer-cosmos's DbtDag (a factory function).
