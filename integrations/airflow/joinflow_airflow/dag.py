@@ -467,16 +467,17 @@ def _build(graph: dict, *, conn_id: str | None, batch_size: int, pool: str | Non
             made = None
             if converter is not None:
                 node = {**table, **s, "group_id": group_ids[name], "outlets": outlets}
-                made = converter(node, conn_id=conn_id, operator_args=dict(options))
+                made = converter(node, conn_id=conn_id,
+                                 operator_args={k: v for k, v in options.items() if k != "map_index_template"})
             if made is not None:
                 ends[name] = _ends(made)
             else:
                 expected = f"{table['schema']}.{table['table_name']}"
                 # the plan checks that the step's table is still the one this DAG was built for
                 if mode == "workers":
-                    plan = plan_workers_task(name, step_settings.get("workers", workers), conn_id, expected)
+                    plan = plan_workers_task(name, workers, conn_id, expected)
                     populate = task(_worker_task, task_id="populate", **options).partial(
-                        conn_id=conn_id, time_budget=step_settings.get("time_budget", time_budget)).expand(work=plan)
+                        conn_id=conn_id, time_budget=time_budget).expand(work=plan)
                 else:
                     plan = plan_task(name, step_settings.get("batch_size", batch_size), conn_id, expected)
                     populate = task(_populate_task, task_id="populate", **options).partial(
@@ -546,8 +547,8 @@ def joinflow_dag(
     selection are read, never computed.  ``settings``: ``{selector: {...}}`` per-step settings
     (over each table's ``orchestration`` attribute).  With ``manifest=`` these import joinflow
     while parsing; a manifest written with ``--select`` / ``--exclude`` does not.  A step's
-    settings override ``pool`` / ``populate_retries`` / ``batch_size`` / ``workers`` /
-    ``time_budget`` for that step (see :func:`populate_options`).
+    settings override ``pool`` / ``populate_retries`` / ``batch_size`` / ``operator_args`` for
+    that step (see :func:`populate_options`).
 
     ``operator_args``: arguments for every populate task (under the per-step settings).
     ``node_converters``: ``{selector or table class: callable}``; the callable is called inside the
