@@ -140,10 +140,12 @@ class Airflow:
         logs.mkdir(exist_ok=True)
         commands = [["api-server", "--port", str(self.port)], ["scheduler"], ["dag-processor"]]
         for i in range(self.celery_workers):
-            commands.append(["celery", "worker", "--hostname", f"bench{i}@%h", "--concurrency",
-                             self.env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]])
+            commands.append(["celery", "worker", "--celery-hostname", f"bench{i}@%h", "--concurrency",
+                             self.env["AIRFLOW__CELERY__WORKER_CONCURRENCY"], "--skip-serve-logs",
+                             "--pid", str(self.home / f"celery{i}.pid")])
         for cmd in commands:
             out = open(logs / f"{cmd[0]}{len(self.procs)}.log", "w")
+            print("starting airflow", *cmd, flush=True)
             self.procs.append(subprocess.Popen([self.bin, *cmd], env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                                start_new_session=True))
         deadline = time.time() + 120
@@ -276,6 +278,8 @@ def main(argv=None) -> int:
     ap.add_argument("--executor", default="LocalExecutor", choices=("LocalExecutor", "CeleryExecutor"))
     ap.add_argument("--celery-workers", type=int, default=2)
     ap.add_argument("--broker", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--extra-path", default="", help="prepended to PYTHONPATH of the Airflow processes "
+                    "(e.g. where apache-airflow-providers-celery and celery[redis] are installed)")
     ap.add_argument("--keep", action="store_true", help="keep AIRFLOW_HOME and its logs")
     args = ap.parse_args(argv)
     scenarios = args.scenarios.split(",")
@@ -293,8 +297,8 @@ def main(argv=None) -> int:
     # the DAGs and their pipelines; DAG files go into the dags folder, pipelines into code/
     # this checkout's joinflow and joinflow_airflow first (over an editable install elsewhere)
     here = Path(__file__).resolve()
-    path = os.pathsep.join([str(code_dir), str(here.parents[1]), str(here.parents[3] / "core"),
-                            os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    path = os.pathsep.join(p for p in [str(code_dir), str(here.parents[1]), str(here.parents[3] / "core"),
+                                       args.extra_path, os.environ.get("PYTHONPATH", "")] if p)
     os.environ["PYTHONPATH"] = path
     runs, env_extra, schemas = [], {"JOINFLOW_DATABASE_URL": args.url, "PYTHONPATH": path}, []
     workers = args.trivial_workers or args.parallelism
