@@ -11,6 +11,11 @@ Per Imported/Computed table one TaskGroup ``<Table>``:
 * ``report``   the table's status (done / pending / error ...), logged, returned to XCom
                and attached to the table's Asset event (outlets: the table and its parts).
 
+With ``mode="workers"`` the plan returns ``{"step", "worker", "nworkers"}`` instead and each
+populate task pulls keys from the job table until none are left (or a time budget passes).
+``joinflow_task_group`` (``JoinflowTaskGroup``) builds the same task groups inside a user's DAG;
+``node_converters`` replace a table's tasks by the user's own operator.
+
 Task groups depend on each other as the computed tables do through foreign keys.  Tasks
 carry only step names, keys and a connection id, never live objects, so any executor works.
 
