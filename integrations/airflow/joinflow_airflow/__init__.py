@@ -27,7 +27,8 @@ def get_provider_info() -> dict:
 
 def __getattr__(name: str):  # keep `get_provider_info` import light: Airflow calls it often
     if name in ("JoinflowDag", "joinflow_dag", "JoinflowMakeError", "JoinflowManifestError", "pipeline_assets", "table_asset",
-                "plan_work", "populate_work", "report_step", "work_label"):
+                "plan_work", "populate_work", "report_step", "work_label", "JoinflowTaskGroup",
+                "joinflow_task_group", "plan_workers", "populate_worker", "populate_options"):
         from . import dag
 
         return getattr(dag, name)
@@ -42,5 +43,5 @@ def __getattr__(name: str):  # keep `get_provider_info` import light: Airflow ca
     raise AttributeError(name)
 
 
-__all__ = ["JoinflowDag", "joinflow_dag", "JoinflowHook", "JoinflowMakeError", "JoinflowManifestError", "get_provider_info",
+__all__ = ["JoinflowDag", "joinflow_dag", "JoinflowTaskGroup", "joinflow_task_group", "JoinflowHook", "JoinflowMakeError", "JoinflowManifestError", "get_provider_info",
            "pipeline_assets", "table_asset", "JoinflowPendingSensor", "JoinflowPendingTrigger"]
