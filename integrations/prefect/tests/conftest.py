@@ -27,7 +27,9 @@ from joinflow.testing import (  # noqa: E402  (shared with the other adapters' s
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_api():
-    with prefect_test_harness(server_startup_timeout=60):
+    # generous: on a loaded 2-core machine (CI runs the three adapter suites side by side) the
+    # ephemeral API server took more than 60 s to answer once
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 
