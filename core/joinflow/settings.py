@@ -56,7 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "jobs.stale_timeout": 3600,
     "jobs.default_priority": 5,
     "jobs.version_method": None,
-    "jobs.allow_new_pk_fields_in_computed_tables": False,
+    # True as DataJoint 2.3.5 behaves (its check is never reached); False: the strict check at declaration
+    "jobs.allow_new_pk_fields_in_computed_tables": True,
     "jobs.add_job_metadata": False,
     "jobs.lease_timeout": 300,
     "provenance.capture": False,  # DataJoint 2.3.4+: Manual tables declared now get hidden `_prov`
