@@ -5,6 +5,7 @@ secondary attribute, Lookup.contents as a property, legacy ``_make_tuples``.  Ev
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
 import joinflow as dj
 from joinflow import errors
@@ -76,7 +77,8 @@ def test_schema_jobs_lists_the_job_tables_of_computed_tables(schema):
     assert len(Count.jobs) == 0 and len(Count()) == 3  # the target's rows are untouched
 
 
-def test_table_with_own_key_attributes_populates(schema):
+def test_table_with_own_key_attributes_populates(schema, connection):
+    connection.config["jobs.add_job_metadata"] = True  # the hidden _job_* columns of every row of a key
     Animal = _source(schema)
     Trial = _trials(schema, Animal)
     assert Trial.progress() == (3, 3)  # one job per animal, not per trial
@@ -86,6 +88,9 @@ def test_table_with_own_key_attributes_populates(schema):
     assert Trial.progress() == (0, 3)
     assert Trial.populate()["success_count"] == 0  # nothing made twice
     assert len(Trial()) == 12
+    tc = Trial()._table_clause(["trial_id", "_job_start_time", "_job_duration"])
+    rows = connection.execute(sa.select(*tc.c)).fetchall()
+    assert len(rows) == 12 and all(r[1] is not None and r[2] is not None for r in rows)
 
 
 @pytest.mark.parametrize("keep_completed", [False, True])
