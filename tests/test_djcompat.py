@@ -222,3 +222,12 @@ def test_legacy_make_tuples_is_called(schema):
     Animal.insert1({"animal_id": 4})
     assert Legacy.populate(reserve_jobs=True)["success_count"] == 1
     assert len(Legacy & {"twice": 8}) == 1
+
+
+def test_table_with_own_key_attributes_populates_with_worker_processes(schema):
+    Animal = _source(schema)
+    Trial = _trials(schema, Animal)
+    result = Trial.populate(processes=2)
+    assert result["success_count"] == 3 and result["error_list"] == []
+    assert len(Trial()) == 12 and Trial.progress() == (0, 3)
+    assert len(Trial.jobs) == 0  # the made keys' job rows are gone
