@@ -183,8 +183,9 @@ def test_key_source_beyond_the_table_is_refused(schema):
         def make(self, key):
             self.insert1({"animal_id": key["animal_id"], "w": 1.0})
 
-    with pytest.raises(errors.DataJointError, match=r"site_id.*Weight|Weight.*site_id"):
-        Weight.populate()
+    for reserve_jobs in (False, True):
+        with pytest.raises(errors.DataJointError, match=r"Weight.*site_id.*lacks"):
+            Weight.populate(reserve_jobs=reserve_jobs)
     assert len(Weight()) == 0
 
 

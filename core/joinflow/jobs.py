@@ -239,7 +239,7 @@ def key_source_names(target) -> list[str]:
     the target's attributes.  For a table without a key source (a FreeTable): the part of its
     primary key that comes from its primary-key parents (DataJoint's job-table key)."""
     if hasattr(target, "_key_source"):
-        source = set(target._key_source().primary_key)
+        source = set(target._jobs_to_do(()).primary_key)  # refused there if it names attributes the target lacks
         return [name for name in target.heading.names if name in source]
     conn = target.connection
     deps = conn.dependencies
