@@ -232,3 +232,19 @@ def test_table_with_own_key_attributes_populates_with_worker_processes(schema):
     assert result["success_count"] == 3 and result["error_list"] == []
     assert len(Trial()) == 12 and Trial.progress() == (0, 3)
     assert len(Trial.jobs) == 0  # the made keys' job rows are gone
+
+
+def test_long_error_stack_without_spaces_is_recorded(schema):
+    """DataJoint's test_long_error_stack: a 90 kB stack of letters (masking secrets in it took
+    quadratic time: minutes, blocking the worker)."""
+    import random
+    import string
+
+    Animal = _source(schema)
+    Trial = _trials(schema, Animal)
+    stack = "".join(random.choice(string.ascii_letters) for _ in range(89942))
+    Trial.jobs.refresh()
+    key = Trial.jobs.pending.keys(limit=1)[0]
+    assert Trial.jobs.reserve(key)
+    Trial.jobs.error(key, "error message", stack)
+    assert Trial.jobs.errors.fetch1("error_stack") == stack.encode()

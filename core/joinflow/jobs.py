@@ -31,6 +31,7 @@ logger = logging.getLogger("joinflow")
 STATUSES = ("pending", "reserved", "success", "error", "ignore")
 ERROR_MESSAGE_LENGTH = 2047
 TRUNCATION = "...truncated"
+TRUNCATION_APPENDIX = TRUNCATION  # DataJoint 2.x's name
 WORKER_TOKEN = random.getrandbits(62)  # Job.reserve()'s mark in connection_id (populate uses Claims.token)
 
 
