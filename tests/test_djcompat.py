@@ -248,3 +248,20 @@ def test_long_error_stack_without_spaces_is_recorded(schema):
     assert Trial.jobs.reserve(key)
     Trial.jobs.error(key, "error message", stack)
     assert Trial.jobs.errors.fetch1("error_stack") == stack.encode()
+
+
+def test_delete_prompt_without_an_answer_leaves_no_transaction(schema, connection, monkeypatch):
+    """DataJoint's suite deletes with safemode on under pytest, where input() raises: the
+    deletes must be rolled back and the connection left out of the transaction."""
+    Animal = _source(schema)
+
+    def no_terminal(prompt=""):
+        raise OSError("reading from stdin while output is captured")
+
+    monkeypatch.setattr("builtins.input", no_terminal)
+    with pytest.raises(OSError):
+        (Animal & {"animal_id": 1}).delete(prompt=True)
+    assert not connection.in_transaction
+    assert len(Animal()) == 3
+    (Animal & {"animal_id": 1}).delete(prompt=False)  # the connection is usable
+    assert len(Animal()) == 2
