@@ -265,3 +265,31 @@ def test_delete_prompt_without_an_answer_leaves_no_transaction(schema, connectio
     assert len(Animal()) == 3
     (Animal & {"animal_id": 1}).delete(prompt=False)  # the connection is usable
     assert len(Animal()) == 2
+
+
+def test_job_table_of_a_uuid_key_keeps_the_uuid_type(schema):
+    """DataJoint's test_jobs_table_uuid_fk_derived_pk (#1515): the job table of a table keyed by a
+    uuid is declared with uuid, and its heading names the declared type as original_type."""
+
+    @schema
+    class Basic(dj.Manual):
+        definition = """
+        item : uuid
+        """
+
+    @schema
+    class BasicComputed(dj.Computed):
+        definition = """
+        -> Basic
+        ---
+        value : int32
+        """
+
+        def make(self, key):
+            self.insert1({**key, "value": 1})
+
+    assert "item : uuid" in BasicComputed.jobs.definition
+    Basic.insert1({"item": uuid.uuid4()})
+    assert BasicComputed.jobs.refresh()["added"] == 1
+    assert BasicComputed.jobs.heading["item"].original_type == "uuid"
+    assert BasicComputed.populate(reserve_jobs=True)["success_count"] == 1
