@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from .condition import AndList, Not
 from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError, WorkerDiedError
 from .backends.base import VALUE
-from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, LeaseLost, Prepared, key_lists
+from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, LeaseLost, Prepared, key_lists, made_keys
 
 logger = logging.getLogger("joinflow")
 
@@ -239,10 +239,13 @@ class AutoPopulate:
 
     def _jobs_to_do(self, restrictions) -> Any:
         source = self._key_source()
-        missing = [k for k in source.primary_key if k not in self.heading.primary_key]
+        names = self.heading.names
+        missing = [k for k in source.primary_key if k not in names]
         if missing:
             raise DataJointError(
-                f"The key source of {self.class_name} has primary-key attributes {missing} that the table lacks."
+                f"The key source of {self.class_name} has primary-key attributes {missing} that the table lacks: "
+                "each key make() is given must name rows of the table. Give the table those attributes, or "
+                "project them away in key_source."
             )
         if restrictions:
             source = source.restrict(AndList(restrictions), semantic_check=False)
@@ -250,13 +253,14 @@ class AutoPopulate:
 
     def pending(self, *restrictions):
         """Keys of the key source not yet in the table: one anti-join."""
-        return self._jobs_to_do(restrictions).restrict(Not(self.proj()), semantic_check=False)
+        todo = self._jobs_to_do(restrictions)
+        return todo.restrict(Not(made_keys(self, todo.primary_key)), semantic_check=False)
 
     def progress(self, *restrictions, display: bool = False) -> tuple[int, int]:
         """(remaining, total) over the key source."""
         todo = self._jobs_to_do(restrictions)
         total = len(todo)
-        remaining = len(todo.restrict(Not(self.proj()), semantic_check=False))
+        remaining = len(todo.restrict(Not(made_keys(self, todo.primary_key)), semantic_check=False))
         if display:
             done = total - remaining
             print(f"{self.class_name:<22} Completed {done} of {total} ({(done / total * 100) if total else 100:.1f}%)")
@@ -309,8 +313,9 @@ class AutoPopulate:
     def _populate_reserved(self, restrictions, max_calls, priority, refresh, display_progress, options) -> dict:
         conn = self.connection
         jobs = Job(self).ensure()
+        jobs.check_key_source()
         claim_filter = self._jobs_to_do(restrictions) if restrictions else None
-        claims = Claims(jobs, claim_filter, priority, keys=key_lists(restrictions, self.primary_key))
+        claims = Claims(jobs, claim_filter, priority, keys=key_lists(restrictions, jobs.key_names))
         if refresh if refresh is not None else conn.config["jobs.auto_refresh"]:
             self._refresh_once(jobs, claims, restrictions, priority)
         result = {"success_count": 0, "error_list": []}
@@ -394,22 +399,21 @@ class AutoPopulate:
 
     def _key_rows_check(self):
         """A function telling whether this table has a row matching ``key`` (the key make() is given:
-        its attributes, a part of the primary key when the table adds attributes of its own), as
-        seen by the open transaction: made already by someone else before make(), inserted by make()
-        after it."""
-        primary = set(self.primary_key)
+        its attributes, a part of the primary key when the table adds attributes of its own, or
+        secondary attributes when the key source names them), as seen by the open transaction."""
+        known = set(self.heading.names)
         statements: dict[tuple, Any] = {}
 
-        def inserted(key: dict) -> bool:
-            names = tuple(k for k in key if k in primary)
-            if not names:
-                return True
+        def exists(key: dict) -> bool:
+            names = tuple(k for k in key if k in known)
+            if not names:  # a key source checked by _jobs_to_do always names attributes of the table
+                raise DataJointError(f"The key {key} names no attribute of {self.class_name}.")
             check = statements.get(names)
             if check is None:
                 check = statements[names] = self._exists_statement(names)
             return check(key)
 
-        return inserted
+        return exists
 
     def _populate1(self, key: dict, claims: Claims | None, raw: tuple | None, result: dict, **options) -> None:
         """Make one key in its own transaction.
@@ -464,7 +468,7 @@ class AutoPopulate:
                             )
                         self.make_insert(dict(key), *_as_tuple(computed))
                     else:
-                        self.make(dict(key), **make_kwargs)
+                        self._make_function()(dict(key), **make_kwargs)
                 finally:
                     cls._allow_insert = False
                 if inserted is not None and not inserted(key):
@@ -528,17 +532,26 @@ class AutoPopulate:
         if "_job_start_time" not in heading.all_attributes:
             return None
         conn = self.connection
-        names = list(self.primary_key)
         columns = [name for name, _ in JOB_METADATA]
-        tc = self._table_clause(names + columns)
-        stmt = Prepared(conn, sa.update(tc).where(
-            *[tc.c[k] == sa.bindparam(f"jf_k{j}", type_=VALUE) for j, k in enumerate(names)]).values(
-            {tc.c[c]: sa.bindparam(f"jf_{c}", type_=VALUE) for c in columns}), self.full_table_name)
-        encoders = [conn.backend.encoder(heading[k]) for k in names]
+        known = set(heading.names)
+        statements: dict[tuple, tuple] = {}  # by the key's attributes (a part of the primary key, or all of it)
+
+        def statement(names: tuple) -> tuple:
+            found = statements.get(names)
+            if found is None:
+                tc = self._table_clause(list(names) + columns)
+                stmt = Prepared(conn, sa.update(tc).where(
+                    *[tc.c[k] == sa.bindparam(f"jf_k{j}", type_=VALUE) for j, k in enumerate(names)]).values(
+                    {tc.c[c]: sa.bindparam(f"jf_{c}", type_=VALUE) for c in columns}), self.full_table_name)
+                found = statements[names] = (stmt, [conn.backend.encoder(heading[k]) for k in names])
+            return found
+
         encode_time = conn.backend.encoder(heading["_job_start_time"])
         version = job_version(conn.config)[:64]
 
         def write(key: dict, started: float, duration: float) -> None:
+            names = tuple(k for k in key if k in known)
+            stmt, encoders = statement(names)
             values = {f"jf_k{j}": (enc(key[k]) if enc else key[k]) for j, (k, enc) in enumerate(zip(names, encoders))}
             start = datetime.datetime.fromtimestamp(started)
             values.update(jf__job_start_time=encode_time(start) if encode_time else start,
@@ -546,6 +559,20 @@ class AutoPopulate:
             stmt.run(conn, values)
 
         return write
+
+    def _make_function(self):
+        """``make``, or the legacy ``_make_tuples`` of DataJoint 0.x pipelines when the class defines
+        it (DataJoint 2.x calls ``_make_tuples`` then, even beside a ``make``)."""
+        legacy = getattr(self, "_make_tuples", None)
+        if legacy is not None:
+            return legacy
+        make = getattr(self, "make", None)
+        if make is None:
+            raise DataJointError(
+                f"{self.class_name} defines no make(key): an auto-populated table computes its rows in make() "
+                "(or in make_fetch/make_compute/make_insert)."
+            )
+        return make
 
     def _is_tripartite(self) -> bool:
         cls = type(self)
@@ -688,9 +715,9 @@ WORKER_STOP_SECONDS = 10.0  # after SIGTERM, how long workers get to roll back a
 
 def _held_by(jobs, tc, pid: int, made: bool = False):
     """The job rows a worker process of this host holds whose key is not made (or is, ``made``)."""
-    target = jobs.target._table_clause(list(jobs.target.primary_key))
+    target = jobs.target._table_clause(list(jobs.key_names))
     in_target = sa.exists(sa.select(sa.literal(1)).select_from(target).where(
-        *[target.c[k] == tc.c[k] for k in jobs.target.primary_key]))
+        *[target.c[k] == tc.c[k] for k in jobs.key_names]))
     col = jobs.column
     return sa.and_(tc.c[col("status")] == "reserved", tc.c[col("pid")] == int(pid),
                    tc.c[col("host")] == platform.node()[:255], in_target if made else ~in_target)
@@ -751,7 +778,7 @@ def _fail_dead_worker_keys(jobs, pid: int, how: str, making: dict | None) -> lis
         if conn.execute(sa.update(tc).where(where, jobs._key_clause(tc, making)).values(
                 {tc.c[col("status")]: "error", tc.c[col("error_message")]: message[:2047],
                  tc.c[col("completed_time")]: now})).rowcount:
-            failed.append({k: making[k] for k in jobs.target.primary_key})
+            failed.append({k: making[k] for k in jobs.key_names})
     _finish_for(jobs, tc, pid)  # claimed in the same batch and never started: claimable again
     return failed
 

@@ -914,9 +914,11 @@ def _copy_jobs(source, target, plan, batch_size: int, created_tables: list, say,
         job = TablePlan(p.source_schema, p.target_schema, name, sb.full_table_name(p.source_schema, name),
                         tb.full_table_name(p.target_schema, name))
         target.forget_catalog()
-        target_jobs = Job(FreeTable(target, p.target_full))
+        source_jobs = FreeTable(source, job.source_full)
+        # keyed as the source's job table (the key source's primary key, not always the table's)
+        target_jobs = Job(FreeTable(target, p.target_full), key_names=source_jobs.primary_key)
         status = target_jobs.cols.status  # job_status where the key has an attribute `status`
-        wanted = len(FreeTable(source, job.source_full).restrict(Not({status: "reserved"})))
+        wanted = len(source_jobs.restrict(Not({status: "reserved"})))
         if not wanted:
             continue
         if not target_jobs.is_declared:

@@ -311,7 +311,8 @@ def parse_definition(definition: str, context: dict[str, Any], table: str, *, au
         raise DeclarationError(
             f"Auto-populated table {table} has non-FK primary key attribute(s) "
             f"{', '.join(native_pk)}. Its primary key must come from foreign keys; put new "
-            "dimensions in a Part table, or set config['jobs.allow_new_pk_fields_in_computed_tables']."
+            "dimensions in a Part table, or set config['jobs.allow_new_pk_fields_in_computed_tables'] = True "
+            "(the default, as DataJoint 2.3.5 behaves; it is False here)."
         )
     if not primary_key:
         singleton = Attribute(

@@ -38,6 +38,11 @@ class Attribute:
         return self.name.startswith("_")
 
     @property
+    def original_type(self) -> str:
+        """DataJoint 2.x's name for the declared type (``uuid``, ``int32``, ``<blob>``): ``type``."""
+        return self.type
+
+    @property
     def has_default(self) -> bool:
         return self.default is not None or self.nullable or self.autoincrement
 

@@ -31,6 +31,7 @@ logger = logging.getLogger("joinflow")
 STATUSES = ("pending", "reserved", "success", "error", "ignore")
 ERROR_MESSAGE_LENGTH = 2047
 TRUNCATION = "...truncated"
+TRUNCATION_APPENDIX = TRUNCATION  # DataJoint 2.x's name
 WORKER_TOKEN = random.getrandbits(62)  # Job.reserve()'s mark in connection_id (populate uses Claims.token)
 
 
@@ -234,6 +235,34 @@ def key_lists(restrictions: Sequence, primary_key: Sequence[str]) -> list[list[d
     return found
 
 
+def key_source_names(target) -> list[str]:
+    """The primary key of ``target``'s key source (the keys its make() is given), in the order of
+    the target's attributes.  For a table without a key source (a FreeTable): the part of its
+    primary key that comes from its primary-key parents (DataJoint's job-table key)."""
+    if hasattr(target, "_key_source"):
+        source = set(target._jobs_to_do(()).primary_key)  # refused there if it names attributes the target lacks
+        return [name for name in target.heading.names if name in source]
+    conn = target.connection
+    deps = conn.dependencies
+    name = target.full_table_name
+    if not deps._loaded or name not in deps.graph:
+        deps.load()
+    inherited = set()
+    for info in deps.parents(name).values():
+        if info["primary"]:
+            for attr_map in info["attr_maps"]:
+                inherited.update(attr_map)
+    found = [k for k in target.primary_key if k in inherited]
+    return found or list(target.primary_key)
+
+
+def made_keys(target, names: Sequence[str]):
+    """The keys (attributes ``names``) that ``target`` has rows for: its primary key, plus the
+    key-source attributes that are secondary attributes of the target."""
+    extra = [name for name in names if name not in target.primary_key]
+    return target.proj(*extra)
+
+
 def _param(name: str) -> sa.BindParameter:
     return sa.bindparam(name, type_=VALUE)
 
@@ -241,12 +270,14 @@ def _param(name: str) -> sa.BindParameter:
 class Job(Table):
     """The job queue of one auto-populated table."""
 
-    def __init__(self, target: Table):
+    def __init__(self, target: Table, key_names: Sequence[str] | None = None):
         self._target = target
         self._connection = target.connection
         self.database = target.database
         self._table_name = job_table_name(target.table_name)
         self._restrictions = ()
+        if key_names is not None:
+            self._key_names = list(key_names)
 
     @property
     def table_name(self) -> str:
@@ -266,8 +297,40 @@ class Job(Table):
         where the target's primary key has an attribute of the same name (see JobColumns)."""
         found = self.__dict__.get("_cols")
         if found is None:
-            found = self._cols = JobColumns(self._target.primary_key)
+            found = self._cols = JobColumns(self.key_names)
         return found
+
+    @property
+    def key_names(self) -> list[str]:
+        """The job table's primary key: the attributes of the keys make() is given.
+
+        A job table in the database keeps the key it was made with (by joinflow or by DataJoint).
+        A new one is keyed by the primary key of the target's key source, in the target's attribute
+        order: the target's primary key for most tables, its foreign-key part when the target adds
+        primary-key attributes of its own (one make() inserting several rows), as DataJoint's job
+        tables are."""
+        found = self.__dict__.get("_key_names")
+        if found is None:
+            if self.is_declared:
+                found = list(self.heading.primary_key)
+            else:
+                found = key_source_names(self._target)
+            self._key_names = found
+        return found
+
+    def check_key_source(self) -> None:
+        """Raise if the job table is keyed otherwise than the target's key source is now."""
+        target = self._target
+        if not hasattr(target, "_key_source"):
+            return
+        wanted = key_source_names(target)
+        if set(wanted) != set(self.key_names):
+            raise DataJointError(
+                f"The job table {self.full_table_name} is keyed by {self.key_names}, but the key source of "
+                f"{target.class_name} now has the primary key {wanted} (the key source or the table changed "
+                f"since the job table was made). Drop the job table ({target.class_name}.jobs.drop(); its "
+                "error and ignore records go with it) and populate again."
+            )
 
     def column(self, name: str) -> str:
         """The column of this job table that holds ``name`` (``"status"``, ``"host"``, ...)."""
@@ -278,7 +341,7 @@ class Job(Table):
         target = self._target
         n = self.cols
         lines = [f"# Job queue for {target.full_table_name}"]
-        for name in target.primary_key:
+        for name in self.key_names:
             lines.append(f"{name} : {target.heading[name].type}")
         lines += [
             "---",
@@ -321,7 +384,7 @@ class Job(Table):
     def _key_clause(self, tc, key: dict):
         backend = self.connection.backend
         clauses = []
-        for name in self._target.primary_key:
+        for name in self.key_names:
             attr = self.heading[name]
             encode = backend.encoder(attr)
             value = key[name]
@@ -341,9 +404,11 @@ class Job(Table):
         cfg = conn.config
         priority = cfg["jobs.default_priority"] if priority is None else priority
         stale_timeout = cfg["jobs.stale_timeout"] if stale_timeout is None else stale_timeout
+        self.check_key_source()
         todo = target._jobs_to_do(restrictions)
-        new = todo.restrict(Not(target.proj()), semantic_check=False).restrict(Not(self.proj()), semantic_check=False)
-        pk = target.primary_key
+        pk = list(self.key_names)
+        made = made_keys(target, pk)
+        new = todo.restrict(Not(made), semantic_check=False).restrict(Not(self.proj()), semantic_check=False)
         n = self.cols
         compiled = new._compile()
         select = sa.select(
@@ -357,7 +422,7 @@ class Job(Table):
         added = conn.rowcount(stmt, table=self.full_table_name)
         tc = self._tc()
         # jobs finished elsewhere (the key is in the target now) are no longer pending
-        done = self.restrict(target.proj(), semantic_check=False)
+        done = self.restrict(made, semantic_check=False)
         removed = 0
         stale = done & f"{n.status} in ('pending', 'reserved')"
         if stale:
@@ -398,10 +463,10 @@ class Job(Table):
         n = self.cols
         if priority is not None:
             where.append(tc.c[n.priority] <= priority)
-        stmt = (sa.select(*[tc.c[k] for k in self._target.primary_key]).select_from(tc).where(*where)
-                .order_by(tc.c[n.priority], tc.c[n.scheduled_time], *[tc.c[k] for k in self._target.primary_key])
+        names = self.key_names
+        stmt = (sa.select(*[tc.c[k] for k in names]).select_from(tc).where(*where)
+                .order_by(tc.c[n.priority], tc.c[n.scheduled_time], *[tc.c[k] for k in names])
                 .limit(limit))
-        names = self._target.primary_key
         decoders = self._decoders(names)
         keys = []
         for row in conn.execute(stmt).fetchall():
@@ -476,7 +541,7 @@ class Job(Table):
         self.ensure()
         conn = self.connection
         tc = self._tc()
-        row = {k: key[k] for k in self._target.primary_key}
+        row = {k: key[k] for k in self.key_names}
         n = self.cols
         values = {n[k]: v for k, v in values.items()}  # error_message=... -> its column
         where = [self._key_clause(tc, row)]
@@ -611,7 +676,7 @@ class Claims:
         n = self.cols = jobs.cols
         conn = self.connection = jobs.connection
         self.token = random.getrandbits(62) or 1
-        self.pk = list(jobs.target.primary_key)
+        self.pk = list(jobs.key_names)
         self.name = jobs.full_table_name
         self.decoders = jobs._decoders(self.pk)
         self.lease = lease_timeout(conn.config)

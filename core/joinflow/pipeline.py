@@ -582,7 +582,7 @@ class Step:
         jobs = all_jobs.errors
         if keys is not None:
             jobs = jobs.restrict([dict(k) for k in keys], semantic_check=False)
-        pk = self.cls().primary_key
+        pk = all_jobs.key_names  # the key source's key (a part of the primary key for some tables)
         rows = jobs.to_dicts(order_by=f"{n.completed_time} DESC", limit=limit)
         result = []
         for row in rows:

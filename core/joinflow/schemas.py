@@ -169,10 +169,11 @@ class Schema:
                 member._connection = self.connection
                 member.declaration_context = context
                 self._declare(member, {**ctx, "master": cls, member.__name__: member})
-        if issubclass(cls, Lookup) and cls.__dict__.get("contents"):
-            contents = list(cls.contents)
+        if issubclass(cls, Lookup):
             table = cls()
-            if len(contents) > len(table):
+            contents = table.contents  # a list, or a @property (a generator) computing it
+            contents = [] if contents is None else list(contents)
+            if contents and len(contents) > len(table):
                 if any(a.autoincrement for a in table.heading.attributes.values()):
                     logger.warning("Lookup %s has an auto_increment key; contents are not inserted.", cls.__name__)
                 else:
@@ -209,6 +210,28 @@ class Schema:
         deps.load()
         full = {backend.full_table_name(self.database, t): t for t in names}
         return [full[n] for n in deps.topological(full)]
+
+    @property
+    def jobs(self) -> list:
+        """The job queues of this schema: a ``Job`` for each Computed or Imported table whose job
+        table (``~~name``) exists.  Job tables are made on first use of ``Table.jobs`` or of
+        ``populate(reserve_jobs=True)``, so a table never populated with jobs has none."""
+        from .jobs import Job, job_table_name
+
+        self._require_active()
+        conn = self.connection
+        backend = conn.backend
+        present = set(backend.list_tables(conn, self.database))
+        classes = {cls.table_name: cls for cls in self.classes
+                   if isinstance(cls, type) and issubclass(cls, (Computed, Imported)) and cls.database == self.database}
+        found = []
+        for name in self.list_tables():
+            if tier_of(name) not in ("Computed", "Imported") or job_table_name(name) not in present:
+                continue
+            cls = classes.get(name)
+            target = cls() if cls is not None else FreeTable(conn, backend.full_table_name(self.database, name))
+            found.append(Job(target))
+        return found
 
     def __iter__(self):
         return iter(self.list_tables())

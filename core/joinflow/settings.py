@@ -56,7 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "jobs.stale_timeout": 3600,
     "jobs.default_priority": 5,
     "jobs.version_method": None,
-    "jobs.allow_new_pk_fields_in_computed_tables": False,
+    # True as DataJoint 2.3.5 behaves (its check is never reached); False: the strict check at declaration
+    "jobs.allow_new_pk_fields_in_computed_tables": True,
     "jobs.add_job_metadata": False,
     "jobs.check_make_inserted": True,  # populate(): a make() that inserts no row for its key is an error
     "jobs.lease_timeout": 300,
@@ -130,7 +131,9 @@ _URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.\-]*://[^:/@\s'\"]*:)([^@\s]*)@")
 _WORD = "|".join(_SECRET_WORDS + ("pwd",))
 # name=VALUE, name: VALUE, 'name': 'VALUE', "name": "VALUE" for secret-like names
 _KEY_VALUE = re.compile(
-    rf"""(?P<key>(?P<kq>['"]?)[\w.\-]*(?:{_WORD})[\w\-]*(?P=kq)\s*[:=]\s*)"""
+    # a name starts where a word starts (the lookbehind): tried from every character of a long word,
+    # the match took quadratic time (a 90 kB error stack without spaces took minutes in Job.error)
+    rf"""(?P<key>(?P<kq>['"]?)(?<![\w.\-])[\w.\-]*(?:{_WORD})[\w\-]*(?P=kq)\s*[:=]\s*)"""
     r"""(?:(?P<q>['"])(?:(?!(?P=q)).)*(?P=q)|[^\s,;}&)\]'"]+)""", re.IGNORECASE)
 _known_secrets: set[str] = set()  # literal secret values seen in this process (4 characters or more)
 

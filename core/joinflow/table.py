@@ -655,7 +655,13 @@ class Table(QueryExpression):
             if own:
                 conn.cancel_transaction()
             raise
-        if prompt and not _confirm("Commit deletes?"):
+        try:
+            confirmed = not prompt or _confirm("Commit deletes?")
+        except BaseException:  # no answer (no terminal, Ctrl-C): nothing deleted, no transaction left open
+            if own:
+                conn.cancel_transaction()
+            raise
+        if not confirmed:
             if own:
                 conn.cancel_transaction()
             print("Deletes cancelled.")
