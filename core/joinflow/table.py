@@ -510,7 +510,13 @@ class Table(QueryExpression):
         cache_key = (full_name, tuple(fields), mode)
         hit = cache.get(cache_key)
         if hit is None or hit[0] is not heading:
-            stmt = backend.insert(self._table_clause(fields), fields, heading.primary_key, mode)
+            reset = ()
+            if mode == "replace":  # the row is replaced whole: attributes not given return to their defaults
+                given = set(fields)
+                reset = [a for a in heading.all_attributes.values()
+                         if not a.in_key and not a.autoincrement and a.name not in given]
+            clause = self._table_clause(list(fields) + [a.name for a in reset])
+            stmt = backend.insert(clause, fields, heading.primary_key, mode, reset=reset)
             compiled = stmt.compile(dialect=conn.engine.dialect)
             if compiled.positional:
                 order = [int(name[1:]) for name in compiled.positiontup]

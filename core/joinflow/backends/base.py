@@ -603,12 +603,20 @@ class Backend:
 
     # -- statements ------------------------------------------------------------------------------
     def insert(self, table: sa.TableClause, columns: Sequence[str], primary_key: Sequence[str], mode: str | None,
-               select=None):
-        """INSERT statement; mode None (plain), 'skip' (skip duplicates) or 'replace' (upsert).
+               select=None, reset: Sequence = ()):
+        """INSERT statement; mode None (plain), 'skip' (skip duplicates) or 'replace' (replace the row).
 
         Values come as bind parameters ``p0, p1, ...`` in column order, or from ``select``.
+        With 'replace', an existing row with the same primary key gets the given columns' values,
+        and the attributes in ``reset`` (those the rows do not give) go back to their defaults, as
+        if the row had been deleted and inserted again; the row stays in place, so rows of other
+        tables that reference it are kept.
         """
         raise NotImplementedError  # pragma: no cover
+
+    def column_default(self, table: sa.TableClause, attribute):
+        """The SQL value a replaced row's column returns to when the row does not give it."""
+        return sa.literal_column("DEFAULT")
 
     def rows_in(self, columns: Sequence, rows: Sequence[Sequence]):
         """``(c1, c2, ..) IN ((p, p, ..), ..)``: rows of bound parameters (a list of keys)."""
