@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import csv
 import contextlib
 import dataclasses
 import decimal
@@ -384,10 +385,23 @@ class Table(QueryExpression):
         kind = type(rows)
         if (kind is tuple or kind is list) and rows and type(rows[0]) is dict:  # insert1(dict), a list of dicts
             return self._dict_rows(rows)
-        if isinstance(rows, (str, Path)) and str(rows).lower().endswith(".csv"):
-            import pandas as pd
-
-            rows = pd.read_csv(rows)
+        if isinstance(rows, Path) or isinstance(rows, str) and rows.lower().endswith(".csv"):
+            # a CSV file: every value as the text in the file (as DataJoint reads it), so a code like
+            # zip "01352" reaches a char column as written; number, date and bool columns parse the
+            # text by the value rules (blank text in a number column is NULL)
+            with open(rows, newline="") as f:
+                records = list(csv.DictReader(f))
+            if not records:
+                return [], [], False
+            fields, values, _ = self._dict_rows(records)
+            known = self.heading.all_attributes
+            # an empty field of a column that is not text (a number, a date, ...) is a missing value
+            blank = [i for i, f in enumerate(fields) if f in known and known[f].category not in ("string", "enum")]
+            for row in values:
+                for i in blank:
+                    if row[i] == "":
+                        row[i] = None
+            return fields, values, False
         if hasattr(rows, "itertuples") and hasattr(rows, "columns"):  # pandas DataFrame
             frame = rows
             if any(n is not None for n in frame.index.names):
