@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import joinflow as dj
@@ -71,3 +72,73 @@ def test_insert_csv_keeps_leading_zeros(schema, tmp_path):
     Student.delete_quick()
     Student.insert(str(path))  # a path given as text
     assert list(Student.to_arrays("home_zip", order_by="student_id")) == ["01352", "50324"]
+
+
+# -- to_arrays: floats as float64, as DataJoint ----------------------------------------------------
+def test_nullable_float32_fetches_as_float64_nan(schema):
+    @schema
+    class Numbers(dj.Manual):
+        definition = """
+        k : int8
+        ---
+        f = null : float32
+        d = null : float64
+        i = null : int32
+        n : int16
+        """
+
+    Numbers.insert([(1, 0.5, 1.5, 7, 3), (2, None, None, None, 4)])
+    f, d, i, n, k = Numbers.to_arrays("f", "d", "i", "n", "k", order_by="k")
+    assert f.dtype == np.float64 and d.dtype == np.float64
+    assert f[0] == 0.5 and isinstance(f[1], float) and np.isnan(f[1])  # a NaN that is a Python float
+    assert i.tolist() == [7, None]
+    assert n.dtype == np.int64 and k.dtype == np.int64  # integers as 64 bits: sums do not wrap
+
+
+# -- writes are refused while the query cache is on --------------------------------------------------
+def test_insert_refused_while_query_cache_on(schema, tmp_path):
+    @schema
+    class Cached(dj.Manual):
+        definition = """
+        k : int32
+        """
+
+    conn = schema.connection
+    Cached.insert1((1,))
+    conn.config["query_cache"] = str(tmp_path / "cache")
+    conn.set_query_cache("main")
+    try:
+        with pytest.raises(dj.DataJointError, match="set_query_cache"):
+            Cached.insert1((2,))
+    finally:
+        conn.set_query_cache()
+    assert Cached.keys() == [{"k": 1}]
+
+
+# -- Ctrl-C in make() is an error job, and populate stops ------------------------------------------
+def test_keyboard_interrupt_in_make_is_an_error_job(schema):
+    @schema
+    class Source(dj.Manual):
+        definition = """
+        k : int32
+        """
+
+    @schema
+    class Interrupted(dj.Computed):
+        definition = """
+        -> Source
+        ---
+        v : int32
+        """
+
+        def make(self, key):
+            self.insert1(dict(key, v=1))
+            raise KeyboardInterrupt
+
+    Source.insert([(1,), (2,)])
+    with pytest.raises(KeyboardInterrupt):
+        Interrupted.populate(reserve_jobs=True, suppress_errors=True)  # never swallowed
+    assert len(Interrupted()) == 0  # rolled back
+    status, message = Interrupted.jobs.errors.fetch1("status", "error_message")
+    assert status == "error" and "KeyboardInterrupt" in message
+    assert len(Interrupted.jobs.pending) == 1 and len(Interrupted.jobs.reserved) == 0

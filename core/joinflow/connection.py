@@ -189,6 +189,16 @@ class Connection:
             )
         self._query_cache = query_cache
 
+    def refuse_writes_while_cached(self, action: str, table: str) -> None:
+        """Writes while the query cache is on would not be seen by the cached reads: refuse them, as
+        DataJoint does (only reads are allowed while it is on)."""
+        if self._query_cache is not None:
+            raise DataJointError(
+                f"Cannot {action} {table} while the query cache {self._query_cache!r} is on: cached reads "
+                "would not see the change. Call connection.set_query_cache() (no argument) to turn it "
+                "off first."
+            )
+
     def purge_query_cache(self) -> int:
         """Delete every cached result in ``config["query_cache"]``; returns how many files went."""
         folder = self.config["query_cache"]

@@ -759,10 +759,12 @@ class QueryExpression:
         fields = []
         for n in names:
             attr = self.heading[n]
+            # as DataJoint: every float as float64 (a NULL is a NaN that is a Python float, and a
+            # float32 column's value is kept as the driver gave it), every integer as 64 bits
             if attr.category == "float":
-                fields.append((n, "f4" if attr.type == "float32" else "f8"))
+                fields.append((n, "f8"))
             elif attr.category == "int" and not attr.nullable and attr.core:
-                fields.append((n, {"int8": "i1", "int16": "i2", "int32": "i4"}.get(attr.type, "i8")))
+                fields.append((n, "u8" if attr.type == "uint64" else "i8"))
             elif attr.category == "bool" and not attr.nullable:
                 fields.append((n, "?"))
             else:

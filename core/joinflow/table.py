@@ -314,6 +314,7 @@ class Table(QueryExpression):
         chunk_size: int | None = None,
     ) -> None:
         """Insert rows: dicts, sequences, numpy records, a pandas DataFrame, a CSV path, or a query."""
+        self.connection.refuse_writes_while_cached("insert into", self.full_table_name)
         self._check_direct_insert(allow_direct_insert)
         if replace and skip_duplicates:
             raise DataJointError("insert: choose replace=True or skip_duplicates=True, not both.")
@@ -605,6 +606,7 @@ class Table(QueryExpression):
     # -- delete ------------------------------------------------------------------------------------
     def delete_quick(self, get_count: bool = False):
         """Delete the restricted rows in one statement: no cascade, no prompt."""
+        self.connection.refuse_writes_while_cached("delete from", self.full_table_name)
         compiled = self._compile()
         table = compiled.from_
         if isinstance(table, sa.TableClause):
@@ -631,6 +633,8 @@ class Table(QueryExpression):
                 f'part_integrity must be "enforce", "ignore" or "cascade", not {part_integrity!r}.'
             )
         conn = self.connection
+        if not dry_run:
+            conn.refuse_writes_while_cached("delete from", self.full_table_name)
         prompt = conn.config["safemode"] if prompt is None else prompt
         if self._is_part and part_integrity == "enforce":
             raise DataJointError(
@@ -772,6 +776,7 @@ class Table(QueryExpression):
     # -- update ----------------------------------------------------------------------------------------
     def update1(self, row: dict) -> None:
         """Change secondary attributes of one existing row, identified by its full primary key."""
+        self.connection.refuse_writes_while_cached("update", self.full_table_name)
         if self._restrictions:
             raise DataJointError("Update is only allowed on an unrestricted table; pass the key in the row.")
         row = dict(row)
