@@ -142,3 +142,116 @@ def test_keyboard_interrupt_in_make_is_an_error_job(schema):
     status, message = Interrupted.jobs.errors.fetch1("status", "error_message")
     assert status == "error" and "KeyboardInterrupt" in message
     assert len(Interrupted.jobs.pending) == 1 and len(Interrupted.jobs.reserved) == 0
+
+
+# -- insert_dataframe, to_arrow, to_polars ---------------------------------------------------------
+def declare_measure(schema):
+    @schema
+    class Measure(dj.Manual):
+        definition = """
+        subject : varchar(8)
+        trial : int32
+        ---
+        value = null : float64
+        """
+
+    return Measure
+
+
+def test_insert_dataframe_round_trip(schema):
+    import pandas as pd
+
+    Measure = declare_measure(schema)
+    Measure.insert([("a", 1, 1.0), ("a", 2, 2.0)])
+    df = Measure.to_pandas()  # primary key as the index
+    df["value"] = df["value"] * 10
+    Measure.insert_dataframe(df, replace=True)  # the index is the primary key: used as columns
+    assert Measure.to_arrays("value", order_by="trial").tolist() == [10.0, 20.0]
+    Measure.insert_dataframe(pd.DataFrame({"subject": ["b"], "trial": [1], "value": [5.0]}))  # unnamed index: dropped
+    assert len(Measure()) == 3
+    wrong = pd.DataFrame({"value": [1.0]}, index=pd.Index([9], name="trial"))
+    with pytest.raises(dj.DataJointError, match="index_as_pk=False"):
+        Measure.insert_dataframe(wrong, index_as_pk=True)
+    with pytest.raises(dj.DataJointError, match="DataFrame"):
+        Measure.insert_dataframe([{"subject": "c", "trial": 1}])
+    assert len(Measure()) == 3
+
+
+def test_to_arrow_and_to_polars(schema):
+    pa = pytest.importorskip("pyarrow")
+    pl = pytest.importorskip("polars")
+    Measure = declare_measure(schema)
+    assert Measure.to_arrow().column_names == ["subject", "trial", "value"]  # empty: the columns still
+    Measure.insert([("a", 1, 1.5), ("b", 2, None)])
+    table = Measure.to_arrow(order_by="trial")
+    assert isinstance(table, pa.Table) and table.to_pylist() == [
+        dict(subject="a", trial=1, value=1.5), dict(subject="b", trial=2, value=None)]
+    frame = Measure.to_polars(order_by="trial")
+    assert isinstance(frame, pl.DataFrame) and frame.columns == ["subject", "trial", "value"]
+    assert frame["trial"].to_list() == [1, 2]
+    # and back: insert takes a pyarrow Table or a polars DataFrame
+    Measure.delete_quick()
+    Measure.insert(table)
+    Measure.insert(frame.with_columns(pl.col("trial") + 10))
+    assert sorted(Measure.to_arrays("trial").tolist()) == [1, 2, 11, 12]
+
+
+def test_to_arrow_without_pyarrow_names_the_install(schema, monkeypatch):
+    import builtins
+
+    Measure = declare_measure(schema)
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.split(".")[0] in ("pyarrow", "polars"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    monkeypatch.delitem(__import__("sys").modules, "pyarrow", raising=False)
+    monkeypatch.delitem(__import__("sys").modules, "polars", raising=False)
+    with pytest.raises(ImportError, match="pip install pyarrow"):
+        Measure.to_arrow()
+    with pytest.raises(dj.DataJointError, match="pip install polars"):
+        Measure.to_polars()
+
+
+# -- config.override with a section as a dict ------------------------------------------------------
+def test_config_override_nested_section():
+    before = dj.config["jobs.add_job_metadata"]
+    with dj.config.override(jobs={"add_job_metadata": not before}, safemode=False):
+        assert dj.config["jobs.add_job_metadata"] is (not before)
+    assert dj.config["jobs.add_job_metadata"] is before
+    with pytest.raises(dj.DataJointError, match="Unknown configuration"):
+        with dj.config.override(nosuch={"x": 1}):
+            pass
+    with pytest.raises(dj.DataJointError, match="Unknown configuration"):
+        with dj.config.override(jobs={"nosuch": 1}):
+            pass
+    assert dj.config["jobs.add_job_metadata"] is before
+
+
+# -- iterating a Schema; make_classes into the caller's namespace --------------------------------
+def test_schema_iterates_tables_and_make_classes_fills_caller(schema, connection):
+    Measure = declare_measure(schema)
+
+    @schema
+    class Note(dj.Manual):
+        definition = """
+        -> Measure
+        ---
+        text : varchar(40)
+        """
+
+    tables = list(schema)
+    assert [t.table_name for t in tables] == ["measure", "note"]
+    assert all(isinstance(t, dj.FreeTable) for t in tables)
+    def load():
+        other = dj.Schema(schema.database, connection=connection, create_schema=False)
+        other.make_classes()  # into=None: the calling function's namespace, as DataJoint
+        return {k: v for k, v in locals().items() if isinstance(v, type)}
+
+    made = load()
+    assert set(made) == {"Measure", "Note"}
+    assert issubclass(made["Note"], dj.Manual) and made["Note"].full_table_name == Note.full_table_name
+    assert made["Note"] is not Note and len(made["Measure"]()) == 0

@@ -211,7 +211,9 @@ class Schema:
         return [full[n] for n in deps.topological(full)]
 
     def __iter__(self):
-        return iter(self.list_tables())
+        """The schema's tables as FreeTable objects, parents before children (as DataJoint)."""
+        for name in self.list_tables():
+            yield self.get_table(name)
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -238,10 +240,13 @@ class Schema:
     def make_classes(self, into: dict | None = None) -> dict:
         """Create table classes for the tables of this schema (from the database alone)."""
         self._require_active()
-        if into is None:  # the caller's module namespace (function locals cannot be extended)
-            frame = inspect.currentframe().f_back
-            into = frame.f_globals
-            del frame
+        if into is None:  # the schema's context, else the caller's namespace (as DataJoint)
+            if self.context is not None:
+                into = self.context
+            else:
+                frame = inspect.currentframe().f_back
+                into = frame.f_locals  # a module's globals at module level; a function's locals inside one
+                del frame
         classes: dict[str, type] = {}
         for table in self.list_tables():
             tier = tier_of(table)

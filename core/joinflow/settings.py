@@ -8,6 +8,7 @@ directory upward) > defaults.  Every environment variable beats the file — Dat
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import copy
 import json
@@ -560,14 +561,30 @@ class Config:
 
     @contextlib.contextmanager
     def override(self, **kwargs: Any) -> Iterator["Config"]:
-        """Temporarily set keys: ``with config.override(safemode=False, database__host="x"):``."""
+        """Temporarily set keys: ``with config.override(safemode=False, database__host="x"):``, or a
+        section as a dict, as DataJoint takes it: ``override(jobs={"add_job_metadata": True})``."""
         saved = dict(self._runtime)
         try:
             for name, value in kwargs.items():
-                self[name.replace("__", ".")] = value
+                for key, item in self._flatten(name.replace("__", "."), value):
+                    self[key] = item
             yield self
         finally:
             self._runtime = saved
+
+    @staticmethod
+    def _flatten(name: str, value: Any) -> list[tuple[str, Any]]:
+        """``("jobs", {"a": 1})`` -> ``[("jobs.a", 1)]``: a dict given for a section (a name that is
+        not itself a key, such as ``jobs`` or ``database``) sets the section's keys."""
+        if name in DEFAULTS or name.startswith("stores.") or not isinstance(value, collections.abc.Mapping):
+            return [(name, value)]
+        if not any(k.startswith(name + ".") for k in DEFAULTS):
+            raise DataJointError(f"Unknown configuration section or key `{name}`. Known keys: "
+                                 f"{', '.join(sorted(DEFAULTS))}.")
+        items = []
+        for sub, item in value.items():
+            items.extend(Config._flatten(f"{name}.{sub}", item))
+        return items
 
     def get_store_spec(self, store: str | None = None) -> dict[str, Any]:
         stores = self["stores"] or {}

@@ -362,6 +362,26 @@ class Table(QueryExpression):
             return
         self._insert_with_codecs(fields, values, lenient_text, mode, chunk_size)
 
+    def insert_dataframe(self, df, index_as_pk: bool | None = None, **insert_kwargs) -> None:
+        """Insert a pandas DataFrame, e.g. one from ``to_pandas()`` (primary key as the index).
+
+        ``index_as_pk``: None (default) uses the index as columns when its names are exactly the
+        primary key's and drops an unnamed index; True requires that (else an error); False drops
+        the index.  Other keyword arguments go to ``insert``."""
+        import pandas as pd
+
+        if not isinstance(df, pd.DataFrame):
+            raise DataJointError(f"insert_dataframe expects a pandas DataFrame, not {type(df).__name__}; use insert().")
+        names = [n for n in df.index.names if n is not None]
+        if index_as_pk is None:
+            index_as_pk = bool(names) and set(names) == set(self.primary_key)
+        elif index_as_pk and set(names) != set(self.primary_key):
+            raise DataJointError(
+                f"insert_dataframe into {self.full_table_name}: the DataFrame's index {names} is not the primary "
+                f"key {list(self.primary_key)}; pass index_as_pk=False to ignore the index, or reset_index() first."
+            )
+        self.insert(df.reset_index(drop=not index_as_pk), **insert_kwargs)
+
     def _stamp_provenance(self, fields: list, values: list) -> None:
         """Capture on and the table has hidden ``_prov``: add it to the rows (joinflow.provenance)."""
         if self.connection.config["provenance.capture"] and "_prov" in self.heading.all_attributes:
@@ -411,6 +431,12 @@ class Table(QueryExpression):
             return fields, [list(t) for t in frame.itertuples(index=False, name=None)], True
         if isinstance(rows, np.ndarray) and rows.dtype.names:
             return list(rows.dtype.names), [list(t) for t in rows.tolist()], False
+        module = type(rows).__module__
+        if module.startswith("polars") and hasattr(rows, "iter_rows") and hasattr(rows, "columns"):
+            return [str(c) for c in rows.columns], [list(r) for r in rows.iter_rows()], False
+        if module.startswith("pyarrow") and hasattr(rows, "to_pylist") and hasattr(rows, "column_names"):
+            fields = [str(c) for c in rows.column_names]
+            return fields, [[r[f] for f in fields] for r in rows.to_pylist()], False
         if isinstance(rows, collections.abc.Mapping) or isinstance(rows, np.void):
             raise DataJointError("insert expects a collection of rows; use insert1 for a single row.")
         rows = list(rows)
