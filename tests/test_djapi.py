@@ -255,3 +255,53 @@ def test_schema_iterates_tables_and_make_classes_fills_caller(schema, connection
     assert set(made) == {"Measure", "Note"}
     assert issubclass(made["Note"], dj.Manual) and made["Note"].full_table_name == Note.full_table_name
     assert made["Note"] is not Note and len(made["Measure"]()) == 0
+
+
+# -- validate() and positional rows, as DataJoint ---------------------------------------------------
+def declare_simple(schema):
+    @schema
+    class Simple(dj.Manual):
+        definition = """
+        id : int32
+        ---
+        value : varchar(20)
+        score = null : float64
+        """
+
+    return Simple
+
+
+def test_positional_rows_give_every_attribute_and_warn(schema):
+    import warnings
+
+    Simple = declare_simple(schema)
+    with pytest.warns(DeprecationWarning, match="Positional inserts"):
+        result = Simple.validate([(1, "one")])  # too short: score would be left to the order
+    assert not result and result.rows_checked == 1
+    assert result.errors == [(0, None, "Incorrect number of attributes: 2 given, 3 expected")]
+    with pytest.warns(DeprecationWarning, match="Positional inserts"):
+        with pytest.raises(dj.DataJointError, match="Incorrect number of attributes: 2 given; 3 expected"):
+            Simple.insert1((1, "one"))
+    assert len(Simple()) == 0
+    with pytest.warns(DeprecationWarning, match="Positional inserts"):
+        Simple.insert1((1, "one", 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # dicts and numpy records do not warn
+        Simple.insert1({"id": 2, "value": "two"})
+        record = np.array([(3, "three", 3.0)], dtype=[("id", int), ("value", "U10"), ("score", float)])[0]
+        Simple.insert1(record)
+    assert len(Simple()) == 3
+
+
+def test_validation_result_as_datajoint():
+    result = dj.ValidationResult(is_valid=True, errors=[], rows_checked=5)
+    assert result and result.summary() == "Validation passed: 5 rows checked"
+    errors = [(0, "field1", "error1"), (1, None, "error2")] + [(k, "f", "e") for k in range(2, 12)]
+    result = dj.ValidationResult(is_valid=False, errors=errors, rows_checked=12)
+    assert not result
+    lines = result.summary().split("\n")
+    assert lines[:3] == ["Validation failed: 12 error(s) in 12 rows", "  Row 0 in field 'field1': error1",
+                         "  Row 1: error2"]
+    assert len(lines) == 12 and lines[-1] == "  ... and 2 more errors"  # the first 10 listed
+    with pytest.raises(dj.DataJointError, match="Validation failed"):
+        result.raise_if_invalid()

@@ -10,6 +10,7 @@ import decimal
 import logging
 import operator
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -115,6 +116,14 @@ def load_heading(connection, schema: str, table: str) -> Heading:
         for c in ordered
     ]
     return Heading(attrs, comment)
+
+
+def warn_positional(stacklevel: int = 5) -> None:
+    """Rows given as tuples/lists: deprecated in DataJoint 2.x, and warned about as there."""
+    warnings.warn(
+        "Positional inserts (tuples/lists) are deprecated, as in DataJoint 2.x: give dicts with the "
+        "attribute names instead, e.g. table.insert1({'attribute': value, ...}).",
+        DeprecationWarning, stacklevel=stacklevel)
 
 
 class Table(QueryExpression):
@@ -454,15 +463,18 @@ class Table(QueryExpression):
                 "sequences in heading order, numpy records or a pandas DataFrame."
             )
         names = self.heading.names
-        width = len(first)
-        if any(len(r) != width for r in rows):
+        warn_positional()
+        if any(len(r) != len(first) for r in rows):
             raise DataJointError("Attempt to insert rows with different fields.")
-        if width > len(names):
-            raise DataJointError(
-                f"A row of {width} values is longer than the heading of {self.full_table_name} "
-                f"({len(names)} attributes: {', '.join(names)})."
-            )
-        return list(names[:width]), [list(r) for r in rows], False
+        width = len(names)
+        for r in rows:
+            if len(r) != width:  # a shorter row would leave it to the order which values are missing
+                raise DataJointError(
+                    f"Incorrect number of attributes: {len(r)} given; {width} expected. A positional row for "
+                    f"{self.full_table_name} gives one value per attribute, in heading order "
+                    f"({', '.join(names)}); give a dict to leave attributes to their defaults."
+                )
+        return list(names), [list(r) for r in rows], False
 
     @staticmethod
     def _dict_rows(rows: list | tuple) -> tuple[list[str], list[list], bool]:
