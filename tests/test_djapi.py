@@ -305,3 +305,43 @@ def test_validation_result_as_datajoint():
     assert len(lines) == 12 and lines[-1] == "  ... and 2 more errors"  # the first 10 listed
     with pytest.raises(dj.DataJointError, match="Validation failed"):
         result.raise_if_invalid()
+
+
+# -- schema names with capitals; ~lineage comes with the first table ------------------------------
+def test_uppercase_schema_name(connection, schema_names):
+    upper = "Jf_" + schema_names()[3:]  # e.g. Jf_gw_1a2b3c4d, dropped afterwards
+    first = dj.Schema(upper, connection=connection)
+    try:
+        @first
+        class Subject(dj.Manual):
+            definition = """
+            name : varchar(32)
+            """
+
+        assert first.database == upper and upper in dj.list_schemas(connection=connection)
+        module = dj.VirtualModule("Schema_A", upper, connection=connection)
+        second = dj.Schema(schema_names(), connection=connection)
+
+        @second
+        class Recording(dj.Manual):
+            definition = """
+            -> module.Subject
+            id : int16
+            """
+
+        Subject.insert1({"name": "mouse"})
+        Recording.insert1({"name": "mouse", "id": 1})
+        assert (Recording * module.Subject).to_dicts() == [{"name": "mouse", "id": 1}]
+        second.drop(prompt=False)
+    finally:
+        first.drop(prompt=False)
+    assert upper not in dj.list_schemas(connection=connection)
+
+
+def test_lineage_table_comes_with_the_first_table(schema):
+    assert schema.lineage_table_exists is False  # activating an empty schema creates nothing
+    Measure = declare_measure(schema)
+    assert schema.lineage_table_exists
+    assert schema.lineage[f"{schema.database}.measure.trial"] == f"{schema.database}.measure.trial"
+    assert [t.table_name for t in schema] == ["measure"]
+    assert len(Measure * Measure.proj()) == 0  # semantic matching reads it

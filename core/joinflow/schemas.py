@@ -19,8 +19,13 @@ from .user_tables import Computed, Imported, Lookup, Manual, Part, UserTable
 
 logger = logging.getLogger("joinflow")
 
-SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+SCHEMA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # case kept: DataJoint takes "Schema_A"
 TIERS = {"Manual": Manual, "Lookup": Lookup, "Imported": Imported, "Computed": Computed, "Part": Part}
+
+
+def create_lineage_table(conn, schema_name: str) -> None:
+    """Create the schema's ``~lineage`` table (DataJoint 2.x's layout)."""
+    conn.backend.create_table(conn, schema_name, LINEAGE_TABLE, _lineage_spec())
 
 
 def _lineage_spec() -> TableSpec:
@@ -88,7 +93,7 @@ class Schema:
             return
         if not SCHEMA_NAME.match(schema_name):
             raise DataJointError(
-                f"Invalid schema name {schema_name!r}: use lowercase letters, digits and underscores, "
+                f"Invalid schema name {schema_name!r}: use letters, digits and underscores, "
                 "starting with a letter."
             )
         from .connection import conn as global_conn
@@ -113,9 +118,10 @@ class Schema:
                     f"Database `{schema_name}` has not yet been declared. Set argument create_schema=True "
                     "to create it."
                 )
-            backend.create_schema(conn, schema_name)
-            self._create_lineage_table(schema_name)
-        elif backend.load_columns(conn, schema_name, LINEAGE_TABLE) is None and self._creates_tables:
+            backend.create_schema(conn, schema_name)  # ~lineage comes with the first table, as in DataJoint
+        elif (self._creates_tables and backend.load_columns(conn, schema_name, LINEAGE_TABLE) is None
+              and any(not t.startswith("~") for t in backend.list_tables(conn, schema_name))):
+            # tables from before DataJoint 2.x's ~lineage: joinflow's semantic checks read it
             self._create_lineage_table(schema_name)
         self.database = schema_name
         conn.schemas[schema_name] = self
@@ -130,8 +136,7 @@ class Schema:
         return bool(self.connection.config["database.create_tables"])
 
     def _create_lineage_table(self, schema_name: str) -> None:
-        conn = self.connection
-        conn.backend.create_table(conn, schema_name, LINEAGE_TABLE, _lineage_spec())
+        create_lineage_table(self.connection, schema_name)
 
     # -- decoration ---------------------------------------------------------------------------------
     def __call__(self, cls: type, *, context: dict | None = None) -> type:

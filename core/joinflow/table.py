@@ -258,6 +258,10 @@ class Table(QueryExpression):
                 lineage_rows.append((name, attr.name, attr.lineage))
         guard = conn.transaction if backend.transactional_ddl else contextlib.nullcontext()
         with guard:
+            if backend.load_columns(conn, self.database, LINEAGE_TABLE) is None:  # the schema's first table
+                from .schemas import create_lineage_table
+
+                create_lineage_table(conn, self.database)
             backend.create_table(conn, self.database, name, spec)
             write_lineage(conn, self.database, name, lineage_rows)
         conn.forget_catalog()
