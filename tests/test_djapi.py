@@ -345,3 +345,31 @@ def test_lineage_table_comes_with_the_first_table(schema):
     assert schema.lineage[f"{schema.database}.measure.trial"] == f"{schema.database}.measure.trial"
     assert [t.table_name for t in schema] == ["measure"]
     assert len(Measure * Measure.proj()) == 0  # semantic matching reads it
+
+
+# -- a Part named like an outer table refers to the outer table -----------------------------------
+def test_part_named_like_outer_table(schema):
+    @schema
+    class Unit(dj.Manual):
+        definition = """
+        id : int32
+        """
+
+    @schema
+    class Cell(dj.Manual):
+        definition = """
+        type : varchar(32)
+        """
+
+        class Unit(dj.Part):
+            definition = """
+            -> master
+            -> Unit
+            """
+
+    assert Cell.Unit.primary_key == ["type", "id"]
+    assert Unit.full_table_name in Cell.Unit.parents()
+    Unit.insert1({"id": 1})
+    Cell.insert1({"type": "pyramidal"})
+    Cell.Unit.insert1({"type": "pyramidal", "id": 1})
+    assert len(Cell.Unit()) == 1

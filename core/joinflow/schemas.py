@@ -173,7 +173,8 @@ class Schema:
                 member.database = self.database
                 member._connection = self.connection
                 member.declaration_context = context
-                self._declare(member, {**ctx, "master": cls, member.__name__: member})
+                # the part's own name is not added: `-> Unit` in a part named Unit is the outer Unit
+                self._declare(member, {**ctx, "master": cls})
         if issubclass(cls, Lookup) and cls.__dict__.get("contents"):
             contents = list(cls.contents)
             table = cls()
