@@ -373,3 +373,57 @@ def test_part_named_like_outer_table(schema):
     Cell.insert1({"type": "pyramidal"})
     Cell.Unit.insert1({"type": "pyramidal", "id": 1})
     assert len(Cell.Unit()) == 1
+
+
+# -- the public module surface of DataJoint 2.x ----------------------------------------------------
+def test_public_module_surface(tmp_path, monkeypatch):
+    import importlib
+
+    for name in ("AutoPopulate", "Job", "MatCell", "MatStruct", "utils", "lineage", "migrate"):
+        assert name in dj.__all__ and getattr(dj, name) is not None
+    assert issubclass(dj.Computed, dj.AutoPopulate)
+    assert dj.MatCell is importlib.import_module("joinflow.blob").MatCell
+    assert callable(dj.Connection.register)
+    utils = dj.utils
+    assert utils.to_camel_case("session_trial") == "SessionTrial"
+    assert utils.from_camel_case("SessionTrial") == "session_trial"
+    assert utils.is_camel_case("SessionTrial") and not utils.is_camel_case("session_trial")
+    target = tmp_path / "sub" / "x.bin"
+    utils.safe_write(target, b"abc")
+    utils.safe_write(target, b"other")  # an existing file is kept
+    assert target.read_bytes() == b"abc"
+    utils.safe_copy(target, tmp_path / "y.bin")
+    assert (tmp_path / "y.bin").read_bytes() == b"abc"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["sub", "x.bin", "y.bin"]  # no temporary files left
+    answers = iter(["maybe", "", "YES"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert utils.user_choice("Go on?", default="no") == "no"
+    assert utils.user_choice("Go on?") == "yes"
+
+
+def test_lineage_and_migrate_helpers(schema, connection):
+    Measure = declare_measure(schema)
+
+    @schema
+    class Note(dj.Manual):
+        definition = """
+        -> Measure
+        ---
+        text : varchar(40)
+        """
+
+    db = schema.database
+    assert dj.lineage.lineage_table_exists(connection, db)
+    assert dj.lineage.get_lineage(connection, db, "note", "trial") == f"{db}.measure.trial"
+    assert dj.lineage.get_table_lineages(connection, db, "measure") == {
+        "subject": f"{db}.measure.subject", "trial": f"{db}.measure.trial"}
+    dj.lineage.delete_table_lineages(connection, db, "note")
+    assert dj.lineage.get_table_lineages(connection, db, "note") == {}
+    plan = dj.migrate.rebuild_lineage(schema)  # dry run: nothing written
+    assert plan == {"tables_analyzed": 2, "lineage_entries": 4, "status": "dry_run"}
+    assert dj.lineage.get_table_lineages(connection, db, "note") == {}
+    done = dj.migrate.rebuild_lineage(schema, dry_run=False)
+    assert done == {"tables_analyzed": 2, "lineage_entries": 4, "status": "rebuilt"}
+    assert dj.lineage.get_schema_lineages(connection, db)[f"{db}.note.subject"] == f"{db}.measure.subject"
+    connection.register(schema)
+    assert connection.schemas[db] is schema

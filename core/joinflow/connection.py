@@ -584,6 +584,15 @@ class Connection:
             self._dependencies = Dependencies(self)
         return self._dependencies
 
+    def register(self, schema) -> None:
+        """Record an activated Schema object with this connection (DataJoint 2.x's
+        ``Connection.register``); the dependency graph is read again on next use."""
+        if getattr(schema, "database", None) is None:
+            raise DataJointError("Connection.register needs an activated Schema (call schema.activate(name) first).")
+        self.schemas[schema.database] = schema
+        if self._dependencies is not None:
+            self._dependencies.clear()
+
     def forget_catalog(self) -> None:
         """Drop cached headings and the dependency graph (after DDL)."""
         self.headings.clear()
