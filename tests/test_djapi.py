@@ -427,3 +427,39 @@ def test_lineage_and_migrate_helpers(schema, connection):
     assert dj.lineage.get_schema_lineages(connection, db)[f"{db}.note.subject"] == f"{db}.measure.subject"
     connection.register(schema)
     assert connection.schemas[db] is schema
+
+
+# -- <blob> bytes are DataJoint's, so hash-addressed stores deduplicate across clients -------------
+def test_large_noise_blob_has_datajoint_bytes(schema, tmp_path):
+    import warnings
+
+    noise = np.random.default_rng(3).standard_normal(40_000)  # 320 KiB of float64 noise: zlib saves ~4%
+    packed = dj.blob.pack(noise)
+    assert packed.startswith(b"ZL123\0")  # compressed, as DataJoint compresses it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        djblob = pytest.importorskip("datajoint.blob")
+    assert packed == djblob.pack(noise)  # byte for byte: the same content hash in <blob@>/<hash@>
+    conn = schema.connection
+    conn.config["stores"] = {"default": "main", "main": {"protocol": "file", "location": str(tmp_path / "store")}}
+
+    @schema
+    class Trace(dj.Manual):
+        definition = """
+        k : int32
+        ---
+        data : <blob@>
+        """
+
+    Trace.insert1({"k": 1, "data": noise})
+    stored = list((tmp_path / "store").rglob("*"))
+    files = [p for p in stored if p.is_file()]
+    assert len(files) == 1 and files[0].read_bytes() == packed
+    assert np.array_equal(Trace.fetch1("data"), noise)
+    conn.config["blob.compression"] = "fast"  # opt-in speed: the sample says incompressible, stored raw
+    Trace.insert1({"k": 2, "data": noise})
+    files = {p.read_bytes()[:4] for p in (tmp_path / "store").rglob("*") if p.is_file()}
+    assert files == {b"ZL12", b"mYm\0"}  # the second copy is raw: a different hash
+    assert np.array_equal((Trace & {"k": 2}).fetch1("data"), noise)
+    with pytest.raises(dj.DataJointError, match="blob.compression"):
+        conn.config["blob.compression"] = "zstd"

@@ -69,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
     "query_cache": None,
     "download_path": ".",
     "insert.batch_size": 10000,
+    # <blob> bytes: "datajoint" compresses as DataJoint does (the same bytes, so <blob@>/<hash@>
+    # stores deduplicate across clients); "fast" skips zlib for blobs of 256 KiB or more that a
+    # sample shows to be incompressible (noise: ~75x faster to write, ~4% larger)
+    "blob.compression": "datajoint",
 }
 
 # environment variable -> key.  DataJoint's names first, then joinflow's own.
@@ -98,6 +102,7 @@ ENV_VARS: dict[str, str] = {
     "DJ_STORES": "stores",
     "JOINFLOW_DATABASE_URL": "database.url",
     "JOINFLOW_BACKEND": "database.backend",
+    "JOINFLOW_BLOB_COMPRESSION": "blob.compression",
     "JOINFLOW_HOST": "database.host",
     "JOINFLOW_USER": "database.user",
     "JOINFLOW_PASSWORD": "database.password",
@@ -258,12 +263,19 @@ def check_lease_timeout(value: Any) -> float:
     return number
 
 
+BLOB_COMPRESSION = ("datajoint", "fast")
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Turn an environment/file string into the type of the key's default."""
     if key in ("database.connect_timeout", "database.read_timeout"):
         return _check_timeout(key, value)
     if key == "jobs.lease_timeout":
         return check_lease_timeout(value)
+    if key == "blob.compression":
+        if value not in BLOB_COMPRESSION:
+            raise DataJointError(f"Configuration key `blob.compression` is 'datajoint' or 'fast', not {value!r}.")
+        return value
     if not isinstance(value, str):
         return value
     default = DEFAULTS.get(key)
@@ -503,7 +515,7 @@ class Config:
             value = _check_source(value)
         if key == "jobs.lease_timeout":
             value = check_lease_timeout(value)
-        if isinstance(value, str) or key in ("database.connect_timeout", "database.read_timeout"):
+        if isinstance(value, str) or key in ("database.connect_timeout", "database.read_timeout", "blob.compression"):
             value = _coerce(key, value)
         self._runtime[key] = _store_value(key, value)
 
