@@ -118,7 +118,9 @@ class Schema:
                     f"Database `{schema_name}` has not yet been declared. Set argument create_schema=True "
                     "to create it."
                 )
-            backend.create_schema(conn, schema_name)  # ~lineage comes with the first table, as in DataJoint
+            backend.create_schema(conn, schema_name)
+            if backend.lineage_marks_schema:  # SQLite; elsewhere ~lineage comes with the first table, as DataJoint
+                self._create_lineage_table(schema_name)
         elif (self._creates_tables and backend.load_columns(conn, schema_name, LINEAGE_TABLE) is None
               and any(not t.startswith("~") for t in backend.list_tables(conn, schema_name))):
             # tables from before DataJoint 2.x's ~lineage: joinflow's semantic checks read it

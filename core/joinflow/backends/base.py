@@ -191,6 +191,9 @@ class Backend:
     # statement); populate() uses it between keys made back to back
     commit_chain_statement: str | None = "COMMIT AND CHAIN"
     transactional_ddl = False
+    # True where a schema is only a name prefix (SQLite): its ~lineage table is what makes an empty
+    # schema exist, so it is created with the schema; elsewhere with the first table, as DataJoint
+    lineage_marks_schema = False
     supports_schemas_natively = True
 
     # -- engine -----------------------------------------------------------------------

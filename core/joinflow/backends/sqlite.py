@@ -37,6 +37,7 @@ class SQLiteBackend(Backend):
     streams_on_own_session = False
     commit_chain_statement = None  # SQLite has no COMMIT AND CHAIN (and a chained write lock would block others)
     transactional_ddl = True
+    lineage_marks_schema = True
     supports_schemas_natively = False
     max_name_length = 128
 
