@@ -333,7 +333,8 @@ class Table(QueryExpression):
             raise DataJointError("insert: choose replace=True or skip_duplicates=True, not both.")
         if is_table_class(rows) or isinstance(rows, QueryExpression):
             if chunk_size:
-                raise DataJointError("chunk_size cannot be used when inserting from a query.")
+                raise DataJointError("chunk_size is not supported when inserting from a query; insert the query's rows "
+                                     "in one statement (leave chunk_size out).")
             return self._insert_from_query(rows, skip_duplicates=skip_duplicates, replace=replace,
                                            ignore_extra_fields=ignore_extra_fields)
         fields, values, lenient_text = self._normalize_rows(rows)
@@ -384,14 +385,16 @@ class Table(QueryExpression):
         import pandas as pd
 
         if not isinstance(df, pd.DataFrame):
-            raise DataJointError(f"insert_dataframe expects a pandas DataFrame, not {type(df).__name__}; use insert().")
+            raise DataJointError(f"insert_dataframe requires a pandas DataFrame, not {type(df).__name__}; use insert() "
+                                 "for other rows.")
         names = [n for n in df.index.names if n is not None]
         if index_as_pk is None:
             index_as_pk = bool(names) and set(names) == set(self.primary_key)
         elif index_as_pk and set(names) != set(self.primary_key):
             raise DataJointError(
-                f"insert_dataframe into {self.full_table_name}: the DataFrame's index {names} is not the primary "
-                f"key {list(self.primary_key)}; pass index_as_pk=False to ignore the index, or reset_index() first."
+                f"insert_dataframe into {self.full_table_name}: the DataFrame's index columns {names} do not match "
+                f"the primary key {list(self.primary_key)}; pass index_as_pk=False to ignore the index, or "
+                "reset_index() first."
             )
         self.insert(df.reset_index(drop=not index_as_pk), **insert_kwargs)
 
