@@ -171,8 +171,8 @@ class Table(QueryExpression):
     def _check_bound(self) -> None:
         if self.database is None or self._connection is None:
             raise DataJointError(
-                f"Class {type(self).__name__} is not associated with a schema. Decorate it with "
-                "@schema (a dj.Schema object) before use."
+                f"Class {type(self).__name__} is not properly configured: it is not associated with an "
+                "activated schema. Decorate it with @schema (a dj.Schema object, activated) before use."
             )
 
     @property
