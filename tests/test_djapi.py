@@ -466,3 +466,10 @@ def test_large_noise_blob_has_datajoint_bytes(schema, tmp_path):
     assert np.array_equal((Trace & {"k": 2}).fetch1("data"), noise)
     with pytest.raises(dj.DataJointError, match="blob.compression"):
         conn.config["blob.compression"] = "zstd"
+
+
+def test_empty_row_names_required_attributes(schema):
+    Simple = declare_simple(schema)
+    with pytest.raises(dj.DataJointError, match="Cannot insert empty row.*`id`, `value` require values"):
+        Simple.insert1({})
+    assert len(Simple()) == 0

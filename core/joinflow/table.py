@@ -364,7 +364,7 @@ class Table(QueryExpression):
             values = [[row[i] for i in keep] for row in values]
         missing = missing_fields(heading, fields)
         if missing:
-            raise MissingAttributeError(missing_fields_message(self.full_table_name, missing))
+            raise MissingAttributeError(missing_fields_message(self.full_table_name, missing, empty=not fields))
         mode = "replace" if replace else "skip" if skip_duplicates else None
         plain = not any(known[f].codec is not None for f in fields)
         if len(checked) < 64:

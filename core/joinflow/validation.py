@@ -89,8 +89,12 @@ def missing_fields(heading: "Heading", fields: list[str]) -> list[str]:
     return [a.name for a in heading.all_attributes.values() if a.name not in fields and not a.has_default]
 
 
-def missing_fields_message(table: str, missing: list[str]) -> str:
-    return (f"Cannot insert into {table}: attribute(s) {', '.join(f'`{m}`' for m in missing)} have no value and "
+def missing_fields_message(table: str, missing: list[str], empty: bool = False) -> str:
+    names = ', '.join(f'`{m}`' for m in missing)
+    if empty:  # insert1({}): DataJoint's wording
+        return (f"Cannot insert empty row into {table}: attribute(s) {names} require values (they have no "
+                "default). Give a value for each (or declare it `= null`).")
+    return (f"Cannot insert into {table}: attribute(s) {names} have no value and "
             "no default. Give a value for each (or declare it `= null`).")
 
 
