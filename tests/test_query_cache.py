@@ -33,8 +33,18 @@ def test_cached_reads_until_purged(schema, tmp_path):
     try:
         first = Count.to_dicts(order_by="count_id")
         assert len(os.listdir(tmp_path / "cache")) == 1
-        Count.insert1({"count_id": 9, "value": 4.5, "label": "late"})  # writes are not cached ...
-        assert Count.to_dicts(order_by="count_id") == first  # ... and the cached answer stays
+        # writes are refused while the cache is on (as DataJoint): cached reads would not see them
+        with pytest.raises(errors.DataJointError, match="query cache"):
+            Count.insert1({"count_id": 9, "value": 4.5, "label": "late"})
+        with pytest.raises(errors.DataJointError, match="query cache"):
+            (Count & "count_id = 0").delete_quick()
+        with pytest.raises(errors.DataJointError, match="query cache"):
+            Count.update1({"count_id": 0, "value": 7.0, "label": "x"})
+        conn.set_query_cache(None)
+        assert len(Count.to_dicts()) == 3  # nothing was written
+        Count.insert1({"count_id": 9, "value": 4.5, "label": "late"})
+        conn.set_query_cache("session1")
+        assert Count.to_dicts(order_by="count_id") == first  # the cached answer stays
         # another query, first seen now: fetched fresh (and cached from here on)
         assert sorted(Count.to_arrays("label").tolist()) == ["c0", "c1", "c2", "late"]
         with conn.transaction:  # inside a transaction the cache is not used

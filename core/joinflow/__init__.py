@@ -10,6 +10,8 @@ import logging
 
 from . import errors
 from . import blob
+from .autopopulate import AutoPopulate
+from .blob import MatCell, MatStruct
 from .builtin_codecs import SchemaCodec
 from .codecs import Codec, get_codec, list_codecs
 from .condition import AndList, Not
@@ -17,6 +19,7 @@ from .connection import Connection, conn
 from .errors import DataJointError, ThreadSafetyError
 from .expression import QueryExpression, Top, U
 from .instance import ConfigProxy, Instance
+from .jobs import Job
 from .objectref import NpyRef, ObjectRef
 from .schemas import Schema, VirtualModule, list_schemas, virtual_schema
 from . import settings as _settings
@@ -42,7 +45,8 @@ __all__ = [
     "list_schemas", "Table", "FreeTable", "Manual", "Entry", "Lookup", "Imported", "Ingest", "Computed",
     "Compute", "Part", "Not", "AndList", "Top", "U", "QueryExpression", "errors", "DataJointError", "ThreadSafetyError",
     "logger", "Codec", "SchemaCodec", "get_codec", "list_codecs", "blob", "Diagram", "diagram",
-    "ObjectRef", "NpyRef", "gc", "ValidationResult",
+    "ObjectRef", "NpyRef", "gc", "ValidationResult", "AutoPopulate", "Job", "MatCell", "MatStruct",
+    "utils", "lineage", "migrate", "deploy", "cli",
 ]
 
 
@@ -51,7 +55,7 @@ def __getattr__(name: str):
     (networkx and the drawing code cost about 0.1 s that most scripts never need)."""
     import importlib
 
-    if name in ("gc", "diagram", "deploy"):
+    if name in ("gc", "diagram", "deploy", "utils", "lineage", "migrate", "cli"):
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module

@@ -505,8 +505,15 @@ class AutoPopulate:
             logger.warning("%s", exc)
             claims.done(raw)
             return
-        except (KeyboardInterrupt, SystemExit):
-            raise  # populate gives the key back
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # rolled back above.  As DataJoint: the key being made becomes an error job naming the
+            # interruption (Ctrl-C, or SIGTERM as SystemExit), so the stop is visible in the job
+            # table; always re-raised, so the process stops.  A worker process of
+            # populate(processes=N) stopped by its parent gives the key back instead (the key did
+            # nothing wrong; the parent stopped the run).
+            if claims is not None and _WORKER_SLOT is None:
+                self._record_interrupt(key, claims, raw, exc)
+            raise
         except (DeadlockError, LostConnectionError) as exc:
             if not last:  # rolled back above; nothing was wrong with the key
                 raise _Retry() from exc
@@ -581,6 +588,16 @@ class AutoPopulate:
             found = all(hasattr(cls, m) for m in ("make_fetch", "make_compute", "make_insert"))
             cls._jf_tripartite = found
         return found
+
+    def _record_interrupt(self, key, claims, raw, exc) -> None:
+        text = str(exc)
+        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        logger.error("%s: make interrupted for key %s: %s", self.class_name, key, message)
+        try:
+            claims.error(raw, key, message, traceback.format_exc())
+        except Exception as failure:  # e.g. the session broke mid-statement: the lease runs out instead
+            logger.warning("%s: could not record the interruption of key %s as an error job (%s); its lease "
+                           "runs out and the key becomes claimable again.", self.class_name, key, failure)
 
     def _record_error(self, key, claims, raw, exc, result, suppress_errors, return_exception_objects) -> None:
         message = f"{type(exc).__name__}: {exc}"

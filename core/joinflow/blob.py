@@ -46,7 +46,7 @@ MYM = b"mYm\0"
 DJ0 = b"dj0\0"
 ZL123 = b"ZL123\0"
 COMPRESS_ABOVE = 1000
-SAMPLE_ABOVE = 256 * 1024  # blobs this large are compressed only if a sample shows it pays (DataJoint: always tries)
+SAMPLE_ABOVE = 256 * 1024  # with skip_incompressible: blobs this large are compressed only if a sample shows it pays
 # values nest at most this deep (a list in a list in ... counts one level each); deeper ones are
 # refused when packing and when unpacking (decoding is recursive: this keeps it far from Python's
 # recursion limit, with room for the caller's own stack)
@@ -289,15 +289,19 @@ class _Packer:
             self.item(element, out)
 
 
-def pack(obj: Any, compress: bool = True) -> bytes:
-    """Serialize ``obj`` into DataJoint's blob format (same bytes as ``datajoint.blob.pack``)."""
+def pack(obj: Any, compress: bool = True, *, skip_incompressible: bool = False) -> bytes:
+    """Serialize ``obj`` into DataJoint's blob format (the same bytes as ``datajoint.blob.pack``).
+
+    ``skip_incompressible=True`` (config ``blob.compression = "fast"``) stores a blob of 256 KiB
+    or more uncompressed when a sample shows zlib would save under 10%: much faster for noise,
+    but the bytes (and a store's content hash) then differ from DataJoint's."""
     packer = _Packer()
     chunks: list = []
     packer.pack(obj, chunks)
     chunks.insert(0, DJ0 if packer.dj0 else MYM)
     blob = b"".join(chunks)
     if compress and len(blob) > COMPRESS_ABOVE:
-        if len(blob) >= SAMPLE_ABOVE and not _worth_compressing(blob):
+        if skip_incompressible and len(blob) >= SAMPLE_ABOVE and not _worth_compressing(blob):
             return blob  # e.g. measured noise: zlib would take ~50x the copy time to save a few percent
         compressed = zlib.compress(blob)
         if len(compressed) + len(ZL123) + 8 < len(blob):

@@ -41,7 +41,8 @@ class BlobCodec(Codec):
         return "<hash>" if is_store else "bytes"
 
     def encode(self, value, *, key=None, context=None, store_name=None) -> bytes:
-        return blob.pack(value, compress=True)
+        fast = self._codec_config(key, context)["blob.compression"] == "fast"
+        return blob.pack(value, compress=True, skip_incompressible=fast)
 
     def decode(self, stored, *, key=None, context=None) -> Any:
         return blob.unpack(stored, squeeze=False)

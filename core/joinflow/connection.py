@@ -235,6 +235,16 @@ class Connection:
             )
         self._query_cache = query_cache
 
+    def refuse_writes_while_cached(self, action: str, table: str) -> None:
+        """Writes while the query cache is on would not be seen by the cached reads: refuse them, as
+        DataJoint does (only reads are allowed while it is on)."""
+        if self._query_cache is not None:
+            raise DataJointError(
+                f"Cannot {action} {table} while the query cache {self._query_cache!r} is on: cached reads "
+                "would not see the change. Call connection.set_query_cache() (no argument) to turn it "
+                "off first."
+            )
+
     def purge_query_cache(self) -> int:
         """Delete every cached result in ``config["query_cache"]``; returns how many files went."""
         folder = self.config["query_cache"]
@@ -776,6 +786,15 @@ class Connection:
 
             self._dependencies = Dependencies(self)
         return self._dependencies
+
+    def register(self, schema) -> None:
+        """Record an activated Schema object with this connection (DataJoint 2.x's
+        ``Connection.register``); the dependency graph is read again on next use."""
+        if getattr(schema, "database", None) is None:
+            raise DataJointError("Connection.register needs an activated Schema (call schema.activate(name) first).")
+        self.schemas[schema.database] = schema
+        if self._dependencies is not None:
+            self._dependencies.clear()
 
     def forget_catalog(self) -> None:
         """Drop cached headings and the dependency graph (after DDL)."""

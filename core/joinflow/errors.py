@@ -115,3 +115,8 @@ class WrongDatabaseError(ConfigError):
 class WorkerDiedError(DataJointError):
     """A worker process of ``populate(processes=N)`` died (killed, out of memory) while making a
     key; the key is an error job, reported with the error."""
+
+
+class MissingPackageError(DataJointError, ImportError):
+    """An optional package a method needs is not installed (the message names the pip install).
+    Also an ImportError, as DataJoint raises there."""

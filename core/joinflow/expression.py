@@ -759,10 +759,12 @@ class QueryExpression:
         fields = []
         for n in names:
             attr = self.heading[n]
+            # as DataJoint: every float as float64 (a NULL is a NaN that is a Python float, and a
+            # float32 column's value is kept as the driver gave it), every integer as 64 bits
             if attr.category == "float":
-                fields.append((n, "f4" if attr.type == "float32" else "f8"))
+                fields.append((n, "f8"))
             elif attr.category == "int" and not attr.nullable and attr.core:
-                fields.append((n, {"int8": "i1", "int16": "i2", "int32": "i4"}.get(attr.type, "i8")))
+                fields.append((n, "u8" if attr.type == "uint64" else "i8"))
             elif attr.category == "bool" and not attr.nullable:
                 fields.append((n, "?"))
             else:
@@ -810,6 +812,18 @@ class QueryExpression:
         if len(frame) and self.primary_key:
             frame = frame.set_index(self.primary_key)
         return frame
+
+    def to_arrow(self, order_by=None, limit=None, offset=None, squeeze: bool = False):
+        """The rows as a ``pyarrow.Table`` (columns in heading order; needs ``pip install pyarrow``)."""
+        pa = _optional_import("pyarrow", "to_arrow")
+        rows = self.to_dicts(order_by=order_by, limit=limit, offset=offset, squeeze=squeeze)
+        return pa.table({n: [r[n] for r in rows] for n in self.heading.names})
+
+    def to_polars(self, order_by=None, limit=None, offset=None, squeeze: bool = False):
+        """The rows as a ``polars.DataFrame`` (columns in heading order; needs ``pip install polars``)."""
+        pl = _optional_import("polars", "to_polars")
+        rows = self.to_dicts(order_by=order_by, limit=limit, offset=offset, squeeze=squeeze)
+        return pl.DataFrame({n: [r[n] for r in rows] for n in self.heading.names}, strict=False)
 
     def fetch1(self, *attrs, squeeze: bool = False):
         names = self.heading.names
@@ -1361,3 +1375,16 @@ class GroupBy(QueryExpression):
 
 
 __all__ = ["QueryExpression", "Projection", "Join", "Aggregation", "Union", "Top", "U", "Compiled", "AndList", "Not"]
+
+
+def _optional_import(module: str, method: str):
+    """An optional dependency of one method, or an error that says how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        from .errors import MissingPackageError
+
+        raise MissingPackageError(f"{method}() needs the package {module}, which is not installed: "
+                                  f"pip install {module}") from None

@@ -19,8 +19,13 @@ from .user_tables import Computed, Imported, Lookup, Manual, Part, UserTable
 
 logger = logging.getLogger("joinflow")
 
-SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+SCHEMA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # case kept: DataJoint takes "Schema_A"
 TIERS = {"Manual": Manual, "Lookup": Lookup, "Imported": Imported, "Computed": Computed, "Part": Part}
+
+
+def create_lineage_table(conn, schema_name: str) -> None:
+    """Create the schema's ``~lineage`` table (DataJoint 2.x's layout)."""
+    conn.backend.create_table(conn, schema_name, LINEAGE_TABLE, _lineage_spec())
 
 
 def _lineage_spec() -> TableSpec:
@@ -88,7 +93,7 @@ class Schema:
             return
         if not SCHEMA_NAME.match(schema_name):
             raise DataJointError(
-                f"Invalid schema name {schema_name!r}: use lowercase letters, digits and underscores, "
+                f"Invalid schema name {schema_name!r}: use letters, digits and underscores, "
                 "starting with a letter."
             )
         from .connection import conn as global_conn
@@ -114,8 +119,11 @@ class Schema:
                     "to create it."
                 )
             backend.create_schema(conn, schema_name)
-            self._create_lineage_table(schema_name)
-        elif backend.load_columns(conn, schema_name, LINEAGE_TABLE) is None and self._creates_tables:
+            if backend.lineage_marks_schema:  # SQLite; elsewhere ~lineage comes with the first table, as DataJoint
+                self._create_lineage_table(schema_name)
+        elif (self._creates_tables and backend.load_columns(conn, schema_name, LINEAGE_TABLE) is None
+              and any(not t.startswith("~") for t in backend.list_tables(conn, schema_name))):
+            # tables from before DataJoint 2.x's ~lineage: joinflow's semantic checks read it
             self._create_lineage_table(schema_name)
         self.database = schema_name
         conn.schemas[schema_name] = self
@@ -130,8 +138,7 @@ class Schema:
         return bool(self.connection.config["database.create_tables"])
 
     def _create_lineage_table(self, schema_name: str) -> None:
-        conn = self.connection
-        conn.backend.create_table(conn, schema_name, LINEAGE_TABLE, _lineage_spec())
+        create_lineage_table(self.connection, schema_name)
 
     # -- decoration ---------------------------------------------------------------------------------
     def __call__(self, cls: type, *, context: dict | None = None) -> type:
@@ -168,7 +175,8 @@ class Schema:
                 member.database = self.database
                 member._connection = self.connection
                 member.declaration_context = context
-                self._declare(member, {**ctx, "master": cls, member.__name__: member})
+                # the part's own name is not added: `-> Unit` in a part named Unit is the outer Unit
+                self._declare(member, {**ctx, "master": cls})
         if issubclass(cls, Lookup):
             table = cls()
             contents = table.contents  # a list, or a @property (a generator) computing it
@@ -234,7 +242,9 @@ class Schema:
         return found
 
     def __iter__(self):
-        return iter(self.list_tables())
+        """The schema's tables as FreeTable objects, parents before children (as DataJoint)."""
+        for name in self.list_tables():
+            yield self.get_table(name)
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -261,10 +271,13 @@ class Schema:
     def make_classes(self, into: dict | None = None) -> dict:
         """Create table classes for the tables of this schema (from the database alone)."""
         self._require_active()
-        if into is None:  # the caller's module namespace (function locals cannot be extended)
-            frame = inspect.currentframe().f_back
-            into = frame.f_globals
-            del frame
+        if into is None:  # the schema's context, else the caller's namespace (as DataJoint)
+            if self.context is not None:
+                into = self.context
+            else:
+                frame = inspect.currentframe().f_back
+                into = frame.f_locals  # a module's globals at module level; a function's locals inside one
+                del frame
         classes: dict[str, type] = {}
         for table in self.list_tables():
             tier = tier_of(table)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import collections.abc
+import csv
 import contextlib
 import dataclasses
 import decimal
 import logging
 import operator
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -116,6 +118,14 @@ def load_heading(connection, schema: str, table: str) -> Heading:
     return Heading(attrs, comment)
 
 
+def warn_positional(stacklevel: int = 5) -> None:
+    """Rows given as tuples/lists: deprecated in DataJoint 2.x, and warned about as there."""
+    warnings.warn(
+        "Positional inserts (tuples/lists) are deprecated, as in DataJoint 2.x: give dicts with the "
+        "attribute names instead, e.g. table.insert1({'attribute': value, ...}).",
+        DeprecationWarning, stacklevel=stacklevel)
+
+
 class Table(QueryExpression):
     """A table in the database.  Subclass through the tiers (Manual, Lookup, ...)."""
 
@@ -161,8 +171,8 @@ class Table(QueryExpression):
     def _check_bound(self) -> None:
         if self.database is None or self._connection is None:
             raise DataJointError(
-                f"Class {type(self).__name__} is not associated with a schema. Decorate it with "
-                "@schema (a dj.Schema object) before use."
+                f"Class {type(self).__name__} is not properly configured: it is not associated with an "
+                "activated schema. Decorate it with @schema (a dj.Schema object, activated) before use."
             )
 
     @property
@@ -248,6 +258,10 @@ class Table(QueryExpression):
                 lineage_rows.append((name, attr.name, attr.lineage))
         guard = conn.transaction if backend.transactional_ddl else contextlib.nullcontext()
         with guard:
+            if backend.load_columns(conn, self.database, LINEAGE_TABLE) is None:  # the schema's first table
+                from .schemas import create_lineage_table
+
+                create_lineage_table(conn, self.database)
             backend.create_table(conn, self.database, name, spec)
             write_lineage(conn, self.database, name, lineage_rows)
         conn.forget_catalog()
@@ -313,12 +327,14 @@ class Table(QueryExpression):
         chunk_size: int | None = None,
     ) -> None:
         """Insert rows: dicts, sequences, numpy records, a pandas DataFrame, a CSV path, or a query."""
+        self.connection.refuse_writes_while_cached("insert into", self.full_table_name)
         self._check_direct_insert(allow_direct_insert)
         if replace and skip_duplicates:
             raise DataJointError("insert: choose replace=True or skip_duplicates=True, not both.")
         if is_table_class(rows) or isinstance(rows, QueryExpression):
             if chunk_size:
-                raise DataJointError("chunk_size cannot be used when inserting from a query.")
+                raise DataJointError("chunk_size is not supported when inserting from a query; insert the query's rows "
+                                     "in one statement (leave chunk_size out).")
             return self._insert_from_query(rows, skip_duplicates=skip_duplicates, replace=replace,
                                            ignore_extra_fields=ignore_extra_fields)
         fields, values, lenient_text = self._normalize_rows(rows)
@@ -348,7 +364,7 @@ class Table(QueryExpression):
             values = [[row[i] for i in keep] for row in values]
         missing = missing_fields(heading, fields)
         if missing:
-            raise MissingAttributeError(missing_fields_message(self.full_table_name, missing))
+            raise MissingAttributeError(missing_fields_message(self.full_table_name, missing, empty=not fields))
         mode = "replace" if replace else "skip" if skip_duplicates else None
         plain = not any(known[f].codec is not None for f in fields)
         if len(checked) < 64:
@@ -359,6 +375,28 @@ class Table(QueryExpression):
             self._execute_insert(fields, values, mode, chunk_size)
             return
         self._insert_with_codecs(fields, values, lenient_text, mode, chunk_size)
+
+    def insert_dataframe(self, df, index_as_pk: bool | None = None, **insert_kwargs) -> None:
+        """Insert a pandas DataFrame, e.g. one from ``to_pandas()`` (primary key as the index).
+
+        ``index_as_pk``: None (default) uses the index as columns when its names are exactly the
+        primary key's and drops an unnamed index; True requires that (else an error); False drops
+        the index.  Other keyword arguments go to ``insert``."""
+        import pandas as pd
+
+        if not isinstance(df, pd.DataFrame):
+            raise DataJointError(f"insert_dataframe requires a pandas DataFrame, not {type(df).__name__}; use insert() "
+                                 "for other rows.")
+        names = [n for n in df.index.names if n is not None]
+        if index_as_pk is None:
+            index_as_pk = bool(names) and set(names) == set(self.primary_key)
+        elif index_as_pk and set(names) != set(self.primary_key):
+            raise DataJointError(
+                f"insert_dataframe into {self.full_table_name}: the DataFrame's index columns {names} do not match "
+                f"the primary key {list(self.primary_key)}; pass index_as_pk=False to ignore the index, or "
+                "reset_index() first."
+            )
+        self.insert(df.reset_index(drop=not index_as_pk), **insert_kwargs)
 
     def _stamp_provenance(self, fields: list, values: list) -> None:
         """Capture on and the table has hidden ``_prov``: add it to the rows (joinflow.provenance)."""
@@ -384,10 +422,23 @@ class Table(QueryExpression):
         kind = type(rows)
         if (kind is tuple or kind is list) and rows and type(rows[0]) is dict:  # insert1(dict), a list of dicts
             return self._dict_rows(rows)
-        if isinstance(rows, (str, Path)) and str(rows).lower().endswith(".csv"):
-            import pandas as pd
-
-            rows = pd.read_csv(rows)
+        if isinstance(rows, Path) or isinstance(rows, str) and rows.lower().endswith(".csv"):
+            # a CSV file: every value as the text in the file (as DataJoint reads it), so a code like
+            # zip "01352" reaches a char column as written; number, date and bool columns parse the
+            # text by the value rules (blank text in a number column is NULL)
+            with open(rows, newline="") as f:
+                records = list(csv.DictReader(f))
+            if not records:
+                return [], [], False
+            fields, values, _ = self._dict_rows(records)
+            known = self.heading.all_attributes
+            # an empty field of a column that is not text (a number, a date, ...) is a missing value
+            blank = [i for i, f in enumerate(fields) if f in known and known[f].category not in ("string", "enum")]
+            for row in values:
+                for i in blank:
+                    if row[i] == "":
+                        row[i] = None
+            return fields, values, False
         if hasattr(rows, "itertuples") and hasattr(rows, "columns"):  # pandas DataFrame
             frame = rows
             if any(n is not None for n in frame.index.names):
@@ -396,6 +447,12 @@ class Table(QueryExpression):
             return fields, [list(t) for t in frame.itertuples(index=False, name=None)], True
         if isinstance(rows, np.ndarray) and rows.dtype.names:
             return list(rows.dtype.names), [list(t) for t in rows.tolist()], False
+        module = type(rows).__module__
+        if module.startswith("polars") and hasattr(rows, "iter_rows") and hasattr(rows, "columns"):
+            return [str(c) for c in rows.columns], [list(r) for r in rows.iter_rows()], False
+        if module.startswith("pyarrow") and hasattr(rows, "to_pylist") and hasattr(rows, "column_names"):
+            fields = [str(c) for c in rows.column_names]
+            return fields, [[r[f] for f in fields] for r in rows.to_pylist()], False
         if isinstance(rows, collections.abc.Mapping) or isinstance(rows, np.void):
             raise DataJointError("insert expects a collection of rows; use insert1 for a single row.")
         rows = list(rows)
@@ -413,15 +470,18 @@ class Table(QueryExpression):
                 "sequences in heading order, numpy records or a pandas DataFrame."
             )
         names = self.heading.names
-        width = len(first)
-        if any(len(r) != width for r in rows):
+        warn_positional()
+        if any(len(r) != len(first) for r in rows):
             raise DataJointError("Attempt to insert rows with different fields.")
-        if width > len(names):
-            raise DataJointError(
-                f"A row of {width} values is longer than the heading of {self.full_table_name} "
-                f"({len(names)} attributes: {', '.join(names)})."
-            )
-        return list(names[:width]), [list(r) for r in rows], False
+        width = len(names)
+        for r in rows:
+            if len(r) != width:  # a shorter row would leave it to the order which values are missing
+                raise DataJointError(
+                    f"Incorrect number of attributes: {len(r)} given; {width} expected. A positional row for "
+                    f"{self.full_table_name} gives one value per attribute, in heading order "
+                    f"({', '.join(names)}); give a dict to leave attributes to their defaults."
+                )
+        return list(names), [list(r) for r in rows], False
 
     @staticmethod
     def _dict_rows(rows: list | tuple) -> tuple[list[str], list[list], bool]:
@@ -525,7 +585,13 @@ class Table(QueryExpression):
         cache_key = (full_name, tuple(fields), mode)
         hit = cache.get(cache_key)
         if hit is None or hit[0] is not heading:
-            stmt = backend.insert(self._table_clause(fields), fields, heading.primary_key, mode)
+            reset = ()
+            if mode == "replace":  # the row is replaced whole: attributes not given return to their defaults
+                given = set(fields)
+                reset = [a for a in heading.all_attributes.values()
+                         if not a.in_key and not a.autoincrement and a.name not in given]
+            clause = self._table_clause(list(fields) + [a.name for a in reset])
+            stmt = backend.insert(clause, fields, heading.primary_key, mode, reset=reset)
             compiled = stmt.compile(dialect=conn.engine.dialect)
             if compiled.positional:
                 order = [int(name[1:]) for name in compiled.positiontup]
@@ -600,6 +666,7 @@ class Table(QueryExpression):
     # -- delete ------------------------------------------------------------------------------------
     def delete_quick(self, get_count: bool = False):
         """Delete the restricted rows in one statement: no cascade, no prompt."""
+        self.connection.refuse_writes_while_cached("delete from", self.full_table_name)
         compiled = self._compile()
         table = compiled.from_
         if isinstance(table, sa.TableClause):
@@ -626,6 +693,8 @@ class Table(QueryExpression):
                 f'part_integrity must be "enforce", "ignore" or "cascade", not {part_integrity!r}.'
             )
         conn = self.connection
+        if not dry_run:
+            conn.refuse_writes_while_cached("delete from", self.full_table_name)
         prompt = conn.config["safemode"] if prompt is None else prompt
         if self._is_part and part_integrity == "enforce":
             raise DataJointError(
@@ -773,6 +842,7 @@ class Table(QueryExpression):
     # -- update ----------------------------------------------------------------------------------------
     def update1(self, row: dict) -> None:
         """Change secondary attributes of one existing row, identified by its full primary key."""
+        self.connection.refuse_writes_while_cached("update", self.full_table_name)
         if self._restrictions:
             raise DataJointError("Update is only allowed on an unrestricted table; pass the key in the row.")
         row = dict(row)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .heading import Attribute, Heading
     from .table import Table
 
-MAX_LISTED = 20  # problems listed by ValidationResult.summary()
+MAX_LISTED = 10  # problems listed by ValidationResult.summary(), as DataJoint
 
 
 class ValidationError(NamedTuple):
@@ -51,16 +51,17 @@ class ValidationResult:
         return self.is_valid
 
     def summary(self) -> str:
-        where = f" for {self.table}" if self.table else ""
+        """DataJoint's summary text (the first 10 problems), with the table named at the end."""
+        where = f" ({self.table})" if self.table else ""
         if self.is_valid:
-            return f"Validation passed{where}: {self.rows_checked} row(s) checked."
-        lines = [f"Validation failed{where}: {len(self.errors)} problem(s) in {self.rows_checked} row(s) checked."]
-        for err in self.errors[:MAX_LISTED]:
-            row = "all rows" if err.row is None else f"row {err.row}"
-            attr = f", `{err.attribute}`" if err.attribute else ""
-            lines.append(f"  {row}{attr}: {err.message}")
+            return f"Validation passed: {self.rows_checked} rows checked{where}"
+        lines = [f"Validation failed: {len(self.errors)} error(s) in {self.rows_checked} rows{where}"]
+        for row, attribute, message in self.errors[:MAX_LISTED]:
+            where_row = "All rows" if row is None else f"Row {row}"
+            in_field = f" in field '{attribute}'" if attribute else ""
+            lines.append(f"  {where_row}{in_field}: {message}")
         if len(self.errors) > MAX_LISTED:
-            lines.append(f"  ... and {len(self.errors) - MAX_LISTED} more")
+            lines.append(f"  ... and {len(self.errors) - MAX_LISTED} more errors")
         return "\n".join(lines)
 
     def raise_if_invalid(self) -> None:
@@ -88,8 +89,12 @@ def missing_fields(heading: "Heading", fields: list[str]) -> list[str]:
     return [a.name for a in heading.all_attributes.values() if a.name not in fields and not a.has_default]
 
 
-def missing_fields_message(table: str, missing: list[str]) -> str:
-    return (f"Cannot insert into {table}: attribute(s) {', '.join(f'`{m}`' for m in missing)} have no value and "
+def missing_fields_message(table: str, missing: list[str], empty: bool = False) -> str:
+    names = ', '.join(f'`{m}`' for m in missing)
+    if empty:  # insert1({}): DataJoint's wording
+        return (f"Cannot insert empty row into {table}: attribute(s) {names} require values (they have no "
+                "default). Give a value for each (or declare it `= null`).")
+    return (f"Cannot insert into {table}: attribute(s) {names} have no value and "
             "no default. Give a value for each (or declare it `= null`).")
 
 
@@ -446,6 +451,15 @@ def validate_rows(table: "Table", rows: Any, *, ignore_extra_fields: bool = Fals
         rows = (rows() if is_table_class(rows) else rows).to_dicts()
     elif isinstance(rows, (Mapping, np.void)):  # one row, as for insert1
         rows = [rows]
+    if isinstance(rows, (list, tuple)) and rows and not isinstance(rows[0], (Mapping, np.void, str, bytes)):
+        width = len(table.heading.names)  # positional rows: each must give every attribute
+        wrong = [ValidationError(k, None, f"Incorrect number of attributes: {len(r)} given, {width} expected")
+                 for k, r in enumerate(rows) if hasattr(r, "__len__") and len(r) != width]
+        if wrong:
+            from .table import warn_positional
+
+            warn_positional(4)
+            return ValidationResult(False, wrong, len(rows), name)
     try:
         fields, values, _ = table._normalize_rows(rows)
     except DataJointError as exc:

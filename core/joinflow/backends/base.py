@@ -191,6 +191,9 @@ class Backend:
     # statement); populate() uses it between keys made back to back
     commit_chain_statement: str | None = "COMMIT AND CHAIN"
     transactional_ddl = False
+    # True where a schema is only a name prefix (SQLite): its ~lineage table is what makes an empty
+    # schema exist, so it is created with the schema; elsewhere with the first table, as DataJoint
+    lineage_marks_schema = False
     supports_schemas_natively = True
     # Where one failed statement aborts the whole open transaction (PostgreSQL refuses every later
     # statement and turns COMMIT into a silent ROLLBACK), the name of a savepoint that the connection
@@ -636,12 +639,20 @@ class Backend:
 
     # -- statements ------------------------------------------------------------------------------
     def insert(self, table: sa.TableClause, columns: Sequence[str], primary_key: Sequence[str], mode: str | None,
-               select=None):
-        """INSERT statement; mode None (plain), 'skip' (skip duplicates) or 'replace' (upsert).
+               select=None, reset: Sequence = ()):
+        """INSERT statement; mode None (plain), 'skip' (skip duplicates) or 'replace' (replace the row).
 
         Values come as bind parameters ``p0, p1, ...`` in column order, or from ``select``.
+        With 'replace', an existing row with the same primary key gets the given columns' values,
+        and the attributes in ``reset`` (those the rows do not give) go back to their defaults, as
+        if the row had been deleted and inserted again; the row stays in place, so rows of other
+        tables that reference it are kept.
         """
         raise NotImplementedError  # pragma: no cover
+
+    def column_default(self, table: sa.TableClause, attribute):
+        """The SQL value a replaced row's column returns to when the row does not give it."""
+        return sa.literal_column("DEFAULT")
 
     def rows_in(self, columns: Sequence, rows: Sequence[Sequence]):
         """``(c1, c2, ..) IN ((p, p, ..), ..)``: rows of bound parameters (a list of keys)."""

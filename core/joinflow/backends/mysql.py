@@ -449,7 +449,10 @@ class MySQLBackend(Backend):
         return [(name, unique, cols) for name, (unique, cols) in indexes.items()]
 
     # -- statements --------------------------------------------------------------------------------------
-    def insert(self, table, columns, primary_key, mode, select=None):
+    def column_default(self, table, attribute):
+        return sa.func.default(table.c[attribute.name])  # DEFAULT(col): NULL for a nullable column without one
+
+    def insert(self, table, columns, primary_key, mode, select=None, reset=()):
         if select is not None:
             stmt = mysql_insert(table).from_select(list(columns), select)
         else:
@@ -459,6 +462,7 @@ class MySQLBackend(Backend):
             stmt = stmt.on_duplicate_key_update({first: table.c[first]})
         elif mode == "replace":
             updates = {c: stmt.inserted[c] for c in columns if c not in primary_key}
+            updates.update({a.name: self.column_default(table, a) for a in reset})
             first = primary_key[0]
             stmt = stmt.on_duplicate_key_update(updates or {first: table.c[first]})
         return stmt

@@ -527,7 +527,7 @@ class PostgreSQLBackend(Backend):
         return [(unique, cols) for _name, unique, cols in self.index_names(conn, schema, table)]
 
     # -- statements ---------------------------------------------------------------------------------
-    def insert(self, table, columns, primary_key, mode, select=None):
+    def insert(self, table, columns, primary_key, mode, select=None, reset=()):
         if select is not None:
             stmt = pg_insert(table).from_select(list(columns), select)
         else:
@@ -536,6 +536,7 @@ class PostgreSQLBackend(Backend):
             stmt = stmt.on_conflict_do_nothing(index_elements=list(primary_key))
         elif mode == "replace":
             updates = {c: stmt.excluded[c] for c in columns if c not in primary_key}
+            updates.update({a.name: self.column_default(table, a) for a in reset})
             stmt = (
                 stmt.on_conflict_do_update(index_elements=list(primary_key), set_=updates)
                 if updates

@@ -37,6 +37,7 @@ class SQLiteBackend(Backend):
     streams_on_own_session = False
     commit_chain_statement = None  # SQLite has no COMMIT AND CHAIN (and a chained write lock would block others)
     transactional_ddl = True
+    lineage_marks_schema = True
     supports_schemas_natively = False
     max_name_length = 128
 
@@ -554,7 +555,13 @@ class SQLiteBackend(Backend):
         values = sa.text("SELECT * FROM (VALUES " + ", ".join(marks) + ")").bindparams(*binds)
         return sa.tuple_(*columns).in_(values.columns(*[sa.column(f"column{i + 1}") for i in range(len(columns))]))
 
-    def insert(self, table, columns, primary_key, mode, select=None):
+    def column_default(self, table, attribute):
+        # SQLite has no DEFAULT in UPDATE: the declared default's SQL text, as the catalog gives it
+        if attribute.default is None or attribute.default.upper() == "NULL":
+            return sa.null()
+        return sa.literal_column(attribute.default)
+
+    def insert(self, table, columns, primary_key, mode, select=None, reset=()):
         if select is not None:
             stmt = sqlite_insert(table).from_select(list(columns), select.where(sa.true()))
         else:
@@ -563,6 +570,7 @@ class SQLiteBackend(Backend):
             stmt = stmt.on_conflict_do_nothing(index_elements=list(primary_key))
         elif mode == "replace":
             updates = {c: stmt.excluded[c] for c in columns if c not in primary_key}
+            updates.update({a.name: self.column_default(table, a) for a in reset})
             stmt = (
                 stmt.on_conflict_do_update(index_elements=list(primary_key), set_=updates)
                 if updates
