@@ -9,6 +9,7 @@ import dagster as dg
 from joinflow.pipeline import Pipeline, Step, TableNode
 
 from .resource import JoinflowResource
+from .shards import shard_count, sharded_step_asset
 from .translator import DagsterJoinflowTranslator, dagster_name, schema_of
 
 STEP_METADATA_KEY = "joinflow/step"  # importable step name, on every materializable joinflow asset
@@ -126,6 +127,11 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
         spec = spec.replace_attributes(partitions_def=partitions_def)
     check = dg.AssetCheckSpec(NO_JOB_ERRORS, asset=spec.key,
                               description="No key of this table has a failed make in the job table.")
+    nshards = shard_count(translator, node)
+    if nshards > 1:  # parallel work inside the table: a graph of shard ops (shards.py)
+        return sharded_step_asset(
+            node, spec, check, name=f"{dagster_name(schema_of(node))}__{dagster_name(node.name.partition(':')[2])}",
+            nshards=nshards, resource_key=resource_key, retry_policy=retry_policy, pool=pool)
 
     @dg.multi_asset(
         name=f"{dagster_name(schema_of(node))}__{dagster_name(node.name.partition(':')[2])}",

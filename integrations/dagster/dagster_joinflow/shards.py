@@ -1,0 +1,142 @@
+"""Parallel work inside one table: a graph-backed asset that fans out over key shards.
+
+A table with ``shards=N`` (translator option, e.g. ``DagsterJoinflowTranslator(shards={"RunQC": 4})``)
+becomes a graph of three ops instead of one:
+
+* ``plan``: the shards of the pending keys that have work (``Step.plan(N)``), one dynamic
+  output each;
+* ``shard`` (mapped): ``Step.run(shard=i, nshards=N)`` for one shard, so the multiprocess
+  executor (or k8s / celery / docker: any executor) runs the shards in separate processes;
+* ``collect``: one materialization with the summed counts, the ``no_job_errors`` check, and
+  ``dagster.Failure`` if any make failed (the other keys are computed all the same).
+
+Every key still goes through the job table: a key is computed once even when shards of two
+overlapping runs (or a retried shard) meet it.  A shard's key set is a stable hash of the
+key, so a key that turns pending after the plan belongs to a shard of a later run.
+"""
+
+# no "from __future__ import annotations": Dagster reads the op annotations at definition time
+
+import inspect
+import os
+import time
+from typing import Any, Optional
+
+import dagster as dg
+from joinflow.pipeline import TableNode
+
+from .resource import JoinflowResource
+
+NO_JOB_ERRORS = "no_job_errors"  # the check name of every joinflow asset (as in assets.py)
+FIRST_ERRORS_SHOWN = 5
+
+
+def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheckSpec, *, name: str,
+                       nshards: int, resource_key: str, retry_policy: Optional[dg.RetryPolicy] = None,
+                       pool: Optional[str] = None, op_tags: Optional[dict] = None) -> dg.AssetsDefinition:
+    """The asset of ``node`` computed by ``nshards`` shard ops (see the module docstring)."""
+    if not isinstance(nshards, int) or isinstance(nshards, bool) or nshards < 1:
+        raise ValueError(f"shards of {node.name} must be an integer >= 1, not {nshards!r}.")
+    if spec.partitions_def is not None:
+        raise ValueError(f"{node.name} has partitions and shards={nshards}: use one or the other "
+                         "(a partition is already a unit of parallel work).")
+    step_name = node.name
+    tags = {**(op_tags or {}), "joinflow/step": step_name}
+    key = spec.key
+
+    @dg.op(name=f"{name}__plan", ins={"after": dg.In(dg.Nothing)}, out=dg.DynamicOut(dict),
+           required_resource_keys={resource_key}, tags=tags)
+    def plan(context: dg.OpExecutionContext):
+        resource: JoinflowResource = getattr(context.resources, resource_key)
+        step = resource.get_step(step_name)
+        before = step.status()  # also creates the job table once, before the shards run at the same time
+        shards = step.plan(nshards)
+        context.log.info(f"{step_name}: {before['pending']} pending keys in {len(shards)} of {nshards} shards")
+        for shard in shards:
+            yield dg.DynamicOutput({**shard, "pending_before": before["pending"]},
+                                   mapping_key=f"shard_{shard['shard']}")
+
+    @dg.op(name=f"{name}__shard", required_resource_keys={resource_key}, retry_policy=retry_policy,
+           pool=pool, tags=tags)
+    def run_shard(context: dg.OpExecutionContext, shard: dict) -> dict:
+        resource: JoinflowResource = getattr(context.resources, resource_key)
+        step = resource.get_step(step_name)
+        summary = step.run(shard=shard["shard"], nshards=nshards, retry_errors=context.retry_number > 0)
+        context.log.info(f"{step_name} shard {shard['shard']}/{nshards} (pid {os.getpid()}): "
+                         f"{summary['rows_added']} computed, {summary['error_count']} errors")
+        return {**summary, "shard": shard["shard"], "pid": os.getpid(),
+                "pending_before": shard["pending_before"]}
+
+    @dg.op(name=f"{name}__collect", out={"result": dg.Out(dg.Nothing), "check": dg.Out(dg.Nothing)},
+           required_resource_keys={resource_key}, tags=tags)
+    def collect(context: dg.OpExecutionContext, summaries: list):
+        started = time.time()
+        resource: JoinflowResource = getattr(context.resources, resource_key)
+        step = resource.get_step(step_name)
+        status = step.status()
+        errors = [e for s in summaries for e in s["errors"]]
+        pending_before = summaries[0]["pending_before"] if summaries else status["pending"]
+        metadata = {
+            "rows_added": sum(s["rows_added"] for s in summaries),
+            "pending_before": pending_before,
+            "pending_left": status["pending"],
+            "errors": len(errors),
+            "shards": dg.MetadataValue.json(
+                [{"shard": s["shard"], "rows_added": s["rows_added"], "errors": s["error_count"],
+                  "duration_s": s["duration"], "pid": s["pid"]} for s in sorted(summaries, key=lambda s: s["shard"])]),
+            "duration_s": dg.MetadataValue.float(round(max([s["duration"] for s in summaries] or [0.0])
+                                                       + time.time() - started, 3)),
+            "job_counts": dg.MetadataValue.json(status),
+            "dagster/row_count": status["done"],
+        }
+        check_result = _check_result(key, status, step.errors(limit=FIRST_ERRORS_SHOWN))
+        if errors:
+            yield check_result
+            first = errors[0]
+            raise dg.Failure(
+                description=(f"{len(errors)} make call(s) of {step_name} failed ({metadata['rows_added']} keys "
+                             f"computed in {len(summaries)} shards). First: key {first['key']}: {first['error']}"),
+                metadata={**metadata, "failed_keys": dg.MetadataValue.json(errors[:50])},
+            )
+        yield dg.Output(None, output_name="result", metadata=metadata)
+        yield check_result
+
+    ins = {f"dep_{i}": dg.AssetIn(key=d.asset_key, dagster_type=dg.Nothing) for i, d in enumerate(spec.deps)}
+    check_output = f"{name}_{NO_JOB_ERRORS}"
+
+    def compose(**upstream):
+        planned = plan(after=list(upstream.values())) if upstream else plan()
+        result, check_done = collect(planned.map(run_shard).collect())
+        return {"result": result, check_output: check_done}
+
+    # the graph's parameters are the upstream assets (ordering only: Nothing inputs)
+    compose.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in ins])
+    return dg.graph_multi_asset(
+        name=name,
+        outs={"result": dg.AssetOut.from_spec(spec.replace_attributes(deps=[]))},
+        ins=ins,
+        check_specs=[check],
+    )(compose)
+
+
+def _check_result(key: dg.AssetKey, status: dict, errors: list[dict]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=NO_JOB_ERRORS,
+        passed=status["error"] == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "error_count": status["error"],
+            "reserved": status["reserved"],
+            "first_errors": dg.MetadataValue.json(
+                [{"key": {k: str(v) for k, v in e["key"].items()}, "error": e["error_message"]}
+                 for e in errors[:FIRST_ERRORS_SHOWN]]),
+        },
+    )
+
+
+def shard_count(translator: Any, node: TableNode) -> int:
+    """The translator's shard count of a table (1: one op, the default)."""
+    get = getattr(translator, "get_shards", None)
+    return 1 if get is None else get(node)
