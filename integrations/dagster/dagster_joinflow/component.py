@@ -12,7 +12,9 @@ dg list defs
       module: lcms.pipeline            # or: manifest: pipeline.json (next to this file)
       key_prefix: [lab]                # optional: translator settings
       group_name: lcms
+      select: "+RunQC"                 # joinflow selectors (select / exclude / settings)
       partition_attributes: {Acquisition: sample_id}
+      shards: {DetectedPeaks: 4}       # parallel shard ops for one table
       sensor: true
 
 The component builds the same definitions as :func:`build_joinflow_assets` (one asset per
@@ -22,6 +24,7 @@ assets run through (:class:`JoinflowResource`) and, if asked, the sensor.
 
 # no "from __future__ import annotations": the component's fields are read by pydantic / Dagster
 
+import inspect
 from pathlib import Path
 from typing import Optional, Union
 
@@ -107,6 +110,13 @@ class JoinflowPipelineComponent(dg.Component, dg.Model, dg.Resolvable):
     tags: dict[str, str] = Field(default_factory=dict, description="Tags of every asset.")
     partition_attributes: dict[str, str] = Field(
         default_factory=dict, description="Table -> primary-key attribute keying its dynamic partitions.")
+    select: Optional[Union[str, list[str]]] = Field(
+        default=None, description="joinflow selectors of the tables to materialize (e.g. '+RunQC', 'schema:lab').")
+    exclude: Optional[Union[str, list[str]]] = Field(default=None, description="joinflow selectors to leave out.")
+    settings: Optional[dict[str, dict]] = Field(
+        default=None, description="Per-step settings by selector, e.g. {'tier:computed': {'retries': 2}}.")
+    shards: dict[str, int] = Field(
+        default_factory=dict, description="Table -> number of shard ops computing its keys in parallel.")
     sensor: bool = Field(default=False, description="Also define the joinflow sensor (new upstream rows -> runs).")
     sensor_name: Optional[str] = Field(default=None, description="Name of that sensor (default joinflow_sensor).")
     minimum_interval_seconds: int = Field(default=30, description="The sensor's minimum interval.")
@@ -129,7 +139,8 @@ class JoinflowPipelineComponent(dg.Component, dg.Model, dg.Resolvable):
     def get_translator(self) -> DagsterJoinflowTranslator:
         prefix = [self.key_prefix] if isinstance(self.key_prefix, str) else list(self.key_prefix)
         return ComponentTranslator(key_prefix=prefix, group_name=self.group_name, owners=self.owners,
-                                   tags=self.tags, partition_attributes=self.partition_attributes)
+                                   tags=self.tags, partition_attributes=self.partition_attributes,
+                                   shards=self.shards)
 
     def get_resource(self) -> JoinflowResource:
         if self.database_url:
@@ -138,9 +149,22 @@ class JoinflowPipelineComponent(dg.Component, dg.Model, dg.Resolvable):
             return JoinflowResource(database_url=dg.EnvVar(self.database_url_env))
         return JoinflowResource()
 
+    def selection_kwargs(self) -> dict:
+        """select / exclude / settings for build_joinflow_assets (only those given)."""
+        given = {k: v for k, v in (("select", self.select), ("exclude", self.exclude), ("settings", self.settings))
+                 if v is not None}
+        accepted = inspect.signature(build_joinflow_assets).parameters
+        missing = [k for k in given if k not in accepted]
+        if missing:
+            raise ValueError(f"JoinflowPipelineComponent: {', '.join(missing)} need a dagster-joinflow whose "
+                             "build_joinflow_assets takes them (joinflow's pipeline selection); remove them from "
+                             "defs.yaml or upgrade.")
+        return given
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         assets = build_joinflow_assets(self.build_pipeline(context), self.get_translator(),
-                                       resource_key=self.resource_key, include_sources=self.include_sources)
+                                       resource_key=self.resource_key, include_sources=self.include_sources,
+                                       **self.selection_kwargs())
         sensors = []
         if self.sensor:
             kwargs = {"minimum_interval_seconds": self.minimum_interval_seconds}

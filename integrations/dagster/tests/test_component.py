@@ -31,7 +31,8 @@ def test_component_from_defs_yaml_builds_and_materializes_the_pipeline(pipeline_
         (path / "defs.yaml").write_text(yaml.safe_dump({
             "type": "dagster_joinflow.JoinflowPipelineComponent",
             "attributes": {"module": pm.name, "database_url": pm.url, "key_prefix": ["lab"],
-                           "group_name": "lcms", "owners": ["team:ms"], "sensor": True},
+                           "group_name": "lcms", "owners": ["team:ms"], "sensor": True,
+                           "shards": {"RunQC": 2}},
         }))
         with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
             assert isinstance(component, JoinflowPipelineComponent)
@@ -41,6 +42,8 @@ def test_component_from_defs_yaml_builds_and_materializes_the_pipeline(pipeline_
             assert {d.asset_key for d in specs[dg.AssetKey(["lab", schema_name, "Acquisition"])].deps} == {
                 dg.AssetKey(["lab", schema_name, "Run"])}
             assert [s.name for s in defs.sensors] == ["joinflow_sensor"]
+            runqc = defs.get_assets_def(dg.AssetKey(["lab", schema_name, "RunQC"]))
+            assert f"{schema_name}__RunQC__shard" in runqc.node_def.node_names()  # shards from defs.yaml
             job = defs.resolve_implicit_global_asset_job_def()
             result = job.execute_in_process(instance=instance)
     assert result.success
