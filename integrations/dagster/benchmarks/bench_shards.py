@@ -92,10 +92,23 @@ def part_sharded(workdir: Path, url: str, keys: int, sleep: float, shards: int) 
         defs.write_text(DEFS.format(moddir=str(workdir), module=name, schema=schema, url=url, shards=shards))
         ideal = keys * sleep / shards
         with dg.instance_for_test() as instance:
-            start = time.perf_counter()
+            start, launched = time.perf_counter(), time.time()
             with dg.execute_job(ReconstructableJob.for_file(str(defs), "job"), instance=instance) as result:
                 ok = result.success
+                shard_md = [e.materialization.metadata["shards"].value for e in result.get_asset_materialization_events()]
+                logs = [r for r in instance.all_logs(result.run_id) if r.dagster_event is not None]
+                steps = {r.step_key: r.timestamp for r in logs if r.dagster_event.event_type_value == "STEP_START"}
+                ends = {r.step_key: r.timestamp for r in logs if r.dagster_event.event_type_value == "STEP_SUCCESS"}
+                run_start = min(r.timestamp for r in logs)
             wall = time.perf_counter() - start
+        print(f"  run events start {run_start - launched:.1f} s after execute_job was called")
+        for step_key in sorted(steps, key=steps.get):
+            t0 = run_start
+            print(f"  {step_key.rpartition('__')[2]:>16}: start +{steps[step_key] - t0:5.1f} s, "
+                  f"end +{ends.get(step_key, float('nan')) - t0:5.1f} s")
+        for shard in (shard_md[0] if shard_md else []):
+            print(f"  shard {shard['shard']}: {shard['rows_added']} keys ({shard['of_other_shards']} of other shards) "
+                  f"in {shard['duration_s']} s, pid {shard['pid']}")
         rows = len(module.Slow())
         pids = len({row["pid"] for row in module.Slow().to_dicts()})
         print(f"sharded: {keys} keys x {sleep} s, shards={shards}: {wall:.1f} s wall (ideal {ideal:.1f} s, "

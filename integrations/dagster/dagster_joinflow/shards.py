@@ -35,8 +35,13 @@ FIRST_ERRORS_SHOWN = 5
 
 def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheckSpec, *, name: str,
                        nshards: int, resource_key: str, retry_policy: Optional[dg.RetryPolicy] = None,
-                       pool: Optional[str] = None, op_tags: Optional[dict] = None) -> dg.AssetsDefinition:
-    """The asset of ``node`` computed by ``nshards`` shard ops (see the module docstring)."""
+                       pool: Optional[str] = None, op_tags: Optional[dict] = None,
+                       database: Optional[dict] = None) -> dg.AssetsDefinition:
+    """The asset of ``node`` computed by ``nshards`` shard ops (see the module docstring).
+
+    ``database``: the pipeline's database identity, checked by the resource in every op
+    (as the unsharded asset does) when the resource takes one.
+    """
     if not isinstance(nshards, int) or isinstance(nshards, bool) or nshards < 1:
         raise ValueError(f"shards of {node.name} must be an integer >= 1, not {nshards!r}.")
     if spec.partitions_def is not None:
@@ -46,11 +51,14 @@ def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheck
     tags = {**(op_tags or {}), "joinflow/step": step_name}
     key = spec.key
 
+    def get_step(resource: JoinflowResource):
+        return resource.get_step(step_name) if database is None else resource.get_step(step_name, database)
+
     @dg.op(name=f"{name}__plan", ins={"after": dg.In(dg.Nothing)}, out=dg.DynamicOut(dict),
            required_resource_keys={resource_key}, tags=tags)
     def plan(context: dg.OpExecutionContext):
         resource: JoinflowResource = getattr(context.resources, resource_key)
-        step = resource.get_step(step_name)
+        step = get_step(resource)
         before = step.status()  # also creates the job table once, before the shards run at the same time
         shards = step.plan(nshards)
         context.log.info(f"{step_name}: {before['pending']} pending keys in {len(shards)} of {nshards} shards")
@@ -62,7 +70,7 @@ def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheck
            pool=pool, tags=tags)
     def run_shard(context: dg.OpExecutionContext, shard: dict) -> dict:
         resource: JoinflowResource = getattr(context.resources, resource_key)
-        step = resource.get_step(step_name)
+        step = get_step(resource)
         own = step.run(shard=shard["shard"], nshards=nshards, retry_errors=context.retry_number > 0)
         # then help with what is still pending (keys of shards whose op started late): the job
         # table hands each key to one worker, so the shards end together instead of waiting
@@ -82,7 +90,7 @@ def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheck
     def collect(context: dg.OpExecutionContext, summaries: list):
         started = time.time()
         resource: JoinflowResource = getattr(context.resources, resource_key)
-        step = resource.get_step(step_name)
+        step = get_step(resource)
         status = step.status()
         errors = [e for s in summaries for e in s["errors"]]
         pending_before = summaries[0]["pending_before"] if summaries else status["pending"]
