@@ -63,6 +63,24 @@ def test_component_from_a_manifest_relative_to_defs_yaml(pipeline_module, schema
     assert keys == {dg.AssetKey([schema_name, t]) for t in STEPS + SOURCES}
 
 
+def test_component_selects_tables_from_defs_yaml(pipeline_module, schema_name):
+    import inspect
+
+    from dagster_joinflow import build_joinflow_assets
+
+    if "select" not in inspect.signature(build_joinflow_assets).parameters:
+        pytest.skip("build_joinflow_assets has no selection here (it comes with joinflow's pipeline selection)")
+    pm = pipeline_module
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(JoinflowPipelineComponent, defs_path="lab", defs_yaml_contents={
+            "type": "dagster_joinflow.JoinflowPipelineComponent",
+            "attributes": {"module": pm.name, "database_url": pm.url, "select": "PeakSummary"}})
+        with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
+            materializable = {k for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.is_executable
+                              for k in a.keys}
+    assert materializable == {dg.AssetKey([schema_name, "PeakSummary"])}
+
+
 def test_component_needs_exactly_one_pipeline_source():
     with create_defs_folder_sandbox() as sandbox:
         path = sandbox.scaffold_component(JoinflowPipelineComponent, defs_path="lab",
