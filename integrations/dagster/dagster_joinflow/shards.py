@@ -33,14 +33,17 @@ NO_JOB_ERRORS = "no_job_errors"  # the check name of every joinflow asset (as in
 FIRST_ERRORS_SHOWN = 5
 
 
-def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheckSpec, *, name: str,
+def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: Optional[dg.AssetCheckSpec], *, name: str,
                        nshards: int, resource_key: str, retry_policy: Optional[dg.RetryPolicy] = None,
                        pool: Optional[str] = None, op_tags: Optional[dict] = None,
                        database: Optional[dict] = None) -> dg.AssetsDefinition:
     """The asset of ``node`` computed by ``nshards`` shard ops (see the module docstring).
 
     ``database``: the pipeline's database identity, checked by the resource in every op
-    (as the unsharded asset does) when the resource takes one.
+    (as the unsharded asset does) when the resource takes one.  ``check``: the
+    ``no_job_errors`` check evaluated by ``collect`` (then any failed make fails the asset);
+    ``None`` where the check is a definition of its own: then ``collect`` materializes the
+    rows that were computed (with the error count) and fails only when nothing was inserted.
     """
     if not isinstance(nshards, int) or isinstance(nshards, bool) or nshards < 1:
         raise ValueError(f"shards of {node.name} must be an integer >= 1, not {nshards!r}.")
@@ -85,7 +88,11 @@ def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheck
         return {**summary, "shard": shard["shard"], "pid": os.getpid(),
                 "pending_before": shard["pending_before"]}
 
-    @dg.op(name=f"{name}__collect", out={"result": dg.Out(dg.Nothing), "check": dg.Out(dg.Nothing)},
+    outs = {"result": dg.Out(dg.Nothing)}
+    if check is not None:
+        outs["check"] = dg.Out(dg.Nothing)
+
+    @dg.op(name=f"{name}__collect", out=outs,
            required_resource_keys={resource_key}, tags=tags)
     def collect(context: dg.OpExecutionContext, summaries: list):
         started = time.time()
@@ -107,6 +114,18 @@ def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheck
             "job_counts": dg.MetadataValue.json(status),
             "dagster/row_count": status["done"],
         }
+        if check is None:
+            if errors and not metadata["rows_added"]:
+                first = errors[0]
+                raise dg.Failure(
+                    description=(f"{len(errors)} make call(s) of {step_name} failed, nothing inserted "
+                                 f"({len(summaries)} shards). First: key {first['key']}: {first['error']}"),
+                    metadata={**metadata, "failed_keys": dg.MetadataValue.json(errors[:50])},
+                )
+            if errors:  # the good keys are materialized; the no_job_errors check reports the rest
+                context.log.warning(f"{step_name}: {len(errors)} make call(s) failed; first: {errors[0]}")
+            yield dg.Output(None, output_name="result", metadata=metadata)
+            return
         check_result = _check_result(key, status, step.errors(limit=FIRST_ERRORS_SHOWN))
         if errors:
             yield check_result
@@ -120,10 +139,12 @@ def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheck
         yield check_result
 
     ins = {f"dep_{i}": dg.AssetIn(key=d.asset_key, dagster_type=dg.Nothing) for i, d in enumerate(spec.deps)}
-    check_output = check.get_python_identifier()  # the graph output Dagster names for the check
+    check_output = None if check is None else check.get_python_identifier()  # the graph output of the check
 
     def compose(**upstream):
         planned = plan(after=list(upstream.values())) if upstream else plan()
+        if check is None:
+            return {"result": collect(planned.map(run_shard).collect())}
         result, check_done = collect(planned.map(run_shard).collect())
         return {"result": result, check_output: check_done}
 
@@ -134,7 +155,7 @@ def sharded_step_asset(node: TableNode, spec: dg.AssetSpec, check: dg.AssetCheck
         name=name,
         outs={"result": dg.AssetOut.from_spec(spec.replace_attributes(deps=[]))},
         ins=ins,
-        check_specs=[check],
+        check_specs=[] if check is None else [check],
         group_name=spec.group_name,  # (AssetOut.from_spec drops the group in graph assets)
     )(compose)
 
