@@ -15,6 +15,7 @@ defs = Definitions(
 """
 
 from .assets import NO_JOB_ERRORS, JoinflowMaterializeConfig, build_joinflow_assets
+from .component import JoinflowPipelineComponent
 from .resource import JoinflowResource
 from .sensor import build_joinflow_sensor
 from .translator import DagsterJoinflowTranslator
@@ -25,6 +26,7 @@ __all__ = [
     "NO_JOB_ERRORS",
     "DagsterJoinflowTranslator",
     "JoinflowMaterializeConfig",
+    "JoinflowPipelineComponent",
     "JoinflowResource",
     "build_joinflow_assets",
     "build_joinflow_sensor",

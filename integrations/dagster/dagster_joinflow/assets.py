@@ -9,6 +9,7 @@ import dagster as dg
 from joinflow.pipeline import Pipeline, Step, TableNode, expect_database
 
 from .resource import JoinflowResource
+from .shards import shard_count, sharded_step_asset
 from .translator import DagsterJoinflowTranslator, dagster_name, schema_of
 
 STEP_METADATA_KEY = "joinflow/step"  # importable step name, on every materializable joinflow asset
@@ -190,6 +191,12 @@ def _step_asset(node: TableNode, spec: dg.AssetSpec, translator: DagsterJoinflow
     spec = spec.merge_attributes(metadata=metadata).replace_attributes(skippable=True)
     if partitions_def is not None:
         spec = spec.replace_attributes(partitions_def=partitions_def)
+    nshards = shard_count(translator, node)
+    if nshards > 1:  # parallel work inside the table: a graph of shard ops (shards.py)
+        return sharded_step_asset(  # its no_job_errors check is _errors_check, as for every step
+            node, spec, None, name=f"{dagster_name(schema_of(node))}__{dagster_name(node.name.partition(':')[2])}",
+            nshards=nshards, resource_key=resource_key, retry_policy=options["retry_policy"], pool=options["pool"],
+            op_tags=options["tags"], database=database)
 
     @dg.multi_asset(
         name=f"{dagster_name(schema_of(node))}__{dagster_name(node.name.partition(':')[2])}",

@@ -37,12 +37,16 @@ class DagsterJoinflowTranslator:
     """
 
     def __init__(self, *, owners: Sequence[str] = (), tags: Optional[Mapping[str, str]] = None,
-                 partition_attributes: Optional[Mapping[str, str]] = None):
+                 partition_attributes: Optional[Mapping[str, str]] = None,
+                 shards: Optional[Mapping[str, int]] = None):
         """``partition_attributes`` maps a table (``Class``, ``module:Class`` or the full table
-        name) to the primary-key attribute whose values become its dynamic partitions."""
+        name) to the primary-key attribute whose values become its dynamic partitions.
+        ``shards`` maps a table (same names) to a number of shard ops that compute its pending
+        keys in parallel (see :mod:`dagster_joinflow.shards`)."""
         self._owners = list(owners)
         self._tags = dict(tags or {})
         self._partition_attributes = dict(partition_attributes or {})
+        self._shards = dict(shards or {})
 
     # -- the whole spec ---------------------------------------------------------------------------
     def get_asset_spec(self, node: TableNode) -> dg.AssetSpec:
@@ -111,3 +115,14 @@ class DagsterJoinflowTranslator:
             if name in self._partition_attributes:
                 return self._partition_attributes[name]
         return None
+
+    def get_shards(self, node: TableNode) -> int:
+        """How many shard ops compute this table's pending keys (1: one op, the default).
+
+        With N > 1 the asset is a graph: plan -> N mapped shard ops -> collect, so the
+        multiprocess executor (or any executor) computes the shards in parallel processes.
+        """
+        for name in (class_path(node), node.name, node.full_table_name, node.cls.__name__):
+            if name in self._shards:
+                return self._shards[name]
+        return 1
