@@ -14,6 +14,7 @@ Prefect: overlapping flow runs and task retries are safe.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import queue
 import re
@@ -33,6 +34,7 @@ from prefect.utilities.annotations import allow_failure, unmapped
 from joinflow.pipeline import Pipeline, Step, load_step
 
 from .blocks import apply_database_block
+from .threads import is_per_thread, per_thread
 
 # One joinflow connection serves a whole process and is not thread-safe: the default
 # thread-pool task runner gets orchestration concurrency from Prefect, and every database
@@ -44,6 +46,20 @@ def db_lock() -> threading.RLock:
     """This process's lock (task functions call this rather than naming the lock: a task
     function that a runner ships by value then still shares the worker's one lock)."""
     return DB_LOCK
+
+
+def _guard(step: Step):
+    """What a task holds around its database work: nothing when the step's connection gives each
+    thread its own session (see ``threads.per_thread``), else this process's lock."""
+    return contextlib.nullcontext() if is_per_thread(step.cls.connection) else db_lock()
+
+
+def _per_thread_connections(classes) -> None:
+    """Give every worker thread of this process its own session of these tables' connections."""
+    for cls in classes:
+        conn = getattr(cls, "connection", None) if cls is not None else None
+        if conn is not None and hasattr(conn, "url") and hasattr(conn, "engine"):
+            per_thread(conn)
 
 
 class JoinflowMakeError(RuntimeError):
@@ -79,6 +95,7 @@ def _step(name: str, database_block: str | None) -> Step:
     if cached is None or sys.modules.get(module_name) is not cached[0]:
         with db_lock():
             step = load_step(name)
+            _per_thread_connections([step.cls])
             cached = _steps[name] = (sys.modules.get(module_name), step)
     return cached[1]
 
@@ -105,7 +122,7 @@ def plan_pending_work(step: str, batch_size: int = 100, shards: int | None = Non
               database_block: str | None = None) -> list[dict]:
     """Descriptors of the step's pending work: key batches, or the hash shards that have keys."""
     s = _step(step, database_block)
-    with db_lock():
+    with _guard(s):
         if shards:
             return [{"step": step, "shard": d["shard"], "nshards": d["nshards"], "count": d["keys"]}
                     for d in s.plan(shards)]
@@ -119,7 +136,7 @@ def populate_work(work: dict, database_block: str | None = None, retry_errors: b
     """
     s = _step(work["step"], database_block)
     retry = bool(retry_errors) or task_run_runtime.get_run_count() > 1
-    with db_lock():  # count_pending=False: the flow reads each table's status once, at its end
+    with _guard(s):  # count_pending=False: the flow reads each table's status once, at its end
         if "shard" in work:
             summary = s.run(shard=work["shard"], nshards=work["nshards"], retry_errors=retry, count_pending=False)
         else:
@@ -256,6 +273,10 @@ def joinflow_flow(
         with db_lock():
             items = source if isinstance(source, (list, tuple)) else [source]
             pipeline = Pipeline(*items, **selection)
+            # this thread keeps the connections; every task thread gets its own session of each
+            _per_thread_connections([n._cls for n in pipeline.nodes] + [s.cls for s in pipeline.steps])
+            for s in pipeline.steps:  # job tables exist before tasks start: parallel sessions would race
+                s.table.jobs          # to create them (and the enum type they share on PostgreSQL)
         steps = list(pipeline.steps)
         by_name = {s.name: s for s in steps}
         step_settings = {s.name: s.settings for s in steps}
