@@ -29,10 +29,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run as task_run_runtime
-from prefect.utilities.annotations import allow_failure, unmapped
+from prefect.utilities.annotations import allow_failure, quote, unmapped
 
 from joinflow.pipeline import Pipeline, Step, load_step
 
+from .assets import materialize_table, should_materialize, table_assets
 from .blocks import apply_database_block
 from .threads import is_per_thread, per_thread
 
@@ -223,6 +224,7 @@ def joinflow_flow(
     select: str | list[str] | None = None,
     exclude: str | list[str] | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
+    assets: bool = True,
     **flow_options: Any,
 ) -> JoinflowFlow:
     """A Prefect flow running a joinflow pipeline's computed tables in foreign-key order.
@@ -251,8 +253,12 @@ def joinflow_flow(
     ``settings``: ``{selector: {...}}`` per-step settings over each table's ``orchestration``
     attribute; a step's settings override ``retries`` / ``retry_delay_seconds`` /
     ``batch_size`` and add to ``tags`` for that table (see :func:`task_options`).
+    ``assets``: each table is a Prefect asset (key ``<backend>://<host>[:port]/<database>/<schema>/<table>``);
+    a table whose run added rows (or had errors) is materialized by a ``materialize <Table>`` task
+    with its parent tables' assets as upstream dependencies (see ``prefect_joinflow.assets``).
     Other keyword arguments go to ``prefect.Flow`` (``log_prints``, ``timeout_seconds``...).
     """
+    with_assets = assets
     source = pipeline_or_modules
     selection = {k: v for k, v in {"select": select, "exclude": exclude, "settings": settings}.items()
                  if v is not None}
@@ -277,6 +283,8 @@ def joinflow_flow(
             _per_thread_connections([n._cls for n in pipeline.nodes] + [s.cls for s in pipeline.steps])
             for s in pipeline.steps:  # job tables exist before tasks start: parallel sessions would race
                 s.table.jobs          # to create them (and the enum type they share on PostgreSQL)
+            assets, asset_upstream = (table_assets(pipeline, lambda node: node.cls.connection) if with_assets
+                                      else ({}, {}))
         steps = list(pipeline.steps)
         by_name = {s.name: s for s in steps}
         step_settings = {s.name: s.settings for s in steps}
@@ -300,6 +308,7 @@ def joinflow_flow(
         remaining: dict[str, int] = {}
         started: dict[str, float] = {}
         results: dict[str, dict] = {}
+        materializations: list = []
         in_flight = 0
 
         def track(future, tag):
@@ -352,6 +361,8 @@ def joinflow_flow(
                 )
             except Exception as exc:  # events are best effort; never fail the data work on them
                 logger.warning("could not emit the event of %s: %s", s.name, exc)
+            if s.full_table_name in assets and should_materialize(summary):
+                materializations.append(_submit_materialization(s, summary, assets, asset_upstream))
 
         def launch_ready():
             for s in steps:
@@ -397,6 +408,8 @@ def joinflow_flow(
                     finish(s, "completed", batch_futures[step_name])
             launch_ready()
 
+        for future in materializations:  # the asset events are sent before the run ends
+            future.wait()
         ordered = {s.name: results[s.name] for s in steps if s.name in results}
         _write_artifact(summary_key, flow_name, ordered)
         failed = [r for r in ordered.values() if r["state"] in ("failed", "skipped")]
@@ -416,6 +429,17 @@ def joinflow_flow(
                         description=run_pipeline.__doc__, **flow_options)
     flow._joinflow_module = module_name
     return flow
+
+
+def _submit_materialization(step: Step, summary: dict, assets: Mapping[str, Any],
+                            upstream: Mapping[str, list]) -> Any:
+    """A ``materialize <Table>`` task: the table's asset, its parents' assets as upstream."""
+    task_ = materialize_table.with_options(name=f"materialize {_label(step.name)}",
+                                           assets=[assets[step.full_table_name]],
+                                           asset_deps=list(upstream.get(step.name, ())))
+    # quote(): Prefect must not take the counts for other tasks' results (it matches results by
+    # object identity, and small ints are shared) and invent upstream assets from them
+    return task_.submit(quote({k: v for k, v in summary.items() if k != "duration"}))
 
 
 def task_options(settings: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
