@@ -35,7 +35,7 @@ from joinflow.pipeline import Pipeline, Step, load_step
 
 from .assets import materialize_table, should_materialize, table_assets
 from .blocks import apply_database_block
-from .threads import is_per_thread, per_thread
+from .threads import is_per_thread, per_thread, session
 
 # One joinflow connection serves a whole process and is not thread-safe: the default
 # thread-pool task runner gets orchestration concurrency from Prefect, and every database
@@ -52,15 +52,16 @@ def db_lock() -> threading.RLock:
 def _guard(step: Step):
     """What a task holds around its database work: nothing when the step's connection gives each
     thread its own session (see ``threads.per_thread``), else this process's lock."""
-    return contextlib.nullcontext() if is_per_thread(step.cls.connection) else db_lock()
+    conn = step.cls.connection
+    return session(conn) if is_per_thread(conn) else db_lock()
 
 
-def _per_thread_connections(classes) -> None:
+def _per_thread_connections(classes, limit: int | None = None) -> None:
     """Give every worker thread of this process its own session of these tables' connections."""
     for cls in classes:
         conn = getattr(cls, "connection", None) if cls is not None else None
         if conn is not None and hasattr(conn, "url") and hasattr(conn, "engine"):
-            per_thread(conn)
+            per_thread(conn, limit)
 
 
 class JoinflowMakeError(RuntimeError):
@@ -225,6 +226,7 @@ def joinflow_flow(
     exclude: str | list[str] | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     assets: bool = True,
+    max_sessions: int | None = None,
     **flow_options: Any,
 ) -> JoinflowFlow:
     """A Prefect flow running a joinflow pipeline's computed tables in foreign-key order.
@@ -256,6 +258,10 @@ def joinflow_flow(
     ``assets``: each table is a Prefect asset (key ``<backend>://<host>[:port]/<database>/<schema>/<table>``);
     a table whose run added rows (or had errors) is materialized by a ``materialize <Table>`` task
     with its parent tables' assets as upstream dependencies (see ``prefect_joinflow.assets``).
+    ``max_sessions``: database sessions per connection for the task threads of the flow's process
+    (default ``PREFECT_JOINFLOW_SESSIONS`` or 8; set when the connection is first made per thread;
+    Dask workers use the variable): each populate task uses one for its duration, so up to this
+    many make() calls run at once per process; a task waits for a free one.
     Other keyword arguments go to ``prefect.Flow`` (``log_prints``, ``timeout_seconds``...).
     """
     with_assets = assets
@@ -280,7 +286,7 @@ def joinflow_flow(
             items = source if isinstance(source, (list, tuple)) else [source]
             pipeline = Pipeline(*items, **selection)
             # this thread keeps the connections; every task thread gets its own session of each
-            _per_thread_connections([n._cls for n in pipeline.nodes] + [s.cls for s in pipeline.steps])
+            _per_thread_connections([n._cls for n in pipeline.nodes] + [s.cls for s in pipeline.steps], max_sessions)
             for s in pipeline.steps:  # job tables exist before tasks start: parallel sessions would race
                 s.table.jobs          # to create them (and the enum type they share on PostgreSQL)
             assets, asset_upstream = (table_assets(pipeline, lambda node: node.cls.connection) if with_assets

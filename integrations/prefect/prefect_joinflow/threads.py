@@ -1,13 +1,18 @@
-"""One joinflow connection per thread, so parallel ``make()`` calls in task threads overlap.
+"""One joinflow session per task thread, so parallel ``make()`` calls in task threads overlap.
 
 A joinflow ``Connection`` is not thread-safe, and a pipeline module holds one (its tables'
 classes, its ``dj.Schema`` and often a module-level ``connection`` all point to it).
-:func:`per_thread` turns such a connection, in place, into one that gives every thread other
-than the one that turned it its own session on the same database (the same URL and
-configuration, opened on first use in that thread and reused by every later task of the thread):
-every reference to it - the classes, the schema, a ``make()`` that uses the module's
-``connection`` - then reaches the calling thread's session, and no lock is needed around a
-task's database work.  The thread that turned it (the flow's thread) keeps the original.
+:func:`per_thread` turns such a connection, in place, into one that hands every thread other
+than the one that turned it a session of its own on the same database (the same URL and
+configuration): every reference to it - the classes, the schema, a ``make()`` that uses the
+module's ``connection`` - then reaches the calling thread's session, and no lock is needed
+around a task's database work.  The thread that turned it (the flow's thread) keeps the original.
+
+A task takes a session from the connection's pool for its duration (:func:`session`): at most
+``limit`` sessions exist per connection (``PREFECT_JOINFLOW_SESSIONS``, default 8), so an
+unbounded thread pool does not open a database connection per task; a task waits for a free one.
+A thread that uses the connection outside :func:`session` gets a session of its own for its
+lifetime (closed when a later session is made after the thread ended, or by ``close()``).
 
 An in-memory SQLite database cannot be shared between sessions: such a connection is left as
 it is (:func:`per_thread` returns False) and the caller keeps serializing behind its lock.
@@ -15,8 +20,12 @@ it is (:func:`per_thread` returns False) and the caller keeps serializing behind
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
-from typing import Any
+from typing import Any, Iterator
+
+DEFAULT_LIMIT = int(os.environ.get("PREFECT_JOINFLOW_SESSIONS", "8") or 8)
 
 # read from the original in every thread: they are the same for all of a connection's sessions
 _SHARED = frozenset({"url", "config", "close", "__class__", "__dict__", "__repr__"})
@@ -53,8 +62,9 @@ def _thread_class(base: type) -> type:
                     session.close()
                 return
             with state["_jf_lock"]:
-                sessions, state["_jf_sessions"] = state["_jf_sessions"], []
-            for _thread, session in sessions:
+                pinned, state["_jf_sessions"] = state["_jf_sessions"], []
+                idle, state["_jf_idle"][:] = list(state["_jf_idle"]), []
+            for session in [s for _t, s in pinned] + idle:
                 _quietly_close(session)
             base.close(self)
 
@@ -78,27 +88,72 @@ def _session(conn) -> Any:
     local = state["_jf_local"]
     session = getattr(local, "connection", None)
     if session is None:
-        base = state["_jf_base"]
         with state["_jf_lock"]:  # sessions of threads that have ended are closed
             alive = [(t, s) for t, s in state["_jf_sessions"] if t.is_alive()]
             dead = [s for t, s in state["_jf_sessions"] if not t.is_alive()]
             state["_jf_sessions"] = alive
         for old in dead:
             _quietly_close(old)
-        original = object.__getattribute__(conn, "url")
-        session = base(url=original.render_as_string(hide_password=False),
-                       config=object.__getattribute__(conn, "config"))
+        session = _new_session(conn)
         local.connection = session
         with state["_jf_lock"]:
             state["_jf_sessions"].append((threading.current_thread(), session))
     return session
 
 
+def _new_session(conn) -> Any:
+    state = object.__getattribute__(conn, "__dict__")
+    original = object.__getattribute__(conn, "url")
+    return state["_jf_base"](url=original.render_as_string(hide_password=False),
+                             config=object.__getattribute__(conn, "config"))
+
+
+@contextlib.contextmanager
+def session(conn: Any) -> Iterator[None]:
+    """This thread uses a session from ``conn``'s pool inside (waiting while all are busy).
+
+    A no-op in the thread that owns ``conn`` and for a connection that is not per thread.
+    """
+    if not is_per_thread(conn):
+        yield
+        return
+    state = object.__getattribute__(conn, "__dict__")
+    local = state["_jf_local"]
+    if threading.get_ident() == state["_jf_owner"] or getattr(local, "connection", None) is not None:
+        yield
+        return
+    slots = state["_jf_slots"]
+    slots.acquire()
+    try:
+        with state["_jf_lock"]:
+            taken = state["_jf_idle"].pop() if state["_jf_idle"] else None
+        if taken is None:
+            taken = _new_session(conn)
+        local.connection = taken
+        try:
+            yield
+        finally:
+            local.connection = None
+            try:
+                if taken.in_transaction:  # never hand on an open transaction
+                    taken.cancel_transaction()
+                keep = True
+            except Exception:
+                keep = False
+            if keep:
+                with state["_jf_lock"]:
+                    state["_jf_idle"].append(taken)
+            else:
+                _quietly_close(taken)
+    finally:
+        slots.release()
+
+
 def is_per_thread(conn: Any) -> bool:
     return "_jf_owner" in getattr(conn, "__dict__", {})
 
 
-def per_thread(conn: Any) -> bool:
+def per_thread(conn: Any, limit: int | None = None) -> bool:
     """Give every thread but the calling one its own session of ``conn`` (in place).
 
     Returns True when ``conn`` now does (or already did), False when it cannot (an in-memory
@@ -115,16 +170,18 @@ def per_thread(conn: Any) -> bool:
         state["_jf_base"] = base
         state["_jf_local"] = threading.local()
         state["_jf_lock"] = threading.Lock()
-        state["_jf_sessions"] = []
+        state["_jf_sessions"] = []  # (thread, session) of threads outside session()
+        state["_jf_idle"] = []  # pooled sessions not in use
+        state["_jf_slots"] = threading.BoundedSemaphore(max(1, int(limit or DEFAULT_LIMIT)))
         state["_jf_owner"] = threading.get_ident()
         conn.__class__ = _thread_class(base)
         return True
 
 
 def sessions(conn: Any) -> int:
-    """How many thread sessions ``conn`` has open (for tests and diagnostics)."""
+    """How many sessions ``conn`` keeps open besides the original: pooled idle + per-thread."""
     if not is_per_thread(conn):
         return 0
     state = object.__getattribute__(conn, "__dict__")
     with state["_jf_lock"]:
-        return len(state["_jf_sessions"])
+        return len(state["_jf_sessions"]) + len(state["_jf_idle"])

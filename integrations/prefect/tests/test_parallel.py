@@ -138,3 +138,33 @@ def test_in_memory_sqlite_stays_behind_the_lock():
         assert per_thread(conn) is False and not is_per_thread(conn)
     finally:
         conn.close()
+
+
+def test_tasks_share_a_bounded_pool_of_sessions(slow_module):
+    """A task takes a pooled session for its duration: many task threads, at most `limit` sessions."""
+    from prefect_joinflow.threads import session
+
+    m = slow_module
+    conn = m.connection
+    m.Source.insert1({"k": 1})
+    assert per_thread(conn, limit=2)
+    used, lock, inside, most = set(), threading.Lock(), [0], [0]
+
+    def task():
+        with session(conn):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            used.add(id(object.__getattribute__(conn, "__dict__")["_jf_local"].connection))
+            assert len(m.Source()) == 1
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=task) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] <= 2 and len(used) <= 2 and sessions(conn) <= 2  # pooled, reused, bounded
+    conn.close()
+    assert sessions(conn) == 0
