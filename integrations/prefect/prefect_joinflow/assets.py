@@ -16,6 +16,7 @@ counts of the run summary.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any, Iterable
 
@@ -90,8 +91,9 @@ def _parents(node, nodes) -> Iterable[str]:
     return names
 
 
-def _materialize_table(summary: dict) -> dict:
+def _materialize_table(summary_json: str) -> dict:
     """Record the table's run in its asset: the counts as metadata; errors fail the materialization."""
+    summary = json.loads(summary_json)
     metadata = {k: summary.get(k) for k in ("table", "state", "rows_added", "errors", "pending_left", "job_errors")}
     from prefect.context import AssetContext
 

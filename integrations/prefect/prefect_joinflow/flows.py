@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import queue
 import re
 import sys
@@ -26,10 +27,11 @@ from typing import Any, Iterable, Mapping
 from prefect import Flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run as task_run_runtime
-from prefect.utilities.annotations import allow_failure, quote, unmapped
+from prefect.utilities.annotations import allow_failure, unmapped
 
 from joinflow.pipeline import Pipeline, Step, load_step
 
@@ -307,6 +309,11 @@ def joinflow_flow(
                       for s in steps}
         batch_sizes = {s.name: step_settings[s.name].get("batch_size", batch_size) for s in steps}
 
+        # Dask places a task next to the results it waits for: batches that wait for their plan would
+        # all go to the plan's worker process.  The plan has finished when its batches are mapped, so
+        # on Dask they do not wait for it (the UI then draws no plan -> batch edge).
+        runner = getattr(FlowRunContext.get(), "task_runner", None)
+        spread = type(runner).__name__ == "DaskTaskRunner"
         events: queue.Queue = queue.Queue()
         state = {s.name: "waiting" for s in steps}
         plan_futures: dict[str, Any] = {}
@@ -402,7 +409,7 @@ def joinflow_flow(
                 else:
                     futures = populate_tasks[step_name].map(
                         descriptors, database_block=unmapped(database_block),
-                        retry_errors=unmapped(retry_errors), wait_for=[plan_future])
+                        retry_errors=unmapped(retry_errors), wait_for=[] if spread else [plan_future])
                     batch_futures[step_name] = list(futures)
                     remaining[step_name] = len(futures)
                     state[step_name] = "running"
@@ -443,9 +450,9 @@ def _submit_materialization(step: Step, summary: dict, assets: Mapping[str, Any]
     task_ = materialize_table.with_options(name=f"materialize {_label(step.name)}",
                                            assets=[assets[step.full_table_name]],
                                            asset_deps=list(upstream.get(step.name, ())))
-    # quote(): Prefect must not take the counts for other tasks' results (it matches results by
+    # as JSON text: Prefect must not take the counts for other tasks' results (it matches results by
     # object identity, and small ints are shared) and invent upstream assets from them
-    return task_.submit(quote({k: v for k, v in summary.items() if k != "duration"}))
+    return task_.submit(json.dumps({k: v for k, v in summary.items() if k != "duration"}, default=str))
 
 
 def task_options(settings: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
