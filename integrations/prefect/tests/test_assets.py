@@ -83,3 +83,29 @@ def test_asset_keys_name_the_database_not_the_credentials():
     assert asset_key(my, "ephys", "__spikes") == "mysql://127.0.0.1:3306/ephys/__spikes"
     lite = make_url("sqlite:////data/my lab.db")
     assert asset_key(lite, "ephys", "spikes") == "sqlite:///data/my_lab.db/ephys/spikes"
+
+
+def test_populated_trigger_matches_the_upstream_tables_event(pipeline_module, monkeypatch):
+    """The event-driven pattern: a deployment of a downstream selection, triggered by the
+    'populated' event that a run of the upstream table really sends."""
+    from prefect.events.schemas.events import Resource
+
+    import prefect_joinflow.flows as flows_module
+    from prefect_joinflow import populated_trigger
+
+    sent = []
+    real = flows_module.emit_event
+    monkeypatch.setattr(flows_module, "emit_event", lambda **kw: (sent.append(kw), real(**kw))[1])
+    m = pipeline_module
+    m.add([1])
+    assert joinflow_flow(m.module, select="Spikes")(return_state=True).is_completed()
+    (event,) = [e for e in sent if e["resource"]["prefect.resource.name"] == "Spikes"]
+
+    trigger = populated_trigger(f"{m.name}:Spikes", parameters={"batch_size": 10})
+    assert trigger.expect == {event["event"]} == {"joinflow.table.populated"}
+    assert trigger.match.matches(Resource(event["resource"]))
+    assert not populated_trigger(m.module.Quality).match.matches(Resource(event["resource"]))
+
+    downstream = joinflow_flow(m.module, select="Summary+", name="jfp-downstream")
+    deployment = downstream.to_deployment(name="after-spikes", triggers=[trigger], concurrency_limit=1)
+    assert deployment.triggers == [trigger] and deployment.concurrency_limit == 1
