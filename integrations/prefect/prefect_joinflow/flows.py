@@ -448,6 +448,7 @@ def _submit_materialization(step: Step, summary: dict, assets: Mapping[str, Any]
                             upstream: Mapping[str, list]) -> Any:
     """A ``materialize <Table>`` task: the table's asset, its parents' assets as upstream."""
     task_ = materialize_table.with_options(name=f"materialize {_label(step.name)}",
+                                           task_run_name=f"materialize {_label(step.name)}",
                                            assets=[assets[step.full_table_name]],
                                            asset_deps=list(upstream.get(step.name, ())))
     # as JSON text: Prefect must not take the counts for other tasks' results (it matches results by

@@ -135,8 +135,10 @@ def session(conn: Any) -> Iterator[None]:
         finally:
             local.connection = None
             try:
-                if taken.in_transaction:  # never hand on an open transaction
+                if taken.in_transaction:  # never hand on (or keep idle) an open transaction
                     taken.cancel_transaction()
+                if hasattr(taken, "end_chain"):
+                    taken.end_chain()
                 keep = True
             except Exception:
                 keep = False
