@@ -39,9 +39,9 @@ from .assets import materialize_table, should_materialize, table_assets
 from .blocks import apply_database_block
 from .threads import is_per_thread, per_thread, session
 
-# One joinflow connection serves a whole process and is not thread-safe: the default
-# thread-pool task runner gets orchestration concurrency from Prefect, and every database
-# call of this process goes through this lock.  Processes (Dask workers) run in parallel.
+# A joinflow connection is not thread-safe.  Task threads work on sessions of their own
+# (threads.per_thread / threads.session); this lock serializes what cannot: loading steps, and
+# every task of a connection that cannot have per-thread sessions (in-memory SQLite).
 DB_LOCK = threading.RLock()
 
 
@@ -248,7 +248,7 @@ def joinflow_flow(
     did produce (True, joinflow's key-level semantics) or skip them (False).
     ``tags``: Prefect tags of every task (tag concurrency limits; each tagged task run
     costs an extra API call).  ``task_runner``: default Prefect's thread pool (one thread per
-    task: their Prefect bookkeeping overlaps the database work, which one lock serializes); a
+    task, each on a database session of its own, so make() calls overlap); a
     ``DaskTaskRunner`` spreads batches over processes.  ``artifact_key``: key of the run-summary markdown artifact.
     ``select`` / ``exclude``: only these computed tables (joinflow selectors: ``Spikes``,
     ``+Spikes`` with its ancestors, ``Spikes+`` with its descendants, ``schema:NAME``,
