@@ -590,3 +590,44 @@ def test_worker_processes_with_nothing_pending_and_makes_that_start_their_own_po
     result = Pooled.populate(reserve_jobs=True, processes=2)
     assert result["success_count"] == 3 and result["error_list"] == []
     assert {k["source_id"]: k["total"] for k in Pooled.to_dicts()} == {i: i * i + (i + 1) ** 2 for i in range(3)}
+
+
+def test_make_in_one_thread_allows_inserts_in_that_thread_only(schema):
+    """populate's permission to insert into a Computed table belongs to the thread running make():
+    with parallel makes of one table in several threads (each on its own connection), one make()
+    neither opens the table to another thread's direct inserts nor closes it under a running make()."""
+    import threading
+
+    attempts = []
+
+    @schema
+    class Base(dj.Manual):
+        definition = """
+        b : int32
+        """
+
+    @schema
+    class Derived(dj.Computed):
+        definition = """
+        -> Base
+        ---
+        v : int32
+        """
+
+        def make(self, key):
+            def sneak():  # another thread, while this make() runs: a direct insert must be refused
+                try:
+                    Derived.insert1({"b": 2, "v": -1})
+                    attempts.append("inserted")
+                except errors.DataJointError as exc:
+                    attempts.append(str(exc))
+
+            thread = threading.Thread(target=sneak)
+            thread.start()
+            thread.join()
+            self.insert1(dict(key, v=1))  # and this make's own insert still works after it
+
+    Base.insert([{"b": 1}, {"b": 2}])
+    assert Derived.populate(Base & {"b": 1})["success_count"] == 1
+    assert len(attempts) == 1 and "allow_direct_insert" in attempts[0]
+    assert Derived.to_dicts() == [{"b": 1, "v": 1}]  # key 2 untouched: still pending

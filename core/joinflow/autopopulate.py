@@ -27,6 +27,7 @@ from .condition import AndList, Not
 from .errors import DataJointError, DeadlockError, DuplicateError, LostConnectionError, WorkerDiedError
 from .backends.base import VALUE
 from .jobs import MAX_BATCH, BATCH_SECONDS, Claims, Heartbeat, Job, LeaseLost, Prepared, key_lists, made_keys
+from .table import making
 
 logger = logging.getLogger("joinflow")
 
@@ -457,8 +458,7 @@ class AutoPopulate:
                     return
                 if claims is not None:  # taken over while this worker waited (e.g. for SQLite's write lock)?
                     claims.check(raw)
-                cls._allow_insert = True
-                try:
+                with making(cls):  # this thread's inserts into cls only, not another thread's
                     if tripartite:
                         again = self.make_fetch(dict(key), **make_kwargs)
                         if not _same(_as_tuple(fetched), _as_tuple(again)):
@@ -469,8 +469,6 @@ class AutoPopulate:
                         self.make_insert(dict(key), *_as_tuple(computed))
                     else:
                         self._make_function()(dict(key), **make_kwargs)
-                finally:
-                    cls._allow_insert = False
                 if inserted is not None and not inserted(key):
                     raise DataJointError(
                         f"{self.class_name}.{'make_insert' if tripartite else 'make'}() did not insert the key it "

@@ -10,6 +10,7 @@ import decimal
 import logging
 import operator
 import re
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -69,6 +70,27 @@ def tier_of(table_name: str) -> str | None:
         if re.fullmatch(re.escape(prefix) + base, table_name):
             return tier
     return None
+
+
+
+# The table classes whose make() runs in this thread: their inserts are allowed in this thread only
+# (a make() running in another thread, e.g. a parallel worker on its own connection, opens nothing here).
+_making = threading.local()
+
+
+@contextlib.contextmanager
+def making(cls: type):
+    """Inside: ``cls``'s rows may be inserted from this thread (``populate`` runs ``make()`` in it)."""
+    classes = _making.__dict__.setdefault("classes", [])
+    classes.append(cls)
+    try:
+        yield
+    finally:
+        classes.pop()
+
+
+def _make_running(cls: type) -> bool:
+    return cls in getattr(_making, "classes", ())
 
 
 class ForeignKeyTarget:
@@ -295,7 +317,7 @@ class Table(QueryExpression):
 
     # -- insert ------------------------------------------------------------------------------------
     def _check_direct_insert(self, allow_direct_insert) -> None:
-        if self._auto_populated and not (allow_direct_insert or self._allow_insert):
+        if self._auto_populated and not (allow_direct_insert or self._allow_insert or _make_running(type(self))):
             raise DataJointError(
                 f"Inserts into an auto-populated table ({self.full_table_name}) can only be done inside "
                 "its make method during a populate call. To override, set keyword argument "

@@ -8,6 +8,7 @@ Built on ``joinflow.pipeline`` only; exactly-once per key comes from joinflow's 
 """
 
 from .blocks import JoinflowDatabase, apply_database_block
+from .triggers import populated_trigger
 from .flows import JoinflowFlow, JoinflowFlowError, JoinflowMakeError, joinflow_flow, plan_step, populate_step
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "joinflow_flow",
     "plan_step",
     "populate_step",
+    "populated_trigger",
 ]

@@ -14,7 +14,9 @@ Prefect: overlapping flow runs and task retries are safe.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import json
 import queue
 import re
 import sys
@@ -25,6 +27,7 @@ from typing import Any, Iterable, Mapping
 from prefect import Flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.states import Completed
@@ -33,11 +36,13 @@ from prefect.utilities.annotations import allow_failure, unmapped
 
 from joinflow.pipeline import Pipeline, Step, expect_database, load_step
 
+from .assets import materialize_table, should_materialize, table_assets
 from .blocks import apply_database_block
+from .threads import is_per_thread, per_thread, session
 
-# One joinflow connection serves a whole process and is not thread-safe: the default
-# thread-pool task runner gets orchestration concurrency from Prefect, and every database
-# call of this process goes through this lock.  Processes (Dask workers) run in parallel.
+# A joinflow connection is not thread-safe.  Task threads work on sessions of their own
+# (threads.per_thread / threads.session); this lock serializes what cannot: loading steps, and
+# every task of a connection that cannot have per-thread sessions (in-memory SQLite).
 DB_LOCK = threading.RLock()
 
 
@@ -45,6 +50,21 @@ def db_lock() -> threading.RLock:
     """This process's lock (task functions call this rather than naming the lock: a task
     function that a runner ships by value then still shares the worker's one lock)."""
     return DB_LOCK
+
+
+def _guard(step: Step):
+    """What a task holds around its database work: nothing when the step's connection gives each
+    thread its own session (see ``threads.per_thread``), else this process's lock."""
+    conn = step.cls.connection
+    return session(conn) if is_per_thread(conn) else db_lock()
+
+
+def _per_thread_connections(classes, limit: int | None = None) -> None:
+    """Give every worker thread of this process its own session of these tables' connections."""
+    for cls in classes:
+        conn = getattr(cls, "connection", None) if cls is not None else None
+        if conn is not None and hasattr(conn, "url") and hasattr(conn, "engine"):
+            per_thread(conn, limit)
 
 
 class JoinflowMakeError(RuntimeError):
@@ -90,6 +110,7 @@ def _step(name: str, database_block: str | None, database: dict | None = None) -
     if cached is None or sys.modules.get(module_name) is not cached[0] or cached[1].database != database:
         with db_lock():
             step = load_step(name, database, setting=_setting(database_block))
+            _per_thread_connections([step.cls])
             cached = _steps[name] = (sys.modules.get(module_name), step)
     return cached[1]
 
@@ -121,7 +142,7 @@ def plan_pending_work(step: str, batch_size: int = 100, shards: int | None = Non
     marks them ignored (DataJoint's ``ignore`` job status) instead.
     """
     s = _step(step, database_block, database)
-    with db_lock():
+    with _guard(s):
         if retry_errors:
             s.retry_errors()
         elif ignore_errors:
@@ -143,7 +164,7 @@ def populate_work(work: dict, database_block: str | None = None, retry_errors: b
     """
     s = _step(work["step"], database_block, database)
     retry = bool(retry_errors) or task_run_runtime.get_run_count() > 1
-    with db_lock():  # count_pending=False: the flow reads each table's status once, at its end
+    with _guard(s):  # count_pending=False: the flow reads each table's status once, at its end
         if "shard" in work:
             summary = s.run(shard=work["shard"], nshards=work["nshards"], retry_errors=retry, count_pending=False)
         else:
@@ -251,6 +272,8 @@ def joinflow_flow(
     select: str | list[str] | None = None,
     exclude: str | list[str] | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
+    assets: bool = True,
+    max_sessions: int | None = None,
     **flow_options: Any,
 ) -> JoinflowFlow:
     """A Prefect flow running a joinflow pipeline's computed tables in foreign-key order.
@@ -270,7 +293,7 @@ def joinflow_flow(
     did produce (True, joinflow's key-level semantics) or skip them (False).
     ``tags``: Prefect tags of every task (tag concurrency limits; each tagged task run
     costs an extra API call).  ``task_runner``: default Prefect's thread pool (one thread per
-    task: their Prefect bookkeeping overlaps the database work, which one lock serializes); a
+    task, each on a database session of its own, so make() calls overlap); a
     ``DaskTaskRunner`` spreads batches over processes.  ``artifact_key``: key of the run-summary markdown artifact.
     ``select`` / ``exclude``: only these computed tables (joinflow selectors: ``Spikes``,
     ``+Spikes`` with its ancestors, ``Spikes+`` with its descendants, ``schema:NAME``,
@@ -279,8 +302,16 @@ def joinflow_flow(
     ``settings``: ``{selector: {...}}`` per-step settings over each table's ``orchestration``
     attribute; a step's settings override ``retries`` / ``retry_delay_seconds`` /
     ``batch_size`` and add to ``tags`` for that table (see :func:`task_options`).
+    ``assets``: each table is a Prefect asset (key ``<backend>://<host>[:port]/<database>/<schema>/<table>``);
+    a table whose run added rows (or had errors) is materialized by a ``materialize <Table>`` task
+    with its parent tables' assets as upstream dependencies (see ``prefect_joinflow.assets``).
+    ``max_sessions``: database sessions per connection for the task threads of the flow's process
+    (default ``PREFECT_JOINFLOW_SESSIONS`` or 8; set when the connection is first made per thread;
+    Dask workers use the variable): each populate task uses one for its duration, so up to this
+    many make() calls run at once per process; a task waits for a free one.
     Other keyword arguments go to ``prefect.Flow`` (``log_prints``, ``timeout_seconds``...).
     """
+    with_assets = assets
     source = pipeline_or_modules
     selection = {k: v for k, v in {"select": select, "exclude": exclude, "settings": settings}.items()
                  if v is not None}
@@ -309,6 +340,12 @@ def joinflow_flow(
             items = source if isinstance(source, (list, tuple)) else [source]
             pipeline = Pipeline(*items, **selection)
             database = pipeline.verify_database()
+            # this thread keeps the connections; every task thread gets its own session of each
+            _per_thread_connections([n._cls for n in pipeline.nodes] + [s.cls for s in pipeline.steps], max_sessions)
+            for s in pipeline.steps:  # job tables exist before tasks start: parallel sessions would race
+                s.table.jobs          # to create them (and the enum type they share on PostgreSQL)
+            assets, asset_upstream = (table_assets(pipeline, lambda node: node.cls.connection) if with_assets
+                                      else ({}, {}))
         steps = list(pipeline.steps)
         by_name = {s.name: s for s in steps}
         step_settings = {s.name: s.settings for s in steps}
@@ -325,6 +362,11 @@ def joinflow_flow(
                       for s in steps}
         batch_sizes = {s.name: step_settings[s.name].get("batch_size", batch_size) for s in steps}
 
+        # Dask places a task next to the results it waits for: batches that wait for their plan would
+        # all go to the plan's worker process.  The plan has finished when its batches are mapped, so
+        # on Dask they do not wait for it (the UI then draws no plan -> batch edge).
+        runner = getattr(FlowRunContext.get(), "task_runner", None)
+        spread = type(runner).__name__ == "DaskTaskRunner"
         events: queue.Queue = queue.Queue()
         state = {s.name: "waiting" for s in steps}
         plan_futures: dict[str, Any] = {}
@@ -332,6 +374,7 @@ def joinflow_flow(
         remaining: dict[str, int] = {}
         started: dict[str, float] = {}
         results: dict[str, dict] = {}
+        materializations: list = []
         in_flight = 0
 
         def track(future, tag):
@@ -412,6 +455,8 @@ def joinflow_flow(
                     emit_event(event=event, resource=where, payload=body)
                 except Exception as exc:  # events are best effort; never fail the data work on them
                     logger.warning("could not emit the event of %s: %s", s.name, exc)
+            if s.full_table_name in assets and should_materialize(summary):
+                materializations.append(_submit_materialization(s, summary, assets, asset_upstream))
 
         def launch_ready():
             for s in steps:
@@ -446,7 +491,8 @@ def joinflow_flow(
                 else:
                     futures = populate_tasks[step_name].map(
                         descriptors, database_block=unmapped(database_block),
-                        retry_errors=unmapped(False), database=unmapped(database), wait_for=[plan_future])
+                        retry_errors=unmapped(False), database=unmapped(database),
+                        wait_for=[] if spread else [plan_future])
                     batch_futures[step_name] = list(futures)
                     remaining[step_name] = len(futures)
                     state[step_name] = "running"
@@ -458,6 +504,8 @@ def joinflow_flow(
                     finish(s, "completed", batch_futures[step_name])
             launch_ready()
 
+        for future in materializations:  # the asset events are sent before the run ends
+            future.wait()
         ordered = {s.name: results[s.name] for s in steps if s.name in results}
         _write_artifact(summary_key, flow_name, ordered)
         failed = [r for r in ordered.values() if r["state"] in ("failed", "skipped", "open errors")
@@ -483,6 +531,18 @@ def joinflow_flow(
                         description=run_pipeline.__doc__, **flow_options)
     flow._joinflow_module = module_name
     return flow
+
+
+def _submit_materialization(step: Step, summary: dict, assets: Mapping[str, Any],
+                            upstream: Mapping[str, list]) -> Any:
+    """A ``materialize <Table>`` task: the table's asset, its parents' assets as upstream."""
+    task_ = materialize_table.with_options(name=f"materialize {_label(step.name)}",
+                                           task_run_name=f"materialize {_label(step.name)}",
+                                           assets=[assets[step.full_table_name]],
+                                           asset_deps=list(upstream.get(step.name, ())))
+    # as JSON text: Prefect must not take the counts for other tasks' results (it matches results by
+    # object identity, and small ints are shared) and invent upstream assets from them
+    return task_.submit(json.dumps({k: v for k, v in summary.items() if k != "duration"}, default=str))
 
 
 def task_options(settings: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:

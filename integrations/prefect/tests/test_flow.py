@@ -148,6 +148,8 @@ def test_failing_make_fails_its_task_with_the_job_table_error(pipeline_module, r
     errors = m.Spikes().jobs.errors.to_dicts()
     assert len(errors) == 3 and all("unlucky animal" in e["error_message"] for e in errors)
     failed = [r for r in task_runs(flow_run_id) if r.state.is_failed()]
+    assert sorted(r.name.split()[0] for r in failed) == ["materialize", "populate"]  # the asset's too
+    failed = [r for r in failed if r.name.startswith("populate ")]
     assert [step_of(r) for r in failed] == ["Spikes"]
     with pytest.raises(Exception, match="RuntimeError: unlucky animal"):
         failed[0].state.result()
