@@ -285,6 +285,7 @@ def test_cli_dead_worker_and_job_column_names(connection, schema_name, backend, 
         code, out = joinflow("populate", str(path), "--workers", "2", "--json")
         assert code == 1, out
         report = json.loads(out)
+        assert "tables" in report, out
         table = report["tables"][0]
         assert table["computed"] == 4 and report["error_count"] == 1
         assert table["errors"][0]["key"] == {"version": 3, "status": "ok", "host": "h"}
