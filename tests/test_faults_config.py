@@ -92,7 +92,26 @@ def test_bad_database_url_names_the_setting_without_the_password(bare_config):
 
 
 def _run_cli(capsys, *args) -> tuple[int, str]:
-    code = cli.main(list(args))
+    """cli.main in this process; what ``--database-url`` sets for the process (dj.config, the
+    environment, the global connection) is put back afterwards, so later tests see their own."""
+    from joinflow import connection as connection_module
+
+    runtime = dj.config._runtime
+    had_url, url = "database.url" in runtime, runtime.get("database.url")
+    env = os.environ.get("JOINFLOW_DATABASE_URL")
+    singleton = connection_module._singleton
+    try:
+        code = cli.main(list(args))
+    finally:
+        if had_url:
+            runtime["database.url"] = url
+        else:
+            runtime.pop("database.url", None)
+        if env is None:
+            os.environ.pop("JOINFLOW_DATABASE_URL", None)
+        else:
+            os.environ["JOINFLOW_DATABASE_URL"] = env
+        connection_module._singleton = singleton
     out = capsys.readouterr()
     return code, out.out + out.err
 
