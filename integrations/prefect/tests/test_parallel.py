@@ -113,9 +113,11 @@ def test_per_thread_gives_each_thread_its_own_session(slow_module):
     assert per_thread(conn) and per_thread(conn)  # idempotent
     m.Source.insert1({"k": 1})
     seen = {}
+    both_alive = threading.Barrier(2, timeout=30)  # a finished thread's identity can be reused by the next
 
     def use(tag):
         seen[tag] = (len(m.Source()), object.__getattribute__(conn, "__dict__")["_jf_local"].connection)
+        both_alive.wait()
 
     threads = [threading.Thread(target=use, args=(i,)) for i in range(2)]
     for t in threads:
