@@ -95,6 +95,8 @@ def declare_pipeline(schema, calls_file=None, fail_on=(), slow_key=None):
             value = (Source & key).fetch1("value")
             self.insert1(dict(key, squared=value * value))
             if slow_key is not None and slow_key in (key["source_id"], "all") and os.environ.get("JF_TEST_SLOW"):
+                if os.environ.get("JF_TEST_SLOW_MARK"):  # tells the test that make() is now sleeping
+                    open(os.environ["JF_TEST_SLOW_MARK"], "w").close()
                 time.sleep(60)  # killed here, master row inserted, parts not yet
             if key["source_id"] in fail_on:
                 raise ValueError(f"cannot square {key['source_id']}")
