@@ -6,6 +6,8 @@ not answer is skipped locally (with the reason) and fails the test under CI=true
 
 from __future__ import annotations
 
+import os
+import socket
 
 import pytest
 
@@ -60,3 +62,20 @@ def schema_names(connection):
 def schema(connection, schema_name):
     """An activated, empty dj.Schema bound to this test's connection."""
     return dj.Schema(schema_name, connection=connection)
+
+
+# a moto S3 server on a free local port, one per test module (the store tests use it)
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()

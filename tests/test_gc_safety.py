@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -23,22 +22,6 @@ from joinflow.errors import DataJointError
 from joinflow.storage import StoreError
 
 BUCKET = "joinflow-gc-test"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def store_spec(kind: str, tmp_path: Path, request, **extra) -> dict:

@@ -5,7 +5,6 @@ symbolic links that point out of the store.  On SQLite, PostgreSQL and MySQL; lo
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 import numpy as np
@@ -40,22 +39,6 @@ ESCAPES = [
     "",
     "a\0b",
 ]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def _s3_spec(endpoint: str) -> dict:
